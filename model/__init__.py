@@ -1,0 +1,7 @@
+"""Very Deep VAE (Child 2021), state-dict compatible with openai/vdvae, with the sample-quality
+techniques of Luhman & Luhman 2022. See README.md and conformance/CONTRACT.md for the API."""
+
+from .hparams import PRESETS, HParams, HParamsError
+from .vae import VDVAE, Encoding, Reconstruction
+
+__all__ = ["PRESETS", "VDVAE", "Encoding", "HParams", "HParamsError", "Reconstruction"]

@@ -1,0 +1,260 @@
+"""Checkpoints: our folder format, official openai/vdvae files, and clear errors for bad ones.
+
+Our format is a folder:
+  model.safetensors  the EMA weights the service uses (safetensors: loading runs no code)
+  config.json        {"format": ..., "hparams": {...}, "provenance": {...}}
+  README.md          the model card
+Official `*-model-ema.th` / `*-model.th` state dicts (with or without DDP's `module.` prefix) load
+with `torch.load(weights_only=True)`, given a preset or inferred from their tensor shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .hparams import PRESETS, HParams, HParamsError
+from .vae import VDVAE
+
+FORMAT = "vdvae-serve/1"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "README.md"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says what was expected."""
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic file writes
+# --------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call write(tmp_path) and rename onto `path`: readers see the old file or the new one, never
+    a partial one (a crash mid-write leaves only a stray temporary file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading state dicts
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """An official state dict, `module.` prefix stripped. Never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, or a pickle that wants to run code
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch state dict (truncated or corrupt?): {type(e).__name__}: {e}"
+        ) from None
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path} holds a {type(sd).__name__}, expected a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing {path}: a model folder needs {WEIGHTS_FILE} and {CONFIG_FILE}")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {e}"
+        ) from None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"missing {path}: a model folder needs {WEIGHTS_FILE} and {CONFIG_FILE}")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("hparams"), dict):
+        raise CheckpointError(f"{path} is not a model config: expected a JSON object with 'hparams'")
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# Matching a state dict to an architecture
+# --------------------------------------------------------------------------------------------
+
+
+def _shapes(hp: HParams) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        vae = VDVAE(hp)
+    return {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+
+
+def fitting_presets(sd: Mapping[str, torch.Tensor]) -> list[str]:
+    """Presets whose architecture has exactly the keys and shapes of `sd`."""
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    return [name for name in PRESETS if _shapes(HParams.preset(name)) == shapes]
+
+
+def check_state_dict(sd: Mapping[str, torch.Tensor], hp: HParams, source: str, what: str) -> None:
+    """Raise CheckpointError naming the first mismatching keys and the presets that would fit."""
+    expected = _shapes(hp)
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    problems = [f"missing {k}" for k in expected if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in expected]
+    problems += [
+        f"{k}: checkpoint {got[k]} vs model {expected[k]}"
+        for k in expected
+        if k in got and got[k] != expected[k]
+    ]
+    if problems:
+        fits = fitting_presets(sd)
+        hint = (
+            f"presets that fit this checkpoint: {', '.join(fits)}"
+            if fits
+            else "no preset fits this checkpoint"
+        )
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems)} mismatches)" if len(problems) > 5 else "")
+        raise CheckpointError(f"{source} does not match {what}: {shown}. {hint}")
+    for k, v in sd.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise CheckpointError(f"{source}: tensor {k} has non-finite values")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and saving
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_hparams(preset: str | HParams | Mapping | None, sd, source: str) -> tuple[HParams, str | None]:
+    """The architecture of an official file and its preset name (None for custom hparams)."""
+    if isinstance(preset, HParams):
+        return preset, None
+    if isinstance(preset, Mapping):
+        return HParams.from_official(preset), None
+    if preset is not None:
+        try:
+            return HParams.preset(preset), preset
+        except HParamsError as e:
+            raise CheckpointError(str(e)) from None
+    fits = fitting_presets(sd)
+    if len(fits) == 1:
+        return HParams.preset(fits[0]), fits[0]
+    raise CheckpointError(
+        f"{source} is an official checkpoint: pass preset= (one of {', '.join(PRESETS)}); "
+        + (f"it fits {', '.join(fits)}" if fits else "no preset fits its shapes")
+    )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(
+    path: str | Path,
+    preset: str | HParams | Mapping | None = None,
+    device: str | torch.device | None = None,
+) -> VDVAE:
+    """Load a model folder, or an official .th file (preset given or inferred), in eval mode.
+
+    Every failure raises CheckpointError with what was expected: a missing file, a truncated or
+    corrupt one, or weights that do not fit the architecture (first mismatching keys and the
+    presets that would fit).
+    """
+    path = Path(path)
+    device = torch.device(device) if device is not None else default_device()
+    if path.is_dir():
+        config = read_config(path)
+        try:
+            hp = HParams.from_dict(config["hparams"])
+        except (HParamsError, TypeError) as e:
+            raise CheckpointError(f"{path / CONFIG_FILE}: invalid hparams: {e}") from None
+        sd = read_safetensors(path / WEIGHTS_FILE)
+        check_state_dict(sd, hp, str(path / WEIGHTS_FILE), f"the architecture in {CONFIG_FILE}")
+        provenance = config.get("provenance", {})
+    elif path.is_file():
+        sd = read_official_state_dict(path)
+        hp, name = _resolve_hparams(preset, sd, str(path))
+        check_state_dict(sd, hp, str(path), f"preset {name!r}" if name else "the given hyperparameters")
+        provenance = {"source": "openai/vdvae", "file": path.name, "preset": name}
+    else:
+        raise CheckpointError(
+            f"no checkpoint at {path}: expected a model folder ({WEIGHTS_FILE} + {CONFIG_FILE}) "
+            "or an official *-model-ema.th / *-model.th file"
+        )
+    vae = VDVAE(hp)
+    vae.load_state_dict(sd, strict=True)
+    vae.provenance = provenance
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def save_model_folder(
+    vae: VDVAE,
+    folder: str | Path,
+    provenance: Mapping[str, Any],
+    card: str | None = None,
+) -> Path:
+    """Write model.safetensors, config.json and README.md (each atomically) into `folder`."""
+    folder = Path(folder)
+    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in vae.state_dict().items()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
+    config = {"format": FORMAT, "hparams": vae.hp.to_dict(), "provenance": dict(provenance)}
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write_text(
+        folder / CARD_FILE, card if card is not None else default_card(vae, provenance, folder.name)
+    )
+    return folder
+
+
+def default_card(vae: VDVAE, provenance: Mapping[str, Any], name: str) -> str:
+    hp = vae.hp
+    params = sum(p.numel() for p in vae.parameters())
+    lines = [
+        f"# {name}",
+        "",
+        "A Very Deep VAE checkpoint in the vdvae-serve folder format.",
+        "",
+        f"- image: {hp.image_size}x{hp.image_size}x{hp.image_channels}, dataset preprocessing `{hp.dataset}`",
+        f"- latent layers: {hp.num_layers}, parameters: {params:,}",
+        f"- output head: {hp.output_head}; classes: {hp.num_classes or 'unconditional'}",
+        "",
+        "## Provenance",
+        "",
+    ]
+    lines += [f"- {k}: {v}" for k, v in provenance.items()]
+    return "\n".join(lines) + "\n"

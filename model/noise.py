@@ -1,0 +1,85 @@
+"""Per-image random streams.
+
+Every image of a batch draws from its own CPU generator seeded from its seed, always in the same
+order (all latent layers in one draw, then the output layer's uniforms), so an image depends on its
+seed and parameters only: not on its position, the batch size, the other images or the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+MAX_SEED = 2**63 - 1
+
+
+def random_seeds(n: int) -> list[int]:
+    """Seeds for callers that gave none, from torch's global RNG (so torch.manual_seed applies)."""
+    return torch.randint(0, 2**62, (n,)).tolist()
+
+
+def seed_list(seeds: int | Sequence[int] | None, n: int) -> list[int]:
+    """None -> random; an int s -> s, s+1, ..., s+n-1; a sequence -> itself (length n)."""
+    if seeds is None:
+        return random_seeds(n)
+    if isinstance(seeds, int):
+        out = [seeds + i for i in range(n)]
+    else:
+        out = [int(s) for s in seeds]
+        if len(out) != n:
+            raise ValueError(f"got {len(out)} seeds for {n} images")
+    for s in out:
+        if not 0 <= s <= MAX_SEED:
+            raise ValueError(f"seed {s} out of range [0, 2**63 - 1]")
+    return out
+
+
+def _mix64(seed: int) -> int:
+    """splitmix64 finaliser: a second, unrelated seed derived from a seed."""
+    z = (seed + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) & MAX_SEED
+
+
+class NoiseSource:
+    """One pair of generators per image, stacked along the batch dimension.
+
+    Latent draws and output-layer (pixel) draws come from separate streams, the pixel one seeded
+    from a hash of the seed, so decoding and pixel sampling give the same result whether they run
+    in one call or two.
+    """
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.seeds = list(seeds)
+        self._latent = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
+        self._pixel = [torch.Generator().manual_seed(_mix64(int(s))) for s in self.seeds]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def _draw(self, generators, shapes: Sequence[tuple[int, ...]], device, fill) -> list[torch.Tensor]:
+        sizes = [math.prod(s) for s in shapes]
+        total = sum(sizes)
+        flat = torch.empty(len(generators), total)
+        for row, gen in zip(flat, generators):
+            fill(row, gen)  # one call per image covers every tensor of this draw
+        device = torch.device(device)
+        if device.type == "cuda":
+            flat = flat.pin_memory().to(device, non_blocking=True)
+        else:
+            flat = flat.to(device)
+        n = len(generators)
+        return [t.reshape(n, *s) for t, s in zip(flat.split(sizes, dim=1), shapes)]
+
+    def normal(self, shapes: Sequence[tuple[int, ...]], device="cpu") -> list[torch.Tensor]:
+        """Standard normal tensors (n, *shape) for each per-image shape."""
+        return self._draw(self._latent, shapes, device, lambda row, gen: row.normal_(generator=gen))
+
+    def uniform(self, shapes: Sequence[tuple[int, ...]], device="cpu", low=1e-5, high=1.0 - 1e-5):
+        """Uniform(low, high) tensors (n, *shape); the DMoL sampler's default open interval."""
+        return self._draw(
+            self._pixel, shapes, device, lambda row, gen: row.uniform_(low, high, generator=gen)
+        )

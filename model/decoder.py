@@ -119,6 +119,7 @@ class Decoder(nn.Module):
         activations: dict[int, torch.Tensor] | None = None,
         posterior_layers: Sequence[int] | None = None,
         latents: Sequence[torch.Tensor] = (),
+        latent_layers: Sequence[int] | None = None,
         noise: Sequence[torch.Tensor] | None = None,
         log_temperature: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
@@ -127,18 +128,23 @@ class Decoder(nn.Module):
     ) -> TopDown:
         """Run the decoder once for a batch of n images.
 
-        Layer i of image b takes its z, in this order of precedence, from `latents[i]` (given),
-        from the posterior when i < posterior_layers[b] (needs encoder `activations`), else from
-        the (possibly guided) prior with its std times exp(log_temperature[b, i]). `noise[i]`
+        Layer i of image b takes its z, in this order of precedence, from `latents[i]` when
+        i < latent_layers[b] (given; default: every image takes all of `latents`), from the
+        posterior when i < posterior_layers[b] (needs encoder `activations`), else from the
+        (possibly guided) prior with its std times exp(log_temperature[b, i]). `noise[i]`
         (n, Z, r, r) holds the standard normal draws; without it they come from the global RNG.
         """
+        ref = self.gain
         ks = list(posterior_layers) if posterior_layers is not None else [0] * n
         k_max, k_min = max(ks, default=0), min(ks, default=0)
-        ref = self.gain
         if k_max > 0 and activations is None:
             raise ValueError("posterior layers need encoder activations")
-        mixed = k_max != k_min
-        k_dev = torch.tensor(ks, device=ref.device).view(n, 1, 1, 1) if mixed else None
+        k_dev = torch.tensor(ks, device=ref.device).view(n, 1, 1, 1) if k_max != k_min else None
+        given = list(latent_layers) if latent_layers is not None else [len(latents)] * n
+        g_max, g_min = max(given, default=0), min(given, default=0)
+        if g_max > len(latents):
+            raise ValueError(f"latent_layers asks for {g_max} given layers but {len(latents)} were passed")
+        g_dev = torch.tensor(given, device=ref.device).view(n, 1, 1, 1) if g_max != g_min else None
         g = guidance
         n_g = 0 if g is None else g.rows.numel()
         xs = {b.shape[2]: b.expand(n, -1, -1, -1) for b in self.bias_xs}
@@ -160,15 +166,12 @@ class Decoder(nn.Module):
                 qm, qv = block.enc(torch.cat([x, acts], dim=1), cond).chunk(2, dim=1)
             x = x + xpp
 
-            kl = None
-            if i < len(latents):
-                z = latents[i].to(pm.dtype).expand(n, -1, -1, -1)
-            else:
+            kl, z = None, None
+            if i >= g_min:  # some image draws this layer rather than taking a given z
                 eps = noise[i] if noise is not None else None
-                z = None
                 if i >= k_min:  # some image samples this layer from the prior
                     pm_s, pv_s = pm, pv
-                    if g is not None and n_g:
+                    if g is not None:
                         pu_m, pu_v, _ = block.split_prior(feats_u)
                         pm_s, pv_s = _guided_prior(pm, pv, pu_m, pu_v, g)
                     if log_temperature is not None:
@@ -181,12 +184,15 @@ class Decoder(nn.Module):
                         eps = torch.randn_like(qm, dtype=torch.float32)
                     z_q = torch.exp(qv) * eps + qm
                     kl = gaussian_kl(qm.float(), pm.float(), qv.float(), pv.float()).sum(dim=(1, 2, 3))
-                    if mixed:
+                    if z is None:  # every image takes this layer from its posterior
+                        z = z_q
+                    else:
                         in_post = k_dev > i  # (n, 1, 1, 1)
                         z = torch.where(in_post, z_q, z)
                         kl = kl * in_post.view(n)
-                    else:
-                        z = z_q
+            if i < g_max:
+                z_given = latents[i].to(pm.dtype).expand(n, -1, -1, -1)
+                z = z_given if z is None else torch.where(g_dev > i, z_given, z)
             if keep_posterior:
                 out.z.append(z)
                 if use_post:

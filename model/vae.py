@@ -296,24 +296,32 @@ class VDVAE(nn.Module):
         labels=None,
         guidance: GuidanceSpec = None,
         seeds=None,
+        latent_layers: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Output-layer parameters (n, H, W, out) NHWC: given latents for the top len(latents) layers,
-        the rest from the prior with std times the temperature (float, or one per layer)."""
+        """Output-layer parameters (n, H, W, out) NHWC: given latents for the top len(latents) layers
+        (or the top latent_layers[b] for image b), the rest from the prior with std times the
+        temperature (float, or one per layer)."""
         with self._inference():
             n = n if n is not None else (latents[0].shape[0] if len(latents) else 1)
             if noise is None and seeds is not None:
                 noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
-            return self.head(self._decode(latents, n, temperature, noise, labels, guidance).px_z)
+            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
+            return self.head(td.px_z)
 
     def _noise(self, seeds, n: int) -> NoiseSource:
         return seeds if isinstance(seeds, NoiseSource) else NoiseSource(seed_list(seeds, n))
 
-    def _decode(self, latents, n, temperature, noise, labels, guidance) -> TopDown:
+    def _decode(self, latents, latent_layers, n, temperature, noise, labels, guidance) -> TopDown:
         latents = self._check_latents(latents, n)
+        if latent_layers is not None:
+            latent_layers = [int(k) for k in latent_layers]
+            if len(latent_layers) != n or any(not 0 <= k <= len(latents) for k in latent_layers):
+                raise ValueError(f"latent_layers must give one count in 0..{len(latents)} per image")
         y = self._labels(labels, n)
         return self.decoder.top_down(
             n,
             latents=latents,
+            latent_layers=latent_layers,
             noise=noise,
             log_temperature=self._log_temperature(temperature, n),
             cond=self.decoder.embed(y),
@@ -346,18 +354,20 @@ class VDVAE(nn.Module):
         guidance: GuidanceSpec = None,
         seeds: int | Sequence[int] | None = None,
         latents: Sequence[torch.Tensor] = (),
+        latent_layers: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """n images (uint8, NHWC) from the prior, optionally class-conditional and guided.
 
         labels: one int for all, or one per image (None/-1: unconditional). guidance:
         (w_mean, w_var), 0 = plain conditional sampling. seeds: image i uses seeds[i] (an int s
         means s + i); the same seed and parameters give the same image in any batch. latents:
-        fixed z for the top layers (decoding from given latents).
+        fixed z for the top layers (decoding from given latents); latent_layers: how many of them
+        each image takes (default all), so requests of different depths share one pass.
         """
         with self._inference():
             src = self._noise(seeds, n)
             noise = src.normal(self.latent_shapes(), self.device)
-            td = self._decode(latents, n, temperature, noise, labels, guidance)
+            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
             return self.params_to_images(self.head(td.px_z), seeds=src)
 
     def reconstruct(

@@ -301,9 +301,13 @@ class HParams:
         dataset = get("dataset") or "cifar10"
         size, channels = OFFICIAL_IMAGE_SHAPES.get(dataset, (None, 3))
         official_defaults = {
-            "width": 512, "zdim": 16, "bottleneck_multiple": 0.25, "num_mixtures": 10,
-            "no_bias_above": 64, "custom_width_str": "",
-        }  # fmt: skip
+            "width": 512,
+            "zdim": 16,
+            "bottleneck_multiple": 0.25,
+            "num_mixtures": 10,
+            "no_bias_above": 64,
+            "custom_width_str": "",
+        }
         kwargs: dict[str, Any] = {"dataset": dataset}
         for name, default in official_defaults.items():
             value = get(name)
@@ -342,26 +346,43 @@ class HParams:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": dict(
-        dataset="cifar10", image_size=32, width=384, zdim=16,
-        enc_blocks=CIFAR10_ENC, dec_blocks=CIFAR10_DEC,
+        dataset="cifar10",
+        image_size=32,
+        width=384,
+        zdim=16,
+        enc_blocks=CIFAR10_ENC,
+        dec_blocks=CIFAR10_DEC,
     ),
     "imagenet32": dict(
-        dataset="imagenet32", image_size=32, width=512, zdim=16,
+        dataset="imagenet32",
+        image_size=32,
+        width=512,
+        zdim=16,
         enc_blocks="32x15,32d2,16x9,16d2,8x8,8d2,4x6,4d4,1x6",
         dec_blocks="1x2,4m1,4x4,8m4,8x9,16m8,16x19,32m16,32x40",
     ),
     "imagenet64": dict(
-        dataset="imagenet64", image_size=64, width=512, zdim=16,
+        dataset="imagenet64",
+        image_size=64,
+        width=512,
+        zdim=16,
         enc_blocks="64x11,64d2,32x20,32d2,16x9,16d2,8x8,8d2,4x7,4d4,1x5",
         dec_blocks="1x2,4m1,4x3,8m4,8x7,16m8,16x15,32m16,32x31,64m32,64x12",
     ),
     "ffhq256": dict(
-        dataset="ffhq_256", image_size=256, width=512, zdim=16,
+        dataset="ffhq_256",
+        image_size=256,
+        width=512,
+        zdim=16,
         enc_blocks="256x3,256d2,128x8,128d2,64x12,64d2,32x17,32d2,16x7,16d2,8x5,8d2,4x5,4d4,1x4",
         dec_blocks="1x2,4m1,4x3,8m4,8x4,16m8,16x9,32m16,32x21,64m32,64x13,128m64,128x7,256m128",
     ),
     "ffhq1024": dict(
-        dataset="ffhq_1024", image_size=1024, width=16, zdim=16, num_mixtures=2,
+        dataset="ffhq_1024",
+        image_size=1024,
+        width=16,
+        zdim=16,
+        num_mixtures=2,
         custom_width_str="512:32,256:64,128:512,64:512,32:512,16:512,8:512,4:512,1:512",
         enc_blocks="1024x1,1024d2,512x3,512d2,256x5,256d2,128x7,128d2,64x10,64d2,32x14,32d2,16x7,16d2,"
         "8x5,8d2,4x5,4d4,1x4",
@@ -370,15 +391,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # The official test harness's TINY model (140,924 parameters): fast enough for unit tests.
     "tiny": dict(
-        dataset="cifar10", image_size=32, width=32, zdim=8,
+        dataset="cifar10",
+        image_size=32,
+        width=32,
+        zdim=8,
         enc_blocks="32x2,32d2,16x2,16d2,8x2,8d2,4x2,4d4,1x2",
         dec_blocks="1x1,4m1,4x2,8m4,8x2,16m8,16x2,32m16,32x2",
     ),
     # Our demo model: class-conditional MNIST digits padded to 32x32, one channel.
     "mnist": dict(
-        dataset="mnist", image_size=32, image_channels=1, width=64, zdim=8, num_mixtures=5,
-        num_classes=10, class_dim=32,
+        dataset="mnist",
+        image_size=32,
+        image_channels=1,
+        width=64,
+        zdim=8,
+        num_mixtures=5,
+        num_classes=10,
+        class_dim=32,
         enc_blocks="32x3,32d2,16x3,16d2,8x3,8d2,4x3,4d4,1x2",
         dec_blocks="1x1,4m1,4x2,8m4,8x3,16m8,16x4,32m16,32x4",
     ),
-}  # fmt: skip
+}

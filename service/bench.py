@@ -1,0 +1,346 @@
+"""Closed-loop load generator and batching comparison for the service.
+
+Each of C clients sends its next request as soon as the previous one is answered (closed loop,
+as perf_analyzer's concurrency mode), for a warm-up period and then a measured one. Reported per
+concurrency: requests/s, images/s, p50/p90/p99 latency, errors, and, from /metrics deltas, the mean
+batch size and the server's mean queue and compute time per batch.
+
+    # against a running server
+    python -m service.bench --url http://127.0.0.1:8000 --concurrency 1,4,16,32 --duration 20
+
+    # batching on vs off at equal load: starts `python -m service` once per batch size
+    python -m service.bench --spawn --model-dir weights --max-batch-sizes 32,1 --concurrency 32 --duration 20
+
+    # plus the model's own throughput (vae.sample in-process) at the same batch sizes
+    python -m service.bench --spawn --max-batch-sizes 32,1 --concurrency 32 --model-throughput
+
+Extra server flags go after `--`, e.g. `-- --cpu-threads 1 --max-batch-delay-ms 2`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    concurrency: int
+    seconds: float
+    requests: int
+    images: int
+    errors: dict[str, int]
+    latencies_s: list[float] = field(repr=False)
+    batches: float = 0.0
+    batch_images: float = 0.0
+    queue_s_per_image: float = math.nan
+    compute_s_per_batch: float = math.nan
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def ips(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batch_images / self.batches if self.batches else math.nan
+
+    def percentile_ms(self, q: float) -> float:
+        return 1000 * percentile(self.latencies_s, q)
+
+    def summary(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "latencies_s"}
+        d.update(
+            rps=self.rps, ips=self.ips, mean_batch=self.mean_batch,
+            p50_ms=self.percentile_ms(50), p90_ms=self.percentile_ms(90), p99_ms=self.percentile_ms(99),
+        )  # fmt: skip
+        return d
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (NaN for no values)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def scrape(text: str, model: str, operation: str) -> dict[str, float]:
+    """Batch counters of one model and operation from a /metrics page."""
+    wanted = {
+        "vae_batch_size_count": "batches",
+        "vae_batch_size_sum": "batch_images",
+        "vae_queue_duration_seconds_sum": "queue_s",
+        "vae_queue_duration_seconds_count": "queued",
+        "vae_compute_duration_seconds_sum": "compute_s",
+    }
+    out = dict.fromkeys(wanted.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = wanted.get(s.name)
+            if key and s.labels.get("model") == model and s.labels.get("operation") == operation:
+                out[key] = s.value
+    return out
+
+
+async def closed_loop(
+    url: str, concurrency: int, duration_s: float, warmup_s: float, payload: dict, timeout_s: float = 120.0
+) -> RunResult:
+    """C clients in a closed loop; only requests that start after the warm-up are counted."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    n_images = int(payload.get("n", 1))
+    model = payload.get("model")
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
+        if model is None:
+            models = (await client.get("/v1/models")).json()["data"]
+            model = next(m["id"] for m in models if m["default"])
+        start = time.monotonic()
+        t_measure = start + warmup_s
+        t_end = t_measure + duration_s
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        before: dict[str, float] = {}
+
+        async def client_loop() -> None:
+            rng = random.Random()
+            while (t0 := time.monotonic()) < t_end:
+                body = {**payload, "seed": rng.randrange(2**31)}
+                try:
+                    r = await client.post("/sample", json=body)
+                    status = str(r.status_code)
+                except httpx.HTTPError as e:
+                    status = type(e).__name__
+                if t0 >= t_measure:
+                    if status == "200":
+                        latencies.append(time.monotonic() - t0)
+                    else:
+                        errors[status] = errors.get(status, 0) + 1
+
+        async def snapshot_at_measure_start() -> None:
+            await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+            before.update(scrape((await client.get("/metrics")).text, model, "sample"))
+
+        await asyncio.gather(snapshot_at_measure_start(), *(client_loop() for _ in range(concurrency)))
+        elapsed = time.monotonic() - t_measure
+        after = scrape((await client.get("/metrics")).text, model, "sample")
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    return RunResult(
+        concurrency=concurrency,
+        seconds=elapsed,
+        requests=len(latencies),
+        images=len(latencies) * n_images,
+        errors=errors,
+        latencies_s=latencies,
+        batches=delta["batches"],
+        batch_images=delta["batch_images"],
+        queue_s_per_image=delta["queue_s"] / delta["queued"] if delta["queued"] else math.nan,
+        compute_s_per_batch=delta["compute_s"] / delta["batches"] if delta["batches"] else math.nan,
+    )
+
+
+def model_throughput(
+    model_dir: Path, model: str, batch_sizes: Sequence[int], seconds: float, cpu_threads: int
+) -> dict[int, float]:
+    """Images/s of vae.sample called directly, per batch size (the ceiling the service can reach)."""
+    import torch
+
+    from model.checkpoint import load_model
+
+    if cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    vae = load_model(model_dir / model)
+    out = {}
+    for b in batch_sizes:
+        vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
+        images, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)])
+            images += b
+        out[b] = images / (time.perf_counter() - t0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Starting servers
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iterator[str]:
+    """`python -m service` on a free loopback port with `flags`; yields its URL once ready, then
+    stops it with SIGTERM."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    cmd += flags
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}:\n{proc.stderr.read()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready in time")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+HEADER = (
+    f"{'label':>14} {'conc':>5} {'req/s':>8} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+    f"{'batch':>6} {'queue ms':>9} {'pass ms':>8} {'errors':>7}"
+)
+
+
+def row(label: str, r: RunResult) -> str:
+    errors = sum(r.errors.values())
+    return (
+        f"{label:>14} {r.concurrency:>5} {r.rps:>8.1f} {r.ips:>8.1f} {r.percentile_ms(50):>8.1f} "
+        f"{r.percentile_ms(90):>8.1f} {r.percentile_ms(99):>8.1f} {r.mean_batch:>6.2f} "
+        f"{1000 * r.queue_s_per_image:>9.1f} {1000 * r.compute_s_per_batch:>8.1f} {errors:>7}"
+    )
+
+
+def load_line() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average: unavailable"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def sweep(url: str, label: str, args: argparse.Namespace) -> list[RunResult]:
+    payload = {"n": args.n, "temperature": args.temperature}
+    if args.model:
+        payload["model"] = args.model
+    results = []
+    for c in args.concurrency:
+        r = asyncio.run(closed_loop(url, c, args.duration, args.warmup, payload))
+        print(row(label, r), f"  [{load_line()}]", flush=True)
+        results.append(r)
+    return results
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m service.bench", description=__doc__.split("\n\n")[0])
+    add = p.add_argument
+    add("--url", default="http://127.0.0.1:8000", help="Server to drive (without --spawn).")
+    add("--concurrency", type=parse_ints, default=[1, 4, 16, 32], help="Comma-separated client counts.")
+    add("--duration", type=float, default=20.0, help="Measured seconds per concurrency.")
+    add("--warmup", type=float, default=3.0, help="Unmeasured seconds before each measurement.")
+    add("--n", type=int, default=1, help="Images per request.")
+    add("--temperature", type=float, default=1.0)
+    add("--model", default=None, help="Model name (default: the server's default model).")
+    add("--spawn", action="store_true", help="Start `python -m service` once per --max-batch-sizes.")
+    add("--model-dir", type=Path, default=Path("weights"), help="For --spawn and --model-throughput.")
+    add("--max-batch-sizes", type=parse_ints, default=[32, 1], help="With --spawn: one server each.")
+    add("--model-throughput", action="store_true", help="Also time vae.sample in-process per batch size.")
+    add("--cpu-threads", type=int, default=0, help="torch threads for --model-throughput (0: default).")
+    add("--json", type=Path, default=None, help="Write all results to this JSON file.")
+    add("server_flags", nargs=argparse.REMAINDER, help="After `--`: extra flags for spawned servers.")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    server_flags = [f for f in args.server_flags if f != "--"]
+    print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
+    print(load_line())
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    print(HEADER)
+    if args.spawn:
+        for size in args.max_batch_sizes:
+            flags = ["--model-dir", str(args.model_dir), "--max-batch-size", str(size), *server_flags]
+            with spawned_server(flags) as url:
+                print(HEADER)
+                results = sweep(url, f"max_batch={size}", args)
+            report["runs"][f"max_batch_size={size}"] = [r.summary() for r in results]
+        by_size = report["runs"]
+        if len(args.max_batch_sizes) >= 2:
+            base = args.max_batch_sizes[-1]
+            for size in args.max_batch_sizes[:-1]:
+                for on, off in zip(by_size[f"max_batch_size={size}"], by_size[f"max_batch_size={base}"]):
+                    ratio = on["ips"] / off["ips"] if off["ips"] else math.nan
+                    print(
+                        f"concurrency {on['concurrency']}: max_batch_size={size} {on['ips']:.1f} img/s, "
+                        f"max_batch_size={base} {off['ips']:.1f} img/s: x{ratio:.2f}"
+                    )
+    else:
+        report["runs"][args.url] = [r.summary() for r in sweep(args.url, "server", args)]
+    if args.model_throughput:
+        model = args.model or _default_model(args.model_dir)
+        observed = _nearest_batch(report)
+        sizes = sorted(set(args.max_batch_sizes) | ({observed} if observed else set()))
+        print(f"model throughput in-process ({model}, vae.sample, {args.cpu_threads or 'default'} threads):")
+        tput = model_throughput(args.model_dir, model, sizes, max(3.0, args.duration / 2), args.cpu_threads)
+        for b, ips in tput.items():
+            print(f"  batch {b:>4}: {ips:8.1f} img/s")
+        report["model_throughput"] = tput
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _default_model(model_dir: Path) -> str:
+    names = sorted(p.name for p in model_dir.iterdir() if (p / "config.json").is_file())
+    return "mnist" if "mnist" in names else names[0]
+
+
+def _nearest_batch(report: dict) -> int:
+    """The rounded mean batch size of the first run (0 when unknown)."""
+    for runs in report["runs"].values():
+        for r in runs:
+            if not math.isnan(r["mean_batch"]):
+                return max(1, round(r["mean_batch"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

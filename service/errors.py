@@ -1,0 +1,240 @@
+"""Errors as RFC 9457 `application/problem+json`, and every exception handler of the app.
+
+A route or the batcher raises a `ServiceError` subclass; the handlers registered here turn it (and
+FastAPI's validation errors, unknown routes and anything unexpected) into a problem document:
+`type`, `title`, `status`, `detail`, `instance`, `request_id`, plus `errors` for 422s. Each error
+class names the `reason` label it adds to `vae_request_failures_total`. Tracebacks go to the log,
+never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("service.errors")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+# Problem type URIs are relative references to this service's /problems/{slug} pages.
+PROBLEM_BASE = "/problems/"
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status; the message is the problem's `detail`, shown to the user."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+    reason: ClassVar[str] = "backend"  # label of vae_request_failures_total
+    description: ClassVar[str] = "The service failed on this request; the log has the details."
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class InvalidInput(ServiceError):
+    status, slug, title, reason = 422, "invalid-input", "Invalid input", "invalid"
+    description = "A request field is out of range or does not fit the model; `errors` lists each one."
+
+
+class InvalidImage(ServiceError):
+    status, slug, title, reason = 422, "invalid-image", "Invalid image", "invalid"
+    description = (
+        "The image is not a PNG or JPEG, is corrupt or truncated, or has the wrong size or channels."
+    )
+
+
+class MalformedBody(ServiceError):
+    status, slug, title, reason = 400, "malformed-body", "Malformed request body", "invalid"
+    description = "The body is not valid JSON (or multipart form data) of the documented shape."
+
+
+class UnsupportedMediaType(ServiceError):
+    status, slug, title, reason = 415, "unsupported-media-type", "Unsupported media type", "invalid"
+    description = "Send application/json, or multipart/form-data where the endpoint takes an image file."
+
+
+class ModelNotFound(ServiceError):
+    status, slug, title, reason = 404, "model-not-found", "Unknown model", "not_found"
+    description = "No model of that name is served; GET /v1/models lists them."
+
+
+class BodyTooLarge(ServiceError):
+    status, slug, title, reason = 413, "body-too-large", "Request body too large", "too_large"
+    description = "The body is larger than the service's max_body_bytes."
+
+
+class QueueFull(ServiceError):
+    status, slug, title, reason = 503, "queue-full", "Queue full", "queue_full"
+    description = "Too many images are waiting for this model and operation; retry after Retry-After seconds."
+
+
+class NotReady(ServiceError):
+    status, slug, title, reason = 503, "not-ready", "Not ready", "not_ready"
+    description = "The models are still loading or warming up."
+
+
+class ShuttingDown(ServiceError):
+    status, slug, title, reason = 503, "shutting-down", "Shutting down", "shutting_down"
+    description = "The service is draining before it stops; send the request to another replica."
+
+
+class DeadlineExceeded(ServiceError):
+    status, slug, title, reason = 504, "deadline-exceeded", "Deadline exceeded", "deadline"
+    description = "The request's deadline passed before it was computed; it was not computed."
+
+
+class OutOfMemory(ServiceError):
+    status, slug, title, reason = 503, "out-of-memory", "Out of device memory", "oom"
+    description = "Even a batch of one image did not fit in device memory."
+
+
+class InternalError(ServiceError):
+    """The model failed on this item (and only this one: the batch was split to find it)."""
+
+
+class Cancelled(ServiceError):
+    """The client disconnected; nobody reads the answer (status 499, as nginx logs it)."""
+
+    status, slug, title, reason = 499, "cancelled", "Client closed request", "cancelled"
+    description = "The client disconnected before the answer was ready; the work was dropped."
+
+
+PROBLEM_TYPES: dict[str, type[ServiceError]] = {
+    cls.slug: cls
+    for cls in (
+        InvalidInput, InvalidImage, MalformedBody, UnsupportedMediaType, ModelNotFound, BodyTooLarge,
+        QueueFull, NotReady, ShuttingDown, DeadlineExceeded, OutOfMemory, InternalError, Cancelled,
+    )
+}  # fmt: skip
+
+
+def problem_body(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None,
+    instance: str,
+    request_id: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body = {
+        "type": PROBLEM_BASE + slug if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "request_id": request_id,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(request: Request, error: ServiceError) -> JSONResponse:
+    body = problem_body(
+        error.status,
+        error.title,
+        error.detail,
+        slug=error.slug,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+        **error.extra,
+    )
+    return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def count_failure(request: Request, reason: str) -> None:
+    if getattr(request.state, "answered", False):  # the body limit already answered and counted it
+        return
+    request.app.state.service.metrics.failures.labels(reason=reason).inc()
+
+
+# --------------------------------------------------------------------------------------------
+# Handlers
+# --------------------------------------------------------------------------------------------
+
+
+async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    count_failure(request, exc.reason)
+    if exc.status >= 500 and not isinstance(exc, (QueueFull, NotReady, ShuttingDown)):
+        log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status, exc.detail)
+    return problem_response(request, exc)
+
+
+def validation_problem(exc: RequestValidationError) -> ServiceError:
+    """FastAPI's validation errors -> 400 for unparseable JSON, else 422 with an `errors` list."""
+    errors = list(exc.errors())
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            where = err.get("loc", ("body", "?"))[-1]
+            why = (err.get("ctx") or {}).get("error", "invalid JSON")
+            return MalformedBody(f"the request body is not valid JSON: {why} (at character {where})")
+        if tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type":
+            return MalformedBody("the body must be a JSON object sent with Content-Type: application/json")
+    return invalid_input(errors)
+
+
+def invalid_input(errors: list[dict[str, Any]]) -> InvalidInput:
+    """422 with FastAPI-shaped `errors` (loc, msg, type; never the offending input, which may be huge)."""
+    clean = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors
+    ]
+    shown = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in clean[:3])
+    more = f" (and {len(clean) - 3} more)" if len(clean) > 3 else ""
+    return InvalidInput(shown + more, errors=clean)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return await _service_error(request, validation_problem(exc))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Framework errors (unknown path, wrong method...) as problems of type about:blank."""
+    from http import HTTPStatus
+
+    title = (
+        HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
+    )
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {request.url.path}; see /docs for the endpoints"
+    body = problem_body(
+        exc.status_code,
+        title,
+        detail,
+        slug=None,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    count_failure(request, "invalid" if exc.status_code < 500 else "backend")
+    return JSONResponse(
+        body,
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return await _service_error(
+        request, InternalError("unexpected server error; the log has the details (see request_id)")
+    )
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    """Every exception handler of the service, in one place."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,109 @@
+"""Image bytes in and out: decode and validate uploads (PNG/JPEG), encode PNGs, tile grids.
+
+Policy: strict. An upload must already have the model's size and channel count (grey-scale `L`
+for 1-channel models, `RGB` for 3-channel ones); anything else is rejected with a message that
+says what was expected and what arrived, rather than silently resized or converted, because a
+silently converted image would change the reported bits and likelihoods. The declared size is
+checked before any pixel is decoded, so a decompression bomb is rejected from its header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InvalidImage
+
+ACCEPTED_FORMATS = ("PNG", "JPEG")
+MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
+CHANNEL_WORDS = {1: "grey-scale", 3: "RGB"}
+# Channels of the common Pillow modes, to name what arrived in error messages.
+MODE_CHANNELS = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "I": 1,
+    "F": 1,
+    "I;16": 1,
+    "LA": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "RGBA": 4,
+    "CMYK": 4,
+}
+
+
+def decode_base64(data: str, field: str = "image_b64") -> bytes:
+    """Standard base64 (a `data:image/...;base64,` prefix is allowed) -> bytes, or InvalidImage."""
+    if data.startswith("data:"):
+        _, _, data = data.partition(",")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidImage(f"{field} is not valid base64") from None
+
+
+def describe(mode: str, size: tuple[int, int]) -> str:
+    channels = MODE_CHANNELS.get(mode)
+    what = {1: "grey-scale", 3: "RGB"}.get(channels, f"mode {mode}") if mode not in ("RGBA", "LA") else mode
+    return f"{size[0]}x{size[1]} {what}"
+
+
+def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
+    """PNG or JPEG bytes -> uint8 array (size, size, channels), or InvalidImage saying why not."""
+    expected = f"a {size}x{size} {CHANNEL_WORDS.get(channels, f'{channels}-channel')} PNG or JPEG"
+    if not data:
+        raise InvalidImage(f"the image is empty; expected {expected}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidImage(f"the upload is not a PNG or JPEG image; expected {expected}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, ValueError) as e:
+        raise InvalidImage(f"the image header could not be read ({e}); expected {expected}") from None
+    got = describe(img.mode, img.size)
+    # Size and channels come from the header: checked before decoding any pixel.
+    if img.size != (size, size) or img.mode != MODE_FOR_CHANNELS.get(channels):
+        hint = ""
+        if img.size == (size, size) and channels in MODE_FOR_CHANNELS:
+            hint = f"; convert it first, e.g. with Pillow: img.convert({MODE_FOR_CHANNELS[channels]!r})"
+        raise InvalidImage(f"expected {expected}, got {got} {img.format}{hint}")
+    try:
+        img.load()
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
+        raise InvalidImage(f"the {img.format} image is corrupt or truncated: {e}") from None
+    array = np.asarray(img, dtype=np.uint8)
+    return array.reshape(size, size, channels)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 (H, W, C) with C in {1, 3} -> PNG bytes."""
+    array = image[..., 0] if image.shape[-1] == 1 else image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def grid(images: list[np.ndarray], padding: int = 2) -> tuple[np.ndarray, int]:
+    """Tile images row-major into ceil(sqrt(n)) columns with a black border; -> (grid, columns)."""
+    n = len(images)
+    h, w, c = images[0].shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    out = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        out[y : y + h, x : x + w] = img
+    return out, cols
+
+
+def b64_png(image: np.ndarray) -> str:
+    return base64.b64encode(encode_png(image)).decode("ascii")

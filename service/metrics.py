@@ -1,0 +1,89 @@
+"""Prometheus metrics of one app, on its own CollectorRegistry (several apps can share a process).
+
+Names follow serving_conventions.md section 7.10, in base units: durations in seconds, batch sizes in
+images. `endpoint` is the route template ("/sample"), never the raw path, to bound cardinality.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Latency buckets from 1 ms (a tiny model on a GPU) to 2 minutes (a 1024x1024 batch on a CPU).
+SECONDS_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+
+
+def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
+    """Powers of two up to max_batch_size, and max_batch_size itself."""
+    buckets, b = [], 1
+    while b < max_batch_size:
+        buckets.append(float(b))
+        b *= 2
+    buckets.append(float(max_batch_size))
+    return tuple(buckets)
+
+
+class Metrics:
+    """Every metric the service reports, created on a fresh registry."""
+
+    def __init__(self, max_batch_size: int) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "vae_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.failures = Counter(
+            "vae_request_failures",
+            "Requests that failed, by reason (invalid, not_found, too_large, queue_full, deadline, "
+            "cancelled, not_ready, shutting_down, oom, backend).",
+            ["reason"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "vae_request_duration_seconds",
+            "Time from request arrival to the response, by endpoint.",
+            ["endpoint"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "vae_queue_duration_seconds",
+            "Time an image waited in the queue before its batch formed.",
+            ["model", "operation"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.compute_duration = Histogram(
+            "vae_compute_duration_seconds",
+            "Time of one model pass over a batch.",
+            ["model", "operation"],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "vae_batch_size",
+            "Images per model pass.",
+            ["model", "operation"],
+            buckets=batch_size_buckets(max_batch_size),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "vae_queue_depth", "Images waiting for a batch.", ["model", "operation"], registry=r
+        )
+        self.inflight = Gauge("vae_inflight_requests", "Model requests being served now.", registry=r)
+        self.images = Counter(
+            "vae_images", "Images produced or processed by model passes.", ["model", "operation"], registry=r
+        )
+        self.batches = Counter(
+            "vae_batch_executions", "Model passes (batches) run.", ["model", "operation"], registry=r
+        )
+        self.ready = Gauge(
+            "vae_ready", "1 when every model is loaded and warmed up and not draining.", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

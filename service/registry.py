@@ -1,0 +1,129 @@
+"""The served models: every model folder under the model directory, loaded onto one device.
+
+A model folder is `<model_dir>/<name>/` with `config.json` and `model.safetensors` (model/checkpoint.py);
+its name is the folder name. A folder that fails to load is logged and reported by /health/ready,
+and the others are still served.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.checkpoint import CONFIG_FILE, CheckpointError, load_model
+from model.vae import VDVAE
+
+from .errors import ModelNotFound
+
+log = logging.getLogger("service.registry")
+
+# Names appear in URLs (/v1/models/{name}) and metric labels: keep them plain.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class ServedModel:
+    """One loaded model and the facts about it that requests are validated against."""
+
+    name: str
+    vae: VDVAE
+    path: Path
+
+    @property
+    def hp(self):
+        return self.vae.hp
+
+    @property
+    def num_layers(self) -> int:
+        return self.vae.hp.num_layers
+
+    def info(self) -> dict[str, Any]:
+        """Metadata for GET /v1/models/{name}."""
+        hp = self.vae.hp
+        return {
+            "id": self.name,
+            "object": "model",
+            "image_size": hp.image_size,
+            "image_channels": hp.image_channels,
+            "num_layers": hp.num_layers,
+            "latent_shapes": [list(s) for s in self.vae.latent_shapes()],
+            "parameters": sum(p.numel() for p in self.vae.parameters()),
+            "num_classes": hp.num_classes,
+            "conditional": hp.conditional,
+            "output_head": hp.output_head,
+            "dataset": hp.dataset,
+            "device": str(self.vae.device),
+            "amp": str(self.vae.amp_dtype).removeprefix("torch.") if self.vae.amp_dtype else "none",
+            "provenance": self.vae.provenance,
+        }
+
+
+@dataclass
+class ModelRegistry:
+    """Models by name, the default one, and the folders that failed to load."""
+
+    models: dict[str, ServedModel] = field(default_factory=dict)
+    default_name: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str | None) -> ServedModel:
+        """The named model (the default when None), or ModelNotFound listing what is served."""
+        key = self.default_name if name is None else name
+        if key is None or key not in self.models:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"no model named {name!r}; served models: {known}")
+        return self.models[key]
+
+
+def model_folders(model_dir: Path) -> list[Path]:
+    """Sub-folders of model_dir that hold a config.json, sorted by name."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p for p in model_dir.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; explicit cuda without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU")
+    return dev
+
+
+def load_registry(model_dir: Path, device: torch.device, amp: str, default_model: str) -> ModelRegistry:
+    """Load every model folder under model_dir (blocking: call it off the event loop)."""
+    registry = ModelRegistry()
+    for folder in model_folders(model_dir):
+        name = folder.name
+        if not NAME_PATTERN.match(name):
+            registry.errors[name] = "folder name is not a valid model name ([A-Za-z0-9._-], up to 64)"
+            log.error("skipping %s: %s", folder, registry.errors[name])
+            continue
+        try:
+            vae = load_model(folder, device=device)
+        except CheckpointError as e:
+            registry.errors[name] = str(e)
+            log.error("cannot load model %r: %s", name, e)
+            continue
+        if device.type == "cuda":
+            vae.amp_dtype = AMP_DTYPES[amp]
+        registry.models[name] = ServedModel(name=name, vae=vae, path=folder)
+        log.info(
+            "loaded model %r from %s: %dx%dx%d, %d latent layers, %s classes, on %s",
+            name, folder, vae.hp.image_size, vae.hp.image_size, vae.hp.image_channels,
+            vae.hp.num_layers, vae.hp.num_classes or "no", device,
+        )  # fmt: skip
+    if default_model in registry.models:
+        registry.default_name = default_model
+    elif registry.models:
+        registry.default_name = next(iter(registry.models))
+        log.warning("default model %r not found; using %r", default_model, registry.default_name)
+    return registry

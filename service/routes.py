@@ -1,0 +1,355 @@
+"""The HTTP endpoints. Each model endpoint reads its body, resolves the model, turns the request into
+per-image items (validation.py), queues them on the (model, operation) batcher, waits for the
+results (context.py: deadline and disconnect), and encodes the answer: JSON with base64 PNGs by
+default, the PNG itself for `Accept: image/png`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
+
+from . import schemas, validation
+from .context import RequestContext, wait_for_results
+from .errors import (
+    PROBLEM_TYPES,
+    Cancelled,
+    MalformedBody,
+    NotReady,
+    ShuttingDown,
+    UnsupportedMediaType,
+    invalid_input,
+    problem_response,
+)
+from .images import b64_png, decode_base64, encode_png, grid
+from .registry import ServedModel
+from .state import Phase, ServiceState
+
+router = APIRouter()
+
+MODEL_ERRORS = schemas.problem_responses(400, 404, 413, 415, 422, 503, 504)
+
+
+def service(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+async def accepting(request: Request) -> AsyncIterator[ServiceState]:
+    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
+    svc = service(request)
+    svc.check_accepting()
+    svc.inflight += 1
+    svc.metrics.inflight.inc()
+    try:
+        yield svc
+    finally:
+        svc.inflight -= 1
+        svc.metrics.inflight.dec()
+
+
+Accepting = Annotated[ServiceState, Depends(accepting)]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+async def compute(
+    request: Request,
+    svc: ServiceState,
+    operation: str,
+    model: ServedModel,
+    items: Sequence[Any],
+    timeout_ms: int | None,
+) -> list[Any]:
+    """Queue the items on their batcher and wait for their results (deadline from arrival)."""
+    timeout = validation.timeout_s(timeout_ms, svc.settings)
+    arrival = getattr(request.state, "arrival", time.monotonic())
+    ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
+    futures = svc.batcher(model.name, operation).submit(items, ctx)
+    return await wait_for_results(request, ctx, futures)
+
+
+def prefers_png(request: Request) -> bool:
+    """True when the Accept header asks for image/png at least as strongly as for JSON."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return False
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        weights[media.lower()] = max(weights.get(media.lower(), 0.0), q)
+    png = weights.get("image/png", weights.get("image/*", 0.0))
+    return png > 0 and png >= weights.get("application/json", 0.0)
+
+
+def png_response(
+    images: list[np.ndarray], seeds: list[int], headers: dict[str, str] | None = None
+) -> Response:
+    """One PNG, or a row-major grid of them (X-Grid-Columns) when there are several."""
+    headers = dict(headers or {})
+    if len(images) == 1:
+        body = encode_png(images[0])
+        headers["X-Seed"] = str(seeds[0])
+    else:
+        tiled, columns = grid(images)
+        body = encode_png(tiled)
+        headers["X-Grid-Columns"] = str(columns)
+    headers["X-Seeds"] = ",".join(map(str, seeds))
+    return Response(body, media_type="image/png", headers=headers)
+
+
+def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int]) -> schemas.ImageResponse:
+    return schemas.ImageResponse(
+        created=int(time.time()),
+        model=model.name,
+        data=[schemas.ImageData(b64_json=b64_png(img), seed=s) for img, s in zip(images, seeds)],
+    )
+
+
+def _form_value(value: str) -> Any:
+    """A multipart text field: JSON when it parses (numbers, lists, null), else the plain string."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _validate(model_cls: type[BaseModel], payload: dict[str, Any]) -> Any:
+    try:
+        return model_cls.model_validate(payload)
+    except ValidationError as e:
+        raise invalid_input([{**err, "loc": ["body", *err["loc"]]} for err in e.errors()]) from None
+
+
+async def read_image_request(request: Request, model_cls: type[BaseModel]) -> tuple[Any, bytes]:
+    """A JSON body with image_b64, or multipart/form-data with the file field `image` and the same
+    other fields -> (validated request, image bytes)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type == "multipart/form-data":
+            try:
+                form = await request.form(max_files=1, max_fields=32)
+            except MultiPartException as e:
+                raise MalformedBody(f"the multipart body could not be parsed: {e.message}") from None
+            upload = form.get("image")
+            if not isinstance(upload, UploadFile):
+                raise validation.invalid(
+                    "image", "a multipart request needs the image as a file field named 'image'"
+                )
+            image = await upload.read()
+            fields = {k: _form_value(v) for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
+            if "image_b64" in fields:
+                raise validation.invalid(
+                    "image_b64", "send the image once: as the file 'image' or as image_b64"
+                )
+            return _validate(model_cls, fields), image
+        if content_type in ("", "application/json") or content_type.endswith("+json"):
+            raw = await request.body()
+        else:
+            raise UnsupportedMediaType(
+                f"unsupported Content-Type {content_type!r}: send application/json with image_b64, "
+                "or multipart/form-data with the file field 'image'"
+            )
+    except ClientDisconnect:
+        raise Cancelled("the client disconnected while sending the body") from None
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedBody(f"the request body is not valid JSON: {e}") from None
+    if not isinstance(payload, dict):
+        raise MalformedBody(f"the request body must be a JSON object, got {type(payload).__name__}")
+    req = _validate(model_cls, payload)
+    if req.image_b64 is None:
+        raise validation.invalid(
+            "image_b64",
+            "send the image as base64 in image_b64, or as multipart/form-data with the file field 'image'",
+        )
+    return req, decode_base64(req.image_b64)
+
+
+# --------------------------------------------------------------------------------------------
+# Model endpoints
+# --------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/sample",
+    summary="Draw images from the prior",
+    response_model=schemas.ImageResponse,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "JSON, or the PNG (a grid when n > 1)"},
+        **MODEL_ERRORS,
+    },
+    tags=["images"],
+)
+async def sample(body: schemas.SampleRequest, request: Request, svc: Accepting) -> Any:
+    """n images from the model's prior, optionally class-conditional and guided. Image i uses seed + i;
+    the seeds used are returned. `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds."""
+    model = svc.registry.get(body.model)
+    items = validation.sample_items(body, model, svc.settings)
+    images = await compute(request, svc, "sample", model, items, body.timeout_ms)
+    seeds = [it.seed for it in items]
+    if prefers_png(request):
+        return png_response(images, seeds)
+    return image_response(model, images, seeds)
+
+
+@router.post(
+    "/reconstruct",
+    summary="Reconstruct an image at any depth",
+    response_model=schemas.ReconstructResponse,
+    responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
+    openapi_extra=schemas.image_request_body(schemas.ReconstructRequest),
+    tags=["images"],
+)
+async def reconstruct(request: Request, svc: Accepting) -> Any:
+    """The top `layers` latent layers from the image's posterior, the rest from the prior (at the
+    given temperature), in one pass. Returns the reconstruction and the bits it took from the image."""
+    req, image = await read_image_request(request, schemas.ReconstructRequest)
+    model = svc.registry.get(req.model)
+    item = validation.reconstruct_item(req, image, model, svc.settings)
+    (result,) = await compute(request, svc, "reconstruct", model, [item], req.timeout_ms)
+    if prefers_png(request):
+        return png_response([result.image], [item.seed], {"X-Bits": f"{result.bits:.6g}"})
+    return schemas.ReconstructResponse(
+        created=int(time.time()),
+        model=model.name,
+        layers=item.layers,
+        data=[schemas.ReconstructData(b64_json=b64_png(result.image), seed=item.seed, bits=result.bits)],
+    )
+
+
+@router.post(
+    "/encode",
+    summary="Per-layer KL, rate, distortion, ELBO and latents of an image",
+    response_model=schemas.EncodeResponse,
+    responses=MODEL_ERRORS,
+    openapi_extra=schemas.image_request_body(schemas.EncodeRequest),
+    tags=["latents"],
+)
+async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
+    """The image's posterior: KL of each latent layer in bits, rate, distortion and the ELBO bound in
+    bits per dim, and on request (`latents: k`) the z of the top k layers as float32 tensors."""
+    req, image = await read_image_request(request, schemas.EncodeRequest)
+    model = svc.registry.get(req.model)
+    item = validation.encode_item(req, image, model)
+    (result,) = await compute(request, svc, "encode", model, [item], req.timeout_ms)
+    return schemas.EncodeResponse(
+        created=int(time.time()),
+        model=model.name,
+        seed=item.seed,
+        dims=model.hp.image_dims,
+        kl_bits=result.kl_bits,
+        kl_bits_total=float(sum(result.kl_bits)),
+        rate_bits_per_dim=result.rate_bpd,
+        distortion_bits_per_dim=result.distortion_bpd,
+        elbo_bits_per_dim=result.elbo_bpd,
+        latents=[validation.latent_tensor(i, z) for i, z in enumerate(result.latents)],
+    )
+
+
+@router.post(
+    "/decode",
+    summary="Decode an image from top-layer latents",
+    response_model=schemas.ImageResponse,
+    responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
+    tags=["latents"],
+)
+async def decode(body: schemas.DecodeRequest, request: Request, svc: Accepting) -> Any:
+    """The image whose top latent layers are the given z (as /encode returns them); the layers
+    below come from the prior at the given temperature and seed."""
+    model = svc.registry.get(body.model)
+    item = validation.decode_item(body, model, svc.settings)
+    images = await compute(request, svc, "decode", model, [item], body.timeout_ms)
+    if prefers_png(request):
+        return png_response(images, [item.seed])
+    return image_response(model, images, [item.seed])
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata, health, metrics
+# --------------------------------------------------------------------------------------------
+
+
+def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
+    return schemas.ModelInfo(default=model.name == svc.registry.default_name, **model.info())
+
+
+@router.get("/v1/models", response_model=schemas.ModelList, tags=["models"], summary="The served models")
+async def list_models(request: Request) -> schemas.ModelList:
+    svc = service(request)
+    return schemas.ModelList(data=[model_info(svc, m) for m in svc.registry.models.values()])
+
+
+@router.get(
+    "/v1/models/{name}",
+    response_model=schemas.ModelInfo,
+    responses=schemas.problem_responses(404),
+    tags=["models"],
+    summary="One model: image size, channels, layers, parameters, classes, output head, provenance",
+)
+async def get_model(name: str, request: Request) -> schemas.ModelInfo:
+    svc = service(request)
+    return model_info(svc, svc.registry.get(name))
+
+
+@router.get(
+    "/health/live", response_model=schemas.Health, tags=["health"], summary="200 while the process is up"
+)
+@router.get("/v2/health/live", include_in_schema=False)
+async def live() -> schemas.Health:
+    return schemas.Health(status="live")
+
+
+@router.get(
+    "/health/ready",
+    response_model=schemas.Health,
+    responses=schemas.problem_responses(503),
+    tags=["health"],
+    summary="200 once every model is loaded and warmed up; 503 before that and while draining",
+)
+@router.get("/v2/health/ready", include_in_schema=False)
+async def ready(request: Request) -> Any:
+    svc = service(request)
+    if svc.phase is Phase.READY:
+        return schemas.Health(status="ready", models=sorted(svc.registry.models))
+    error = (
+        ShuttingDown(svc.problem)
+        if svc.phase is Phase.DRAINING
+        else NotReady(svc.problem, headers={"Retry-After": "5"})
+    )
+    return problem_response(request, error)  # not counted as a failed request: probes poll this
+
+
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    return Response(service(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/problems/{slug}", include_in_schema=False)
+async def problem_type(slug: str) -> Response:
+    """The page behind each problem `type` URI."""
+    cls = PROBLEM_TYPES.get(slug)
+    if cls is None:
+        return JSONResponse({"detail": f"no problem type {slug!r}"}, status_code=404)
+    return PlainTextResponse(f"{cls.title} (HTTP {cls.status})\n\n{cls.description}\n")

@@ -1,0 +1,329 @@
+"""Request and response bodies (pydantic), with the examples shown at /docs.
+
+These models check what can be checked without a model: types, finite numbers, static ranges,
+unknown fields (rejected, so a typo such as `temprature` is a 422 and not a silent default).
+Checks that need the model or the settings (n limit, temperature bounds and per-layer length,
+labels, latent shapes) are in validation.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+
+from model.noise import MAX_SEED
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+ModelField = Annotated[
+    str | None,
+    Field(
+        description="Model name (GET /v1/models); the service's default model when omitted.", max_length=64
+    ),
+]
+SeedField = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the first image; image i uses seed + i. Random when omitted; the seeds "
+        "used are always returned.",
+    ),
+]
+
+
+def _temperature(value: Any) -> float | list[float]:
+    """One finite number >= 0, or a list of them; a message that names the field's shape otherwise."""
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError("temperature must be a number >= 0, or a list of them (one per latent layer)")
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"temperature must be finite and >= 0, got {v}")
+    return [float(v) for v in values] if isinstance(value, list) else float(value)
+
+
+TemperatureField = Annotated[
+    float | list[float],
+    PlainValidator(_temperature),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "array", "items": {"type": "number", "minimum": 0}},
+            ],
+            "description": "Prior temperature: one number for every latent layer, or one per latent "
+            "layer (top-down; as many as the model's num_layers).",
+            "default": 1.0,
+        }
+    ),
+]
+LabelField = Annotated[
+    int | None,
+    Field(
+        ge=0, description="Class label, for class-conditional models only; omit for an unconditional draw."
+    ),
+]
+TimeoutField = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=3_600_000,
+        description="Deadline in milliseconds from arrival; can only shorten the service's default. "
+        "A request not served in time gets 504 and is not computed.",
+    ),
+]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Guidance(StrictModel):
+    """Classifier-free guidance weights (Luhman & Luhman 2022); 0 and 0 is plain conditional sampling."""
+
+    mean: NonNegativeFloat = Field(0.0, description="Guidance weight on the prior mean.")
+    variance: NonNegativeFloat = Field(0.0, description="Guidance weight on the prior variance.")
+
+
+class SampleRequest(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"n": 4, "temperature": 0.8, "seed": 42},
+                {"model": "mnist", "n": 1, "label": 7, "guidance": {"mean": 1.0, "variance": 0.5}, "seed": 7},
+            ]
+        },
+    )
+
+    model: ModelField = None
+    n: int = Field(
+        1, ge=1, le=4096, description="Number of images (at most the service's max_images_per_request)."
+    )
+    temperature: TemperatureField = 1.0
+    seed: SeedField = None
+    label: LabelField = None
+    guidance: Guidance | None = Field(None, description="Guidance weights; needs a label.")
+    timeout_ms: TimeoutField = None
+
+
+class ReconstructRequest(StrictModel):
+    """JSON form of /reconstruct; the multipart form has the same fields with `image` as a file."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"image_b64": "iVBORw0KGgo...", "layers": 4, "temperature": 0.9, "seed": 1}]
+        },
+    )
+
+    model: ModelField = None
+    image_b64: str | None = Field(
+        None, description="The image as base64 PNG or JPEG (a data: URL prefix is allowed); JSON bodies only."
+    )
+    layers: int | None = Field(
+        None,
+        ge=0,
+        description="How many top latent layers come from the image's posterior (the rest from the prior); "
+        "all of them when omitted, 0 gives an unconditional sample.",
+    )
+    temperature: TemperatureField = 1.0
+    seed: SeedField = None
+    label: LabelField = None
+    timeout_ms: TimeoutField = None
+
+
+class EncodeRequest(StrictModel):
+    """JSON form of /encode; the multipart form has the same fields with `image` as a file."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"image_b64": "iVBORw0KGgo...", "latents": 2, "seed": 0}]},
+    )
+
+    model: ModelField = None
+    image_b64: str | None = Field(
+        None, description="The image as base64 PNG or JPEG (a data: URL prefix is allowed); JSON bodies only."
+    )
+    latents: int = Field(
+        0, ge=0, description="Return the posterior samples z of this many top latent layers."
+    )
+    seed: SeedField = None
+    label: LabelField = None
+    timeout_ms: TimeoutField = None
+
+
+class Tensor(StrictModel):
+    """A float32 tensor: shape, and its values as base64 of little-endian float32 in C order."""
+
+    shape: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(max_length=8)
+    dtype: Literal["float32"] = "float32"
+    data: str = Field(description="base64 of the little-endian float32 values, C order.")
+
+
+class LatentTensor(Tensor):
+    layer: int = Field(description="Latent layer index, 0 = the top (lowest resolution) layer.")
+
+
+class DecodeRequest(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "latents": [
+                        {
+                            "layer": 0,
+                            "shape": [8, 1, 1],
+                            "dtype": "float32",
+                            "data": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                        }
+                    ],
+                    "temperature": 0.8,
+                    "seed": 3,
+                }
+            ]
+        },
+    )
+
+    model: ModelField = None
+    latents: list[LatentTensor] = Field(
+        min_length=1,
+        max_length=4096,
+        description="z of the top k latent layers, as /encode returns them (layers 0..k-1 in order); "
+        "the layers below come from the prior.",
+    )
+    temperature: TemperatureField = 1.0
+    seed: SeedField = None
+    label: LabelField = None
+    guidance: Guidance | None = None
+    timeout_ms: TimeoutField = None
+
+
+# --------------------------------------------------------------------------------------------
+# Responses
+# --------------------------------------------------------------------------------------------
+
+
+class ImageData(BaseModel):
+    b64_json: str = Field(description="base64 PNG.")
+    seed: int
+
+
+class ImageResponse(BaseModel):
+    """OpenAI-style image list."""
+
+    created: int = Field(description="Unix time of the response.")
+    model: str
+    data: list[ImageData]
+
+
+class ReconstructData(ImageData):
+    bits: float = Field(
+        description="KL of the posterior layers taken from the image, in bits: the bits it used."
+    )
+
+
+class ReconstructResponse(BaseModel):
+    created: int
+    model: str
+    layers: int
+    data: list[ReconstructData]
+
+
+class EncodeResponse(BaseModel):
+    created: int
+    model: str
+    seed: int
+    dims: int = Field(description="Dimensions of the image (H * W * C), the 'per dim' of the rates.")
+    kl_bits: list[float] = Field(description="KL of each latent layer in bits, top-down.")
+    kl_bits_total: float
+    rate_bits_per_dim: float = Field(description="Total KL in bits per dim.")
+    distortion_bits_per_dim: float = Field(
+        description="Reconstruction negative log-likelihood in bits per dim."
+    )
+    elbo_bits_per_dim: float = Field(
+        description="Negative ELBO (rate + distortion): an upper bound on the NLL."
+    )
+    latents: list[LatentTensor] = Field(default_factory=list)
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    object: Literal["model"] = "model"
+    default: bool
+    image_size: int
+    image_channels: int
+    num_layers: int
+    latent_shapes: list[list[int]]
+    parameters: int
+    num_classes: int
+    conditional: bool
+    output_head: str
+    dataset: str
+    device: str
+    amp: str
+    provenance: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+    models: list[str] = Field(default_factory=list)
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    type: str = Field(examples=["/problems/deadline-exceeded"])
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="422 only: each invalid field (loc, msg, type)."
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json answers."""
+    return {
+        s: {
+            "model": Problem,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }
+
+
+def image_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI requestBody accepting the JSON model or the same fields as multipart with an `image` file."""
+    schema = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    form = copy.deepcopy(schema)
+    form.pop("examples", None)
+    form["properties"].pop("image_b64")
+    schema["required"] = ["image_b64"]
+    form["properties"] = {
+        "image": {"type": "string", "format": "binary", "description": "The PNG or JPEG file."},
+        **form["properties"],
+    }
+    form["required"] = ["image"]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}, "multipart/form-data": {"schema": form}},
+        }
+    }

@@ -1,0 +1,177 @@
+"""Service settings: one pydantic-settings class, read from `VDVAE_*` environment variables and,
+for `python -m service`, from matching command-line flags (`--max-batch-size 32` sets
+`max_batch_size`; flags beat environment variables, which beat the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "VDVAE_"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune. Each field is also the CLI flag `--field-name`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # --- models -----------------------------------------------------------------------------
+    model_dir: Path = Field(
+        Path("weights"),
+        description="Folder of model folders (<model_dir>/<name>/model.safetensors + config.json); "
+        "every one of them is served, under its folder name.",
+    )
+    default_model: str = Field(
+        "mnist",
+        description="Model used when a request names none; when absent, the first model by name.",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N.",
+    )
+    # Full precision by default: sampling goes through dozens of stochastic layers and users compare
+    # images by seed, so the default favours exact reproducibility; bf16 is the fast opt-in on GPU.
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="Autocast dtype for CUDA inference (ignored on CPU)."
+    )
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads on CPU; 0 keeps torch's default (one per core). On a "
+        "CPU shared with other work, 1 avoids thread oversubscription stalls.",
+    )
+    warmup: bool = Field(
+        True, description="Run one small batch per model and operation before reporting ready."
+    )
+
+    # --- HTTP -------------------------------------------------------------------------------
+    # Loopback by default so a laptop run is not exposed; the Docker images pass --host 0.0.0.0.
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on (0: any free port).")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
+    access_log: bool = Field(True, description="Log one line per request (uvicorn's access log).")
+    # 16 MiB holds a base64 PNG of a 1024x1024 FFHQ image (~4 MiB) or a /decode body with the
+    # latents of all layers of the small models, with room to spare; larger bodies get 413.
+    max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted (413).")
+
+    # --- batching ---------------------------------------------------------------------------
+    # Batches count images. 32 fills a CPU's cores and a GPU's SMs for the small models; the
+    # batch runs in one pass, so larger values mostly add latency on a CPU.
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most images in one model pass.")
+    # The window opens at the first queued arrival. A few ms is enough to gather concurrent
+    # requests; under load the next batch forms while the previous one computes anyway.
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0.0, le=60_000, description="Longest a batch waits for more images after its first."
+    )
+    # Bounded per model and operation: 8 full batches. Beyond that a client waits longer than
+    # it would by retrying, so it gets 503 + Retry-After at once.
+    max_queue_images: int = Field(
+        256, ge=1, description="Images waiting per model and operation before 503 (queue full)."
+    )
+    max_images_per_request: int = Field(
+        64, ge=1, le=4096, description="Largest n of one /sample request (422 above)."
+    )
+
+    # --- limits -----------------------------------------------------------------------------
+    request_timeout_s: float = Field(
+        60.0,
+        gt=0.0,
+        description="End-to-end deadline of a request (504 after it); a client may only shorten it "
+        "with timeout_ms.",
+    )
+    min_temperature: float = Field(0.0, ge=0.0, description="Smallest temperature accepted.")
+    # Past ~1.5 the prior's tails give noise; 2 leaves room for experiments.
+    max_temperature: float = Field(2.0, gt=0.0, le=100.0, description="Largest temperature accepted.")
+    max_guidance: float = Field(
+        20.0, ge=0.0, description="Largest classifier-free guidance weight (mean or variance)."
+    )
+    # Matches Triton and LitServe: 30 s to finish queued and in-flight work after SIGTERM.
+    shutdown_timeout_s: float = Field(
+        30.0, ge=0.0, description="Longest the service drains queued and in-flight work on SIGTERM."
+    )
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        if self.min_temperature > self.max_temperature:
+            raise ValueError(
+                f"min_temperature {self.min_temperature} is above max_temperature {self.max_temperature}"
+            )
+        if self.max_images_per_request > self.max_queue_images:
+            raise ValueError(
+                f"max_images_per_request {self.max_images_per_request} is above max_queue_images "
+                f"{self.max_queue_images}: such a request could never be queued"
+            )
+        return self
+
+    def non_default(self) -> dict[str, Any]:
+        """Settings that differ from their defaults (logged at start)."""
+        defaults = {
+            name: f.get_default(call_default_factory=True) for name, f in type(self).model_fields.items()
+        }
+        return {k: v for k, v in self.model_dump().items() if v != defaults[k]}
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: one flag per field, generated so that the two can never disagree
+# --------------------------------------------------------------------------------------------
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def build_parser(prog: str = "python -m service") -> argparse.ArgumentParser:
+    """An argparse parser with one flag per Settings field; unset flags are absent from the result."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve every Very Deep VAE model folder under --model-dir over HTTP.",
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for name, field in Settings.model_fields.items():
+        env = ENV_PREFIX + name.upper()
+        help_text = f"{field.description} [env {env}; default {field.default}]"
+        if field.annotation is bool:
+            parser.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            choices = getattr(field.annotation, "__args__", None) if _is_literal(field.annotation) else None
+            parser.add_argument(flag_name(name), metavar=name.upper(), choices=choices, help=help_text)
+    return parser
+
+
+def _is_literal(annotation: Any) -> bool:
+    return getattr(annotation, "__origin__", None) is Literal
+
+
+def settings_from_cli(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from environment variables overridden by the flags in `argv`; exits 2 on bad values."""
+    parser = build_parser()
+    flags = vars(parser.parse_args(argv))
+    try:
+        return Settings(**flags)
+    except ValidationError as e:
+        lines = [
+            f"{flag_name(str(err['loc'][0])) if err['loc'] else 'settings'}: {err['msg']}"
+            for err in e.errors()
+        ]
+        parser.error("invalid settings:\n  " + "\n  ".join(lines))
+        raise  # unreachable: parser.error exits
+
+
+def log_settings(settings: Settings, logger: logging.Logger) -> None:
+    """Log the settings that differ from their defaults, so a run's log says how it was configured."""
+    changed = settings.non_default()
+    if changed:
+        logger.info("non-default settings: %s", ", ".join(f"{k}={v}" for k, v in sorted(changed.items())))
+    else:
+        logger.info("all settings at their defaults")

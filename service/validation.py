@@ -1,0 +1,195 @@
+"""Requests -> per-image work items, checked against the model and the settings.
+
+Everything a user can get wrong is caught here, before anything is queued, and answered with a
+422 whose `errors` entries point at the field (`loc`) and say what would be accepted. The model
+would raise a ValueError for most of these too, but only after the item had joined a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import secrets
+
+import numpy as np
+
+from model.noise import MAX_SEED
+
+from . import schemas
+from .errors import InvalidInput, invalid_input
+from .images import decode_image
+from .operations import DecodeItem, EncodeItem, ReconstructItem, SampleItem, Temperature
+from .registry import ServedModel
+from .settings import Settings
+
+
+def invalid(field: str, msg: str, kind: str = "value_error") -> InvalidInput:
+    """A 422 about one body field."""
+    return invalid_input([{"loc": ["body", field], "msg": msg, "type": kind}])
+
+
+def seeds_for(seed: int | None, n: int) -> list[int]:
+    """seed, seed + 1, ... (a random 32-bit start when None, so it is easy to type back in)."""
+    start = secrets.randbelow(2**32) if seed is None else seed
+    if start + n - 1 > MAX_SEED:
+        raise invalid("seed", f"seed + n - 1 must be at most {MAX_SEED}")
+    return [start + i for i in range(n)]
+
+
+def temperature_for(value: float | list[float], model: ServedModel, settings: Settings) -> Temperature:
+    lo, hi = settings.min_temperature, settings.max_temperature
+    values = [value] if isinstance(value, float | int) else value
+    L = model.num_layers
+    if not isinstance(value, float | int) and len(values) != L:
+        raise invalid(
+            "temperature",
+            f"got {len(values)} temperatures but model {model.name!r} has {L} latent layers; "
+            f"give one float, or {L} (one per layer, top-down)",
+        )
+    for t in values:
+        if not lo <= t <= hi:
+            raise invalid("temperature", f"temperature {t:g} is out of range [{lo:g}, {hi:g}]")
+    return float(value) if isinstance(value, float | int) else tuple(float(t) for t in values)
+
+
+def label_for(label: int | None, model: ServedModel) -> int | None:
+    hp = model.hp
+    if label is None:
+        return None
+    if not hp.conditional:
+        raise invalid("label", f"model {model.name!r} is unconditional: omit label (and guidance)")
+    if label >= hp.num_classes:
+        raise invalid(
+            "label",
+            f"label {label} is out of range: model {model.name!r} has classes 0..{hp.num_classes - 1}",
+        )
+    return label
+
+
+def guidance_for(
+    guidance: schemas.Guidance | None, label: int | None, model: ServedModel, settings: Settings
+) -> tuple[float, float] | None:
+    if guidance is None:
+        return None
+    if not model.hp.conditional:
+        raise invalid(
+            "guidance", f"model {model.name!r} is unconditional: guidance needs a class-conditional model"
+        )
+    if label is None:
+        raise invalid("guidance", "guidance needs a label: it steers the draw towards that class")
+    for name in ("mean", "variance"):
+        w = getattr(guidance, name)
+        if w > settings.max_guidance:
+            raise invalid("guidance", f"guidance.{name} {w:g} is above the limit {settings.max_guidance:g}")
+    return (guidance.mean, guidance.variance)
+
+
+def timeout_s(timeout_ms: int | None, settings: Settings) -> float:
+    """The request's deadline as a duration: the client may shorten the default, never extend it."""
+    default = settings.request_timeout_s
+    return default if timeout_ms is None else min(default, timeout_ms / 1000.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Per operation
+# --------------------------------------------------------------------------------------------
+
+
+def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
+    if req.n > settings.max_images_per_request:
+        raise invalid(
+            "n",
+            f"n={req.n} is above this service's limit of {settings.max_images_per_request} images a request",
+        )
+    temperature = temperature_for(req.temperature, model, settings)
+    label = label_for(req.label, model)
+    guidance = guidance_for(req.guidance, label, model, settings)
+    return [
+        SampleItem(seed=s, temperature=temperature, label=label, guidance=guidance)
+        for s in seeds_for(req.seed, req.n)
+    ]
+
+
+def image_for(data: bytes, model: ServedModel) -> np.ndarray:
+    return decode_image(data, model.hp.image_size, model.hp.image_channels)
+
+
+def reconstruct_item(
+    req: schemas.ReconstructRequest, image: bytes, model: ServedModel, settings: Settings
+) -> ReconstructItem:
+    L = model.num_layers
+    layers = L if req.layers is None else req.layers
+    if layers > L:
+        raise invalid(
+            "layers", f"layers={layers} is out of range: model {model.name!r} has {L} latent layers (0..{L})"
+        )
+    return ReconstructItem(
+        image=image_for(image, model),
+        layers=layers,
+        seed=seeds_for(req.seed, 1)[0],
+        temperature=temperature_for(req.temperature, model, settings),
+        label=label_for(req.label, model),
+    )
+
+
+def encode_item(req: schemas.EncodeRequest, image: bytes, model: ServedModel) -> EncodeItem:
+    L = model.num_layers
+    if req.latents > L:
+        raise invalid(
+            "latents", f"latents={req.latents} is out of range: model {model.name!r} has {L} latent layers"
+        )
+    return EncodeItem(
+        image=image_for(image, model),
+        seed=seeds_for(req.seed, 1)[0],
+        label=label_for(req.label, model),
+        latent_layers=req.latents,
+    )
+
+
+def latents_for(tensors: list[schemas.LatentTensor], model: ServedModel) -> tuple[np.ndarray, ...]:
+    """Decode base64 float32 tensors and check them against the model's top latent shapes."""
+    shapes = model.vae.latent_shapes()
+    if len(tensors) > len(shapes):
+        raise invalid(
+            "latents", f"got {len(tensors)} latent layers but model {model.name!r} has {len(shapes)}"
+        )
+    out = []
+    for i, (t, shape) in enumerate(zip(tensors, shapes)):
+        where = f"latents.{i}"
+        if t.layer != i:
+            raise invalid(
+                where, f"latents must be the top layers in order: entry {i} has layer {t.layer}, expected {i}"
+            )
+        if tuple(t.shape) != tuple(shape):
+            raise invalid(where, f"layer {i} of model {model.name!r} has shape {list(shape)}, got {t.shape}")
+        try:
+            raw = base64.b64decode(t.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(where, "data is not valid base64") from None
+        expected = 4 * math.prod(shape)
+        if len(raw) != expected:
+            raise invalid(
+                where, f"data holds {len(raw)} bytes; shape {list(shape)} of float32 needs {expected}"
+            )
+        z = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+        if not np.isfinite(z).all():
+            raise invalid(where, "latents must be finite (no NaN or infinity)")
+        out.append(z)
+    return tuple(out)
+
+
+def decode_item(req: schemas.DecodeRequest, model: ServedModel, settings: Settings) -> DecodeItem:
+    label = label_for(req.label, model)
+    return DecodeItem(
+        latents=latents_for(req.latents, model),
+        seed=seeds_for(req.seed, 1)[0],
+        temperature=temperature_for(req.temperature, model, settings),
+        label=label,
+        guidance=guidance_for(req.guidance, label, model, settings),
+    )
+
+
+def latent_tensor(layer: int, z: np.ndarray) -> schemas.LatentTensor:
+    data = base64.b64encode(np.ascontiguousarray(z, dtype="<f4").tobytes()).decode("ascii")
+    return schemas.LatentTensor(layer=layer, shape=list(z.shape), dtype="float32", data=data)

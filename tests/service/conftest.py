@@ -60,7 +60,9 @@ def write_test_models(root: Path, conditional: bool = True) -> Path:
             (root / "mnist").symlink_to(BUNDLED, target_is_directory=True)
         else:
             mnist = make_model(HParams.preset("mnist").replace(**SMALL_BLOCKS), seed=0)
-            save_model_folder(mnist, root / "mnist", provenance={"source": "tests/service", "weights": "random"})
+            save_model_folder(
+                mnist, root / "mnist", provenance={"source": "tests/service", "weights": "random"}
+            )
     tiny = make_model(HParams.preset("tiny").replace(**SMALL_BLOCKS), seed=1)
     save_model_folder(tiny, root / "tiny", provenance={"source": "tests/service", "weights": "random"})
     return root

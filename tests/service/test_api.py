@@ -161,7 +161,9 @@ def test_reconstruct_multipart_and_json_agree(client: httpx.Client) -> None:
     assert multipart.status_code == 200, multipart.text
     body = multipart.json()
     assert body["layers"] == L  # all layers by default
-    as_json = client.post("/reconstruct", json={"image_b64": base64.b64encode(png).decode(), "seed": 4}).json()
+    as_json = client.post(
+        "/reconstruct", json={"image_b64": base64.b64encode(png).decode(), "seed": 4}
+    ).json()
     assert as_json["data"] == body["data"]
     rec = body["data"][0]
     assert rec["seed"] == 4 and rec["bits"] > 0
@@ -213,7 +215,9 @@ def test_reconstruct_unconditional_rgb_model(client: httpx.Client) -> None:
 def test_encode_reports_consistent_rates_and_latents(client: httpx.Client) -> None:
     info = model_info(client)
     png = png_bytes(digit_like())
-    r = client.post("/encode", files={"image": ("d.png", png, "image/png")}, data={"latents": "2", "seed": "0"})
+    r = client.post(
+        "/encode", files={"image": ("d.png", png, "image/png")}, data={"latents": "2", "seed": "0"}
+    )
     assert r.status_code == 200, r.text
     e = r.json()
     assert e["dims"] == 32 * 32

@@ -18,7 +18,9 @@ def batch_counts(server: RunningServer) -> tuple[float, float]:
     """(model passes, images in them) of mnist/sample so far."""
     text = server.metrics()
     labels = {"model": "mnist", "operation": "sample"}
-    return metric_value(text, "vae_batch_size_count", **labels), metric_value(text, "vae_batch_size_sum", **labels)
+    return metric_value(text, "vae_batch_size_count", **labels), metric_value(
+        text, "vae_batch_size_sum", **labels
+    )
 
 
 def test_concurrent_requests_form_batches_larger_than_one(server: RunningServer) -> None:
@@ -40,7 +42,9 @@ def test_same_seed_gives_the_same_image_whatever_else_is_in_flight(server: Runni
     reference = {"n": 1, "seed": 1234, "label": 3, "temperature": 0.8}
     with server.client() as c:
         alone = c.post("/sample", json=reference).json()["data"][0]
-        guided_alone = c.post("/sample", json={**reference, "guidance": {"mean": 1.5, "variance": 0.5}}).json()
+        guided_alone = c.post(
+            "/sample", json={**reference, "guidance": {"mean": 1.5, "variance": 0.5}}
+        ).json()
     others = [
         {"n": 3, "seed": 7},
         {"n": 1, "seed": 99, "label": 1, "guidance": {"mean": 3.0, "variance": 1.0}},

@@ -4,9 +4,26 @@ Start it with `python -m service` (or `vdvae-serve`); build an app in code with 
 A request goes: routes.py -> validation.py -> batcher.py -> engine.py -> operations.py -> model.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
-
-from .app import create_app
-from .settings import Settings
-
 __all__ = ["Settings", "__version__", "create_app"]
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .settings import Settings
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that light entry points (service.healthcheck) do not import torch.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "Settings":
+        from .settings import Settings
+
+        return Settings
+    raise AttributeError(f"module 'service' has no attribute {name!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import math
 import time
@@ -121,18 +122,24 @@ class Batcher:
             if batch:
                 await self._run(batch)
 
+    def _drop_abandoned_head(self) -> None:
+        """Pop items at the head whose request already gave up: the window opens at a live arrival."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+
     async def _wait_for_window(self) -> None:
-        """Until max_batch_size images are queued or the window from the first arrival closes."""
-        window_end = self._queue[0].enqueued_at + self.max_batch_delay_s
-        while len(self._queue) < self.max_batch_size and not self._closing:
-            remaining = window_end - time.monotonic()
+        """Until max_batch_size images are queued or the window from the first live arrival closes."""
+        while not self._closing:
+            self._drop_abandoned_head()  # re-anchors the window when its first request gave up
+            if not self._queue or len(self._queue) >= self.max_batch_size:
+                return
+            remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
             if remaining <= 0:
                 return
             self._arrived.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
-                return
 
     def _take_batch(self) -> list[Pending]:
         """Pop up to max_batch_size live items; expired or abandoned ones are failed or skipped."""

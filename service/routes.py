@@ -332,7 +332,9 @@ async def live() -> schemas.Health:
 async def ready(request: Request) -> Any:
     svc = service(request)
     if svc.phase is Phase.READY:
-        return schemas.Health(status="ready", models=sorted(svc.registry.models))
+        return schemas.Health(
+            status="ready", models=sorted(svc.registry.models), model_errors=svc.registry.errors
+        )
     error = (
         ShuttingDown(svc.problem)
         if svc.phase is Phase.DRAINING

@@ -281,6 +281,9 @@ class ModelList(BaseModel):
 class Health(BaseModel):
     status: str
     models: list[str] = Field(default_factory=list)
+    model_errors: dict[str, str] = Field(
+        default_factory=dict, description="Model folders that could not be loaded, and why."
+    )
 
 
 class Problem(BaseModel):

@@ -176,3 +176,15 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 def run_async(coro):
     return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def served_mnist(model_dir: Path):
+    """The class-conditional test model, loaded on the CPU as the service loads it."""
+    from model.checkpoint import load_model
+    from service.registry import ServedModel
+
+    torch.set_num_threads(1)
+    return ServedModel(
+        name="mnist", vae=load_model(model_dir / "mnist", device="cpu"), path=model_dir / "mnist"
+    )

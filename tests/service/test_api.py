@@ -63,7 +63,7 @@ def test_health_endpoints(client: httpx.Client) -> None:
     assert client.get("/health/live").status_code == 200
     r = client.get("/health/ready")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "models": ["mnist", "tiny"]}
+    assert r.json() == {"status": "ready", "models": ["mnist", "tiny"], "model_errors": {}}
 
 
 def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None:

@@ -1,0 +1,137 @@
+"""The Docker files, checked as far as possible without a Docker engine (none on our machines):
+compose.yaml parses and wires both services, the Dockerfiles run as a non-root user, expose the
+port, check health, copy the code and weights, and start `python -m service` with flags and
+VDVAE_* variables that the service really has."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.settings import Settings, build_parser, settings_from_cli
+
+from .conftest import REPO
+
+DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.cpu"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    out, pending = [], ""
+    for line in path.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        keyword, _, args = full.strip().partition(" ")
+        out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def env_pairs(args: str) -> dict[str, str]:
+    return dict(token.split("=", 1) for token in shlex.split(args))
+
+
+def check_settings_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Every VDVAE_* variable names a real setting and holds a valid value for it."""
+    fields = {f"VDVAE_{name.upper()}" for name in Settings.model_fields}
+    for key, value in env.items():
+        if key.startswith("VDVAE_"):
+            assert key in fields, f"{key} is not a setting"
+            monkeypatch.setenv(key, str(value))
+    return Settings(model_dir=Path("/tmp"))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_runs_the_service_as_a_non_root_user(dockerfile: str, monkeypatch) -> None:
+    steps = instructions(REPO / dockerfile)
+    keywords = [k for k, _ in steps]
+    assert keywords.count("FROM") == 1
+
+    users = [args for k, args in steps if k == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    user = users[-1]
+    created = " ".join(args for k, args in steps if k == "RUN")
+    assert re.search(rf"useradd\b.*\b{user}\b", created), "the USER is never created"
+    assert keywords.index("USER") < keywords.index("CMD")
+
+    assert ("EXPOSE", "8000") in steps
+    healthcheck = next(args for k, args in steps if k == "HEALTHCHECK")
+    assert "service.healthcheck" in healthcheck
+    assert (REPO / "service" / "healthcheck.py").is_file()
+
+    copies = [shlex.split(args) for k, args in steps if k == "COPY"]
+    sources = [src for parts in copies for src in parts[:-1] if not src.startswith("--")]
+    assert "weights" in sources and "model" in sources and "service" in sources
+    for src in sources:
+        assert (REPO / src).exists(), f"COPY source {src} is missing from the repository"
+    assert any("--chown=vdvae:vdvae" in parts and "weights" in parts for parts in copies)
+
+    env: dict[str, str] = {}
+    for k, args in steps:
+        if k == "ENV":
+            env.update(env_pairs(args))
+    settings = check_settings_env(env, monkeypatch)
+    assert settings.host == "0.0.0.0" and settings.port == 8000
+
+    cmd = json.loads(next(args for k, args in steps if k == "CMD"))
+    assert cmd[:3] == ["python", "-m", "service"]
+    flags = settings_from_cli([*cmd[3:], "--model-dir", "/tmp"])  # exits 2 on a flag that does not exist
+    assert flags.port == 8000 and flags.host == "0.0.0.0"
+    known = {a for action in build_parser()._actions for a in action.option_strings}
+    assert {f for f in cmd[3:] if f.startswith("--")} <= known
+
+
+def test_gpu_image_builds_on_cuda_pytorch_and_cpu_image_on_the_cpu_wheel() -> None:
+    gpu = (REPO / "docker/Dockerfile").read_text()
+    base = re.search(r"ARG BASE_IMAGE=(\S+)", gpu).group(1)
+    assert base.startswith("pytorch/pytorch:") and "cuda" in base
+    cpu = (REPO / "docker/Dockerfile.cpu").read_text()
+    assert "download.pytorch.org/whl/cpu" in cpu and "python:3" in cpu
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_build_context_filter_keeps_what_the_image_copies(dockerfile: str) -> None:
+    ignore = (REPO / f"{dockerfile}.dockerignore").read_text().split()
+    for src in ("pyproject.toml", "model", "service", "weights"):
+        assert f"!{src}" in ignore
+
+
+def test_compose_serves_on_the_gpu_by_default_with_a_cpu_profile(monkeypatch) -> None:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = compose["services"]
+    gpu, cpu = services["vdvae"], services["vdvae-cpu"]
+
+    assert "profiles" not in gpu  # started by a plain `docker compose up`
+    assert (REPO / gpu["build"]["dockerfile"]).is_file() and gpu["build"]["context"] == "."
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert gpu["environment"]["VDVAE_DEVICE"] == "cuda"
+
+    assert cpu["profiles"] == ["cpu"]
+    assert (REPO / cpu["build"]["dockerfile"]).is_file() and cpu["build"]["dockerfile"].endswith(".cpu")
+    assert "deploy" not in cpu and cpu["environment"]["VDVAE_DEVICE"] == "cpu"
+
+    for service in (gpu, cpu):
+        assert "8000:8000" in service["ports"]
+        settings = check_settings_env(service["environment"], monkeypatch)
+        grace = int(service["stop_grace_period"].rstrip("s"))
+        assert grace > settings.shutdown_timeout_s, "docker would SIGKILL the service mid-drain"
+
+
+def test_healthcheck_exits_0_when_ready_and_1_otherwise(server, monkeypatch) -> None:
+    from service import healthcheck
+    from service.bench import free_port
+
+    monkeypatch.setenv("VDVAE_PORT", str(server.port))
+    assert healthcheck.main() == 0
+    monkeypatch.setenv("VDVAE_PORT", str(free_port()))  # nothing listens there
+    assert healthcheck.main() == 1

@@ -1,0 +1,99 @@
+"""Image decoding and encoding: strict, explained rejections, and no pixel decoded before the header fits."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import InvalidImage
+from service.images import decode_base64, decode_image, encode_png, grid
+
+from .conftest import digit_like, png_bytes
+
+
+def with_declared_size(png: bytes, width: int, height: int) -> bytes:
+    """The PNG with its IHDR claiming another size (CRC fixed), pixel data unchanged."""
+    start = png.index(b"IHDR")
+    ihdr = bytearray(png[start : start + 17])
+    ihdr[4:12] = struct.pack(">II", width, height)
+    crc = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
+    return png[:start] + bytes(ihdr) + crc + png[start + 21 :]
+
+
+def test_png_and_jpeg_decode_to_the_models_layout() -> None:
+    grey = digit_like()
+    assert np.array_equal(decode_image(png_bytes(grey), 32, 1), grey)
+    rgb = digit_like(channels=3)
+    assert np.array_equal(decode_image(png_bytes(rgb), 32, 3), rgb)
+    jpeg = decode_image(png_bytes(grey, fmt="JPEG"), 32, 1)
+    assert jpeg.shape == (32, 32, 1) and np.abs(jpeg.astype(int) - grey).mean() < 10  # lossy but close
+
+
+@pytest.mark.parametrize(
+    ("data", "size", "channels", "message"),
+    [
+        (
+            png_bytes(digit_like(size=28)),
+            32,
+            1,
+            "expected a 32x32 grey-scale PNG or JPEG, got 28x28 grey-scale",
+        ),
+        (png_bytes(digit_like(channels=3)), 32, 1, "got 32x32 RGB PNG; convert it first"),
+        (png_bytes(digit_like()), 32, 3, "img.convert('RGB')"),
+        (png_bytes(np.zeros((32, 32, 4), np.uint8)), 32, 3, "got 32x32 RGBA"),
+        (b"GIF89a" + b"\x00" * 100, 32, 1, "not a PNG or JPEG"),
+        (b"", 32, 1, "empty"),
+        (png_bytes(digit_like())[:-30], 32, 1, "truncated"),
+    ],
+)
+def test_rejections_say_what_was_expected(data: bytes, size: int, channels: int, message: str) -> None:
+    with pytest.raises(InvalidImage) as err:
+        decode_image(data, size, channels)
+    assert message in err.value.detail
+    assert err.value.status == 422
+
+
+def test_gif_is_refused_even_when_pillow_could_read_it() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(digit_like()[..., 0]).save(buf, format="GIF")
+    with pytest.raises(InvalidImage, match="not a PNG or JPEG"):
+        decode_image(buf.getvalue(), 32, 1)
+
+
+@pytest.mark.parametrize(("width", "height"), [(4000, 4000), (60000, 60000)])
+def test_oversized_headers_are_rejected_without_decoding(width: int, height: int) -> None:
+    bomb = with_declared_size(png_bytes(digit_like()), width, height)
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidImage):
+        decode_image(bomb, 32, 1)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_encode_png_round_trips_grey_and_rgb() -> None:
+    for img in (digit_like(), digit_like(channels=3)):
+        decoded = np.asarray(Image.open(io.BytesIO(encode_png(img))))
+        assert np.array_equal(decoded.reshape(img.shape), img)
+
+
+def test_grid_is_row_major_with_a_border() -> None:
+    tiles = [np.full((4, 4, 1), v, np.uint8) for v in (10, 20, 30)]
+    tiled, columns = grid(tiles, padding=1)
+    assert columns == 2 and tiled.shape == (2 * 4 + 3, 2 * 4 + 3, 1)
+    assert tiled[1, 1, 0] == 10 and tiled[1, 6, 0] == 20 and tiled[6, 1, 0] == 30
+    assert tiled[6, 6, 0] == 0 and tiled[0, 0, 0] == 0
+
+
+def test_base64_accepts_a_data_url_and_rejects_garbage() -> None:
+    raw = png_bytes(digit_like())
+    b64 = base64.b64encode(raw).decode()
+    assert decode_base64(b64) == raw
+    assert decode_base64("data:image/png;base64," + b64) == raw
+    with pytest.raises(InvalidImage, match="base64"):
+        decode_base64("not base64!")

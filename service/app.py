@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from . import __version__
 from .batcher import Batcher
-from .engine import Engine
+from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     # Added last = outermost: the request id and metrics see every answer, the 413s included.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    static_paths = frozenset(r.path for r in app.routes if "{" not in getattr(r, "path", "{"))
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, static_paths=static_paths)
     return app
 
 
@@ -72,9 +73,11 @@ async def start_models(state: ServiceState) -> None:
     """Load every model, warm each up, start one batcher per model and operation, then turn ready."""
     settings = state.settings
     try:
-        if settings.cpu_threads:
-            torch.set_num_threads(settings.cpu_threads)
         device = resolve_device(settings.device)
+        if device.type == "cpu":
+            threads = cpu_threads(settings.cpu_threads)
+            torch.set_num_threads(threads)
+            log.info("CPU inference with %d torch thread(s)", threads)
         state.engine = Engine(device, state.metrics)
         state.set_phase(Phase.LOADING, f"loading models from {settings.model_dir}")
         registry = await state.engine.call(

@@ -1,6 +1,8 @@
 """Dynamic batching: one bounded async queue per (model, operation), feeding the engine.
 
-Batches count images: a /sample with n=8 enqueues 8 items. A batch window opens at the first
+Batches count images: a /sample with n=8 enqueues 8 items (so a request with n above max_batch_size
+is served over several passes, images split at any point; each image still depends only on its own
+seed). A batch window opens at the first
 queued arrival and closes when max_batch_size images are queued or max_batch_delay_ms has passed
 since that arrival, whichever comes first; while a batch computes, the next one gathers, so under
 load batches fill without waiting for the window. A request's items are admitted all together or

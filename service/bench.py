@@ -169,10 +169,10 @@ def model_throughput(
     import torch
 
     from model.checkpoint import load_model
+    from service.engine import cpu_threads as service_threads
 
-    if cpu_threads:
-        torch.set_num_threads(cpu_threads)
-    vae = load_model(model_dir / model)
+    torch.set_num_threads(service_threads(cpu_threads))  # the same rule as the service
+    vae = load_model(model_dir / model, device="cpu")
     out = {}
     for b in batch_sizes:
         vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model-dir", type=Path, default=Path("weights"), help="For --spawn and --model-throughput.")
     add("--max-batch-sizes", type=parse_ints, default=[32, 1], help="With --spawn: one server each.")
     add("--model-throughput", action="store_true", help="Also time vae.sample in-process per batch size.")
-    add("--cpu-threads", type=int, default=0, help="torch threads for --model-throughput (0: default).")
+    add("--cpu-threads", type=int, default=0, help="torch threads of --model-throughput (0: as the service).")
     add("--json", type=Path, default=None, help="Write all results to this JSON file.")
     add("server_flags", nargs=argparse.REMAINDER, help="After `--`: extra flags for spawned servers.")
     return p
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = args.model or _default_model(args.model_dir)
         observed = _nearest_batch(report)
         sizes = sorted(set(args.max_batch_sizes) | ({observed} if observed else set()))
-        print(f"model throughput in-process ({model}, vae.sample, {args.cpu_threads or 'default'} threads):")
+        print(f"model throughput in-process, CPU ({model}, vae.sample, cpu_threads={args.cpu_threads}):")
         tput = model_throughput(args.model_dir, model, sizes, max(3.0, args.duration / 2), args.cpu_threads)
         for b, ips in tput.items():
             print(f"  batch {b:>4}: {ips:8.1f} img/s")

@@ -31,6 +31,16 @@ log = logging.getLogger("service.engine")
 Outcome = Any
 
 
+# torch's own default (the physical cores), read before anything changes it.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def cpu_threads(requested: int) -> int:
+    """torch intra-op threads for CPU inference: `requested`, or (0) one fewer than torch's default
+    (the physical cores), so that the event loop keeps a core to parse and answer requests."""
+    return requested if requested > 0 else max(1, TORCH_DEFAULT_THREADS - 1)
+
+
 class Engine:
     """Executes batches of one device on its worker thread."""
 

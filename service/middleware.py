@@ -22,9 +22,11 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, static_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
+        # Paths that are their own route template, to label answers given before routing (413s).
+        self.static_paths = static_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,7 +52,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "other"  # the template, never the raw path
+            endpoint = getattr(route, "path", None)  # the template, never the raw path
+            if endpoint is None:
+                endpoint = scope["path"] if scope["path"] in self.static_paths else "other"
             self.metrics.requests.labels(endpoint=endpoint, code=str(status)).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - start)
 

@@ -42,11 +42,13 @@ class Settings(BaseSettings):
     amp: Literal["none", "bf16", "fp16"] = Field(
         "none", description="Autocast dtype for CUDA inference (ignored on CPU)."
     )
+    # More torch threads than free cores make every pass stall (measured: a 12 ms pass took seconds
+    # on a busy 2-core box), and the event loop needs a core of its own to parse and answer requests.
     cpu_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op threads on CPU; 0 keeps torch's default (one per core). On a "
-        "CPU shared with other work, 1 avoids thread oversubscription stalls.",
+        description="torch intra-op threads for CPU inference; 0: one fewer than the physical cores "
+        "(at least 1). Lower it on a CPU shared with other work.",
     )
     warmup: bool = Field(
         True, description="Run one small batch per model and operation before reporting ready."

@@ -172,3 +172,5 @@ def test_failures_are_counted_by_reason(server, client: httpx.Client) -> None:
         )
         assert delta == 1, reason
     assert metric_value(after, "vae_requests_total", endpoint="/sample", code="422") >= 1
+    # The 413 was answered before routing and is still labelled with its endpoint.
+    assert metric_value(after, "vae_requests_total", endpoint="/sample", code="413") >= 1

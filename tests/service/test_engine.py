@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from service.context import RequestContext
-from service.engine import Engine
+from service.engine import TORCH_DEFAULT_THREADS, Engine, cpu_threads
 from service.errors import Cancelled, DeadlineExceeded, InternalError, InvalidInput
 from service.metrics import Metrics
 from service.operations import OPERATIONS, Operation, SampleItem, run_sample
@@ -135,3 +135,8 @@ def test_cuda_bf16_batches_match_their_solo_results(model_dir) -> None:
     outcomes = run_batch(engine, model, OPERATIONS["sample"], items)
     assert all(isinstance(o, np.ndarray) and o.shape == (32, 32, 1) for o in outcomes)
     assert np.array_equal(outcomes[3], run_sample(vae, [items[3]])[0])
+
+
+def test_cpu_threads_leave_a_core_to_the_event_loop() -> None:
+    assert cpu_threads(3) == 3
+    assert cpu_threads(0) == max(1, TORCH_DEFAULT_THREADS - 1)

@@ -6,7 +6,6 @@ default, the PNG itself for `Accept: image/png`.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
@@ -15,24 +14,11 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
-from starlette.requests import ClientDisconnect
 
-from . import schemas, validation
+from . import bodies, schemas, validation
 from .context import RequestContext, wait_for_results
-from .errors import (
-    PROBLEM_TYPES,
-    Cancelled,
-    MalformedBody,
-    NotReady,
-    ShuttingDown,
-    UnsupportedMediaType,
-    invalid_input,
-    problem_response,
-)
-from .images import b64_png, decode_base64, encode_png, grid
+from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
+from .images import b64_png, encode_png, grid
 from .registry import ServedModel
 from .state import Phase, ServiceState
 
@@ -78,6 +64,8 @@ async def compute(
     timeout = validation.timeout_s(timeout_ms, svc.settings)
     arrival = getattr(request.state, "arrival", time.monotonic())
     ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
+    if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
+        raise ctx.deadline_exceeded()
     futures = svc.batcher(model.name, operation).submit(items, ctx)
     return await wait_for_results(request, ctx, futures)
 
@@ -126,67 +114,6 @@ def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int
     )
 
 
-def _form_value(value: str) -> Any:
-    """A multipart text field: JSON when it parses (numbers, lists, null), else the plain string."""
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-def _validate(model_cls: type[BaseModel], payload: dict[str, Any]) -> Any:
-    try:
-        return model_cls.model_validate(payload)
-    except ValidationError as e:
-        raise invalid_input([{**err, "loc": ["body", *err["loc"]]} for err in e.errors()]) from None
-
-
-async def read_image_request(request: Request, model_cls: type[BaseModel]) -> tuple[Any, bytes]:
-    """A JSON body with image_b64, or multipart/form-data with the file field `image` and the same
-    other fields -> (validated request, image bytes)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if content_type == "multipart/form-data":
-            try:
-                form = await request.form(max_files=1, max_fields=32)
-            except MultiPartException as e:
-                raise MalformedBody(f"the multipart body could not be parsed: {e.message}") from None
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                raise validation.invalid(
-                    "image", "a multipart request needs the image as a file field named 'image'"
-                )
-            image = await upload.read()
-            fields = {k: _form_value(v) for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
-            if "image_b64" in fields:
-                raise validation.invalid(
-                    "image_b64", "send the image once: as the file 'image' or as image_b64"
-                )
-            return _validate(model_cls, fields), image
-        if content_type in ("", "application/json") or content_type.endswith("+json"):
-            raw = await request.body()
-        else:
-            raise UnsupportedMediaType(
-                f"unsupported Content-Type {content_type!r}: send application/json with image_b64, "
-                "or multipart/form-data with the file field 'image'"
-            )
-    except ClientDisconnect:
-        raise Cancelled("the client disconnected while sending the body") from None
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MalformedBody(f"the request body is not valid JSON: {e}") from None
-    if not isinstance(payload, dict):
-        raise MalformedBody(f"the request body must be a JSON object, got {type(payload).__name__}")
-    req = _validate(model_cls, payload)
-    if req.image_b64 is None:
-        raise validation.invalid(
-            "image_b64",
-            "send the image as base64 in image_b64, or as multipart/form-data with the file field 'image'",
-        )
-    return req, decode_base64(req.image_b64)
-
-
 # --------------------------------------------------------------------------------------------
 # Model endpoints
 # --------------------------------------------------------------------------------------------
@@ -225,7 +152,7 @@ async def sample(body: schemas.SampleRequest, request: Request, svc: Accepting) 
 async def reconstruct(request: Request, svc: Accepting) -> Any:
     """The top `layers` latent layers from the image's posterior, the rest from the prior (at the
     given temperature), in one pass. Returns the reconstruction and the bits it took from the image."""
-    req, image = await read_image_request(request, schemas.ReconstructRequest)
+    req, image = await bodies.read_image_request(request, schemas.ReconstructRequest)
     model = svc.registry.get(req.model)
     item = validation.reconstruct_item(req, image, model, svc.settings)
     (result,) = await compute(request, svc, "reconstruct", model, [item], req.timeout_ms)
@@ -250,7 +177,7 @@ async def reconstruct(request: Request, svc: Accepting) -> Any:
 async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
     """The image's posterior: KL of each latent layer in bits, rate, distortion and the ELBO bound in
     bits per dim, and on request (`latents: k`) the z of the top k layers as float32 tensors."""
-    req, image = await read_image_request(request, schemas.EncodeRequest)
+    req, image = await bodies.read_image_request(request, schemas.EncodeRequest)
     model = svc.registry.get(req.model)
     item = validation.encode_item(req, image, model)
     (result,) = await compute(request, svc, "encode", model, [item], req.timeout_ms)

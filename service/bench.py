@@ -114,9 +114,13 @@ async def closed_loop(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     n_images = int(payload.get("n", 1))
     model = payload.get("model")
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client:
+    # Metrics are read on their own connection, so they never wait behind (or delay) the load.
+    async with (
+        httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client,
+        httpx.AsyncClient(base_url=url, timeout=timeout_s) as observer,
+    ):
         if model is None:
-            models = (await client.get("/v1/models")).json()["data"]
+            models = (await observer.get("/v1/models")).json()["data"]
             model = next(m["id"] for m in models if m["default"])
         start = time.monotonic()
         t_measure = start + warmup_s
@@ -142,11 +146,11 @@ async def closed_loop(
 
         async def snapshot_at_measure_start() -> None:
             await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
-            before.update(scrape((await client.get("/metrics")).text, model, "sample"))
+            before.update(scrape((await observer.get("/metrics")).text, model, "sample"))
 
         await asyncio.gather(snapshot_at_measure_start(), *(client_loop() for _ in range(concurrency)))
         elapsed = time.monotonic() - t_measure
-        after = scrape((await client.get("/metrics")).text, model, "sample")
+        after = scrape((await observer.get("/metrics")).text, model, "sample")
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     return RunResult(
         concurrency=concurrency,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -134,8 +135,10 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def build_parser(prog: str = "python -m service") -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per Settings field; unset flags are absent from the result."""
+    if prog is None:
+        prog = "vdvae-serve" if Path(sys.argv[0]).name == "vdvae-serve" else "python -m service"
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve every Very Deep VAE model folder under --model-dir over HTTP.",

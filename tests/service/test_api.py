@@ -107,6 +107,16 @@ def test_sample_returns_pngs_and_seeds(client: httpx.Client) -> None:
     assert alone["b64_json"] == body["data"][1]["b64_json"]
 
 
+def test_sample_larger_than_a_batch_is_served_whole(server, client: httpx.Client) -> None:
+    n = server.app.state.service.settings.max_batch_size + 4  # split over several passes
+    r = client.post("/sample", json={"n": n, "seed": 100, "label": 2})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert [d["seed"] for d in data] == list(range(100, 100 + n))
+    last = client.post("/sample", json={"n": 1, "seed": 100 + n - 1, "label": 2}).json()["data"][0]
+    assert last == data[-1]
+
+
 def test_sample_without_seed_returns_the_seeds_it_used(client: httpx.Client) -> None:
     first = client.post("/sample", json={"n": 2}).json()["data"]
     seeds = [d["seed"] for d in first]

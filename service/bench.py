@@ -8,8 +8,9 @@ batch size and the server's mean queue and compute time per batch.
     # against a running server
     python -m service.bench --url http://127.0.0.1:8000 --concurrency 1,4,16,32 --duration 20
 
-    # batching on vs off at equal load: starts `python -m service` once per batch size
-    python -m service.bench --spawn --model-dir weights --max-batch-sizes 32,1 --concurrency 32 --duration 20
+    # batching on vs off at equal load: starts `python -m service` once per batch size and
+    # alternates between them for 3 rounds (robust to a machine whose load changes)
+    python -m service.bench --spawn --max-batch-sizes 32,1 --concurrency 32 --duration 20 --rounds 3
 
     # plus the model's own throughput (vae.sample in-process) at the same batch sizes
     python -m service.bench --spawn --max-batch-sizes 32,1 --concurrency 32 --model-throughput
@@ -28,6 +29,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -285,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--spawn", action="store_true", help="Start `python -m service` once per --max-batch-sizes.")
     add("--model-dir", type=Path, default=Path("weights"), help="For --spawn and --model-throughput.")
     add("--max-batch-sizes", type=parse_ints, default=[32, 1], help="With --spawn: one server each.")
+    add("--rounds", type=int, default=1, help="Repeat the measurements, alternating between servers.")
     add("--model-throughput", action="store_true", help="Also time vae.sample in-process per batch size.")
     add("--cpu-threads", type=int, default=0, help="torch threads of --model-throughput (0: as the service).")
     add("--json", type=Path, default=None, help="Write all results to this JSON file.")
@@ -297,27 +300,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_flags = [f for f in args.server_flags if f != "--"]
     print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
     print(load_line())
+    # runs[label][round][i]: the summary of concurrency args.concurrency[i] in that round
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
-    print(HEADER)
     if args.spawn:
-        for size in args.max_batch_sizes:
-            flags = ["--model-dir", str(args.model_dir), "--max-batch-size", str(size), *server_flags]
-            with spawned_server(flags) as url:
-                print(HEADER)
-                results = sweep(url, f"max_batch={size}", args)
-            report["runs"][f"max_batch_size={size}"] = [r.summary() for r in results]
-        by_size = report["runs"]
-        if len(args.max_batch_sizes) >= 2:
-            base = args.max_batch_sizes[-1]
-            for size in args.max_batch_sizes[:-1]:
-                for on, off in zip(by_size[f"max_batch_size={size}"], by_size[f"max_batch_size={base}"]):
-                    ratio = on["ips"] / off["ips"] if off["ips"] else math.nan
-                    print(
-                        f"concurrency {on['concurrency']}: max_batch_size={size} {on['ips']:.1f} img/s, "
-                        f"max_batch_size={base} {off['ips']:.1f} img/s: x{ratio:.2f}"
-                    )
+        with contextlib.ExitStack() as stack:
+            urls = {}
+            for size in args.max_batch_sizes:
+                flags = ["--model-dir", str(args.model_dir), "--max-batch-size", str(size), *server_flags]
+                urls[size] = stack.enter_context(spawned_server(flags))
+            print(HEADER)
+            # Rounds alternate between the servers, so a change of load on a shared machine hits
+            # every configuration alike.
+            for _ in range(args.rounds):
+                for size, url in urls.items():
+                    results = sweep(url, f"max_batch={size}", args)
+                    rounds = report["runs"].setdefault(f"max_batch_size={size}", [])
+                    rounds.append([r.summary() for r in results])
+        compare_batching(report, args)
     else:
-        report["runs"][args.url] = [r.summary() for r in sweep(args.url, "server", args)]
+        print(HEADER)
+        rounds = report["runs"].setdefault(args.url, [])
+        for _ in range(args.rounds):
+            rounds.append([r.summary() for r in sweep(args.url, "server", args)])
     if args.model_throughput:
         model = args.model or _default_model(args.model_dir)
         observed = _nearest_batch(report)
@@ -332,6 +336,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def compare_batching(report: dict, args: argparse.Namespace) -> None:
+    """Images/s of each max_batch_size against the last one (batching off: 1), median over rounds."""
+    if len(args.max_batch_sizes) < 2:
+        return
+    runs = report["runs"]
+    base = args.max_batch_sizes[-1]
+    for size in args.max_batch_sizes[:-1]:
+        for i, c in enumerate(args.concurrency):
+            on = [rnd[i]["ips"] for rnd in runs[f"max_batch_size={size}"]]
+            off = [rnd[i]["ips"] for rnd in runs[f"max_batch_size={base}"]]
+            ratios = [a / b if b else math.nan for a, b in zip(on, off)]
+            print(
+                f"concurrency {c}: max_batch_size={size} {statistics.median(on):.1f} img/s, "
+                f"max_batch_size={base} {statistics.median(off):.1f} img/s (medians of {len(on)} rounds): "
+                f"x{statistics.median(ratios):.2f} (per round: {', '.join(f'x{r:.2f}' for r in ratios)})"
+            )
+
+
 def _default_model(model_dir: Path) -> str:
     names = sorted(p.name for p in model_dir.iterdir() if (p / "config.json").is_file())
     return "mnist" if "mnist" in names else names[0]
@@ -339,8 +361,8 @@ def _default_model(model_dir: Path) -> str:
 
 def _nearest_batch(report: dict) -> int:
     """The rounded mean batch size of the first run (0 when unknown)."""
-    for runs in report["runs"].values():
-        for r in runs:
+    for rounds in report["runs"].values():
+        for r in rounds[0]:
             if not math.isnan(r["mean_batch"]):
                 return max(1, round(r["mean_batch"]))
     return 0

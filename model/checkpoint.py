@@ -135,13 +135,12 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], hp: HParams, source: str, w
     """Raise CheckpointError naming the first mismatching keys and the presets that would fit."""
     expected = _shapes(hp)
     got = {k: tuple(v.shape) for k, v in sd.items()}
-    problems = [f"missing {k}" for k in expected if k not in got]
-    problems += [f"unexpected {k}" for k in got if k not in expected]
-    problems += [
-        f"{k}: checkpoint {got[k]} vs model {expected[k]}"
-        for k in expected
-        if k in got and got[k] != expected[k]
+    # Shape mismatches first: they say the most about which architecture the file holds.
+    problems = [
+        f"{k}: checkpoint {got[k]} vs model {v}" for k, v in expected.items() if k in got and got[k] != v
     ]
+    problems += [f"missing {k}" for k in expected if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in expected]
     if problems:
         fits = fitting_presets(sd)
         hint = (

@@ -49,6 +49,12 @@ def kl_weights(kl: torch.Tensor, share_percent: torch.Tensor, floor: float = 0.1
     return w.clamp(min=floor)
 
 
+def drop_labels(labels: torch.Tensor, p: float) -> torch.Tensor:
+    """Replace each label by the null label (-1) with probability p, for classifier-free guidance."""
+    drop = torch.rand(labels.shape) < p
+    return torch.where(drop, torch.full_like(labels, -1), labels)
+
+
 def training_loss(
     vae: VDVAE | torch.nn.Module,
     x_in: torch.Tensor,

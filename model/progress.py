@@ -18,13 +18,13 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Redraws one status line on a terminal; prints a line every `every` steps otherwise."""
 
-    def __init__(self, total: int, every: int = 50, stream=None) -> None:
-        self.total, self.every = total, max(1, every)
+    def __init__(self, total: int, every: int = 50, stream=None, enabled: bool = True) -> None:
+        self.total, self.every, self.enabled = total, max(1, every), enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def update(self, step: int, elapsed: float, steps_this_run: int, **stats) -> None:
-        if not self.tty and step % self.every and step != self.total:
+        if not self.enabled or (not self.tty and step % self.every and step != self.total):
             return
         rate = steps_this_run / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else 0.0
@@ -42,6 +42,8 @@ class Progress:
         self.stream.flush()
 
     def message(self, text: str) -> None:
+        if not self.enabled:
+            return
         if self.tty:
             self.stream.write("\n")
         self.stream.write(text + "\n")

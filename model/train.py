@@ -32,7 +32,7 @@ from .data import DataError, ImageData, load_split
 from .evaluate import evaluate_elbo
 from .hparams import PRESETS, HParams, HParamsError
 from .imageio import image_grid, save_png
-from .objectives import information_schedule, training_loss
+from .objectives import drop_labels, information_schedule, training_loss
 from .progress import JsonlLog, Progress
 from .vae import LN2, VDVAE
 
@@ -193,7 +193,7 @@ class Trainer:
         self.device = self.dist.device
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.progress = Progress(0, cfg.log_every)
+        self.progress = Progress(0, cfg.log_every, enabled=self.dist.main)
         self.log = JsonlLog(self.out / "log.jsonl", enabled=self.dist.main)
 
         resume = self._resume_path()
@@ -284,8 +284,7 @@ class Trainer:
         x_in, x_target = self.vae.preprocess(x)
         labels = None
         if self.hp.conditional:
-            drop = torch.rand(len(y)) < cfg.label_dropout  # dropped labels become the null label
-            labels = torch.where(drop, torch.full_like(y, self.hp.num_classes), y)
+            labels = drop_labels(y, cfg.label_dropout)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
 
@@ -404,9 +403,9 @@ class Trainer:
         folder = self.out / "samples"
         temps = [1.0, 0.9, 0.8, 0.7, 0.6]
         cols = 10
-        labels = hp.num_classes if hp.conditional else None  # null label: the unconditional prior
+        # Unconditional (null label for a conditional model), one row per temperature.
         images = torch.cat(
-            [self.ema.sample(cols, temperature=t, labels=labels, seeds=1000 * i) for i, t in enumerate(temps)]
+            [self.ema.sample(cols, temperature=t, seeds=1000 * i) for i, t in enumerate(temps)]
         )
         save_png(image_grid(images, ncols=cols), folder / f"step-{self.step:07d}-temperatures.png")
         if hp.conditional:

@@ -119,7 +119,7 @@ class VDVAE(nn.Module):
             raise ValueError(f"expected uint8 images, got {x.dtype}")
 
     def _labels(self, labels, n: int) -> torch.Tensor | None:
-        """Labels -> (n,) long on the device; None or -1 is the null label (index num_classes)."""
+        """Labels -> (n,) embedding rows on the device; None or -1 is the null label (row num_classes)."""
         hp = self.hp
         if not hp.conditional:
             if labels is not None:
@@ -133,11 +133,11 @@ class VDVAE(nn.Module):
                 t = t.expand(n)
             if t.numel() != n:
                 raise ValueError(f"got {t.numel()} labels for {n} images")
-            bad = (t < -1) | (t > hp.num_classes)
+            bad = (t < -1) | (t >= hp.num_classes)
             if bad.any():
                 raise ValueError(
                     f"label {int(t[bad][0])} out of range: classes are 0..{hp.num_classes - 1} "
-                    f"(-1 or {hp.num_classes} for unconditional)"
+                    "(-1 or None for unconditional)"
                 )
             t = torch.where(t < 0, torch.full_like(t, hp.num_classes), t)
         return t.to(self.device)

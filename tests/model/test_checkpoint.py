@@ -1,0 +1,141 @@
+"""Checkpoints: official import round trip, our folder format, and one clear error per failure."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+import torch
+
+import model
+from model.checkpoint import CheckpointError, load_model, save_model_folder
+from model.convert import main as convert_main
+from tests.model.helpers import FIXTURES, random_images
+
+OFFICIAL = FIXTURES / "public-tiny" / "model-ema.th"
+
+
+def outputs(vae: model.VDVAE) -> tuple[torch.Tensor, torch.Tensor]:
+    x = random_images(2)
+    return vae.decode([], n=2, temperature=0.7, seeds=[1, 2]), vae.encode(x, seeds=[3, 4]).kl
+
+
+def test_official_import_round_trip(tmp_path):
+    official = load_model(OFFICIAL, preset="tiny", device="cpu")
+    assert convert_main([str(OFFICIAL), "--preset", "tiny", "--out", str(tmp_path / "tiny")]) == 0
+    folder = tmp_path / "tiny"
+    assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json", "README.md"}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["provenance"]["preset"] == "tiny" and len(config["provenance"]["sha256"]) == 64
+    imported = load_model(folder, device="cpu")
+    for a, b in zip(outputs(official), outputs(imported), strict=True):
+        assert torch.equal(a, b)
+    sd = torch.load(OFFICIAL, weights_only=True)
+    assert all(torch.equal(v, imported.state_dict()[k]) for k, v in sd.items())
+
+
+def test_preset_is_inferred_when_only_one_fits():
+    assert load_model(OFFICIAL, device="cpu").hp == model.HParams.preset("tiny")
+
+
+def test_ddp_prefixed_model_th_loads(tmp_path):
+    sd = torch.load(OFFICIAL, weights_only=True)
+    path = tmp_path / "tiny-model.th"
+    torch.save({"module." + k: v for k, v in sd.items()}, path)
+    vae = load_model(path, preset="tiny", device="cpu")
+    assert torch.equal(vae.state_dict()["decoder.gain"], sd["decoder.gain"])
+
+
+def test_wrong_preset_names_mismatching_keys_and_fitting_presets():
+    with pytest.raises(CheckpointError) as e:
+        load_model(OFFICIAL, preset="cifar10", device="cpu")
+    msg = str(e.value)
+    assert "preset 'cifar10'" in msg
+    assert "encoder.in_conv.weight: checkpoint (32, 3, 3, 3) vs model (384, 3, 3, 3)" in msg
+    assert "presets that fit this checkpoint: tiny" in msg
+
+
+def test_folder_weights_that_do_not_match_the_config(tmp_path, tiny):
+    save_model_folder(tiny, tmp_path / "m", {"note": "test"})
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["hparams"]["zdim"] = 4
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError, match=r"does not match the architecture in config.json.*fit this checkpoint: tiny"
+    ):
+        load_model(tmp_path / "m", device="cpu")
+
+
+def test_truncated_official_file(tmp_path):
+    path = tmp_path / "cut-model-ema.th"
+    path.write_bytes(OFFICIAL.read_bytes()[:50_000])
+    with pytest.raises(CheckpointError, match="not a readable PyTorch state dict"):
+        load_model(path, preset="tiny", device="cpu")
+
+
+def test_truncated_safetensors(tmp_path, tiny):
+    save_model_folder(tiny, tmp_path / "m", {})
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_model(tmp_path / "m", device="cpu")
+
+
+def test_corrupt_config(tmp_path, tiny):
+    save_model_folder(tiny, tmp_path / "m", {})
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config.json is not valid JSON"):
+        load_model(tmp_path / "m", device="cpu")
+
+
+def test_missing_files(tmp_path, tiny):
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*expected a model folder"):
+        load_model(tmp_path / "nothing", device="cpu")
+    save_model_folder(tiny, tmp_path / "m", {})
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"missing .*model.safetensors"):
+        load_model(tmp_path / "m", device="cpu")
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (shutil.rmtree, (str(tmp_path / "victim"),))
+
+    (tmp_path / "victim").mkdir()
+    path = tmp_path / "evil-model.th"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch state dict"):
+        load_model(path, preset="tiny", device="cpu")
+    assert (tmp_path / "victim").exists()
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    sd = torch.load(OFFICIAL, weights_only=True)
+    sd["decoder.gain"][0, 0, 0, 0] = float("nan")
+    torch.save(sd, tmp_path / "nan-model-ema.th")
+    with pytest.raises(CheckpointError, match=r"decoder.gain has non-finite values"):
+        load_model(tmp_path / "nan-model-ema.th", preset="tiny", device="cpu")
+
+
+def test_official_file_without_a_fitting_preset_asks_for_one(tmp_path):
+    sd = torch.load(OFFICIAL, weights_only=True)
+    del sd["decoder.gain"]
+    torch.save(sd, tmp_path / "odd-model-ema.th")
+    with pytest.raises(CheckpointError, match="pass preset="):
+        load_model(tmp_path / "odd-model-ema.th", device="cpu")
+
+
+def test_convert_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert convert_main([str(OFFICIAL), "--preset", "cifar10", "--out", str(tmp_path / "x")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_saved_folder_round_trip_keeps_hparams_and_provenance(tmp_path, tiny_cond):
+    save_model_folder(tiny_cond, tmp_path / "c", {"steps": 7})
+    back = load_model(tmp_path / "c", device="cpu")
+    assert back.hp == tiny_cond.hp and back.provenance == {"steps": 7}
+    assert torch.equal(back.sample(2, labels=[1, 2], seeds=0), tiny_cond.sample(2, labels=[1, 2], seeds=0))

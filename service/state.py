@@ -35,6 +35,8 @@ class ServiceState:
     inflight: int = 0  # model requests being served (queued or computing or answering)
 
     def set_phase(self, phase: Phase, problem: str = "") -> None:
+        if self.phase is Phase.DRAINING and phase is not Phase.DRAINING:
+            return  # a shutdown that began during start-up is never undone
         self.phase = phase
         self.problem = problem
         self.metrics.ready.set(1 if phase is Phase.READY else 0)

@@ -75,3 +75,15 @@ def test_serves_without_warmup(model_dir: Path) -> None:
         r = client.post("/sample", json={"n": 2, "seed": 0, "model": "tiny"}, headers={"Accept": "image/png"})
         assert r.status_code == 200 and r.headers["x-seeds"] == "0,1"
         assert np.frombuffer(r.content[:8], np.uint8).tolist() == [137, 80, 78, 71, 13, 10, 26, 10]
+
+
+def test_a_drain_that_began_during_startup_is_never_undone() -> None:
+    from service.metrics import Metrics
+    from service.settings import Settings
+    from service.state import Phase, ServiceState
+
+    state = ServiceState(settings=Settings(), metrics=Metrics(8))
+    state.start_draining()
+    state.set_phase(Phase.READY)
+    assert state.phase is Phase.DRAINING
+    assert "vae_ready 0.0" in state.metrics.render().decode()

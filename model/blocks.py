@@ -24,6 +24,10 @@ def scale_init(c: nn.Conv2d, n_blocks: int) -> None:
         c.weight.mul_(math.sqrt(1.0 / n_blocks))
 
 
+def _gelu_inplace(x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.gelu_(x)
+
+
 class Block(nn.Module):
     """GELU -> conv1x1 -> GELU -> conv3x3 -> GELU -> conv3x3 -> GELU -> conv1x1, optional residual.
 
@@ -56,14 +60,21 @@ class Block(nn.Module):
         self.cond = nn.Linear(cond_dim, in_width, bias=False) if cond_dim else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        # Without autograd the intermediate activations are private to this call, so GELU and the
+        # residual add can work in place: no fresh allocation of a large tensor per op (on CPU
+        # that was a fifth of the sampling time). Same arithmetic, same results.
+        act = _gelu_inplace if torch.is_inference_mode_enabled() else F.gelu
         h = x
         if self.cond is not None:
             h = h + self.cond(cond)[:, :, None, None]  # (n, in_width, 1, 1) broadcast over H, W
-        h = self.c1(F.gelu(h))
-        h = self.c2(F.gelu(h))
-        h = self.c3(F.gelu(h))
-        h = self.c4(F.gelu(h))
-        out = x + h if self.residual else h
+        h = self.c1(F.gelu(h))  # never in place on the block input: the residual path needs x
+        h = self.c2(act(h))
+        h = self.c3(act(h))
+        h = self.c4(act(h))
+        if self.residual:
+            out = h.add_(x) if act is _gelu_inplace else x + h
+        else:
+            out = h
         if self.down_rate is not None:
             out = F.avg_pool2d(out, kernel_size=self.down_rate, stride=self.down_rate)
         return out

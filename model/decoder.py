@@ -24,6 +24,14 @@ from .likelihoods import gaussian_kl
 GUIDANCE_LOG_VAR_CLAMP = 20.0
 
 
+def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + y, in place when autograd is off and x is not a view (of bias_xs, say, which an
+    in-place add would corrupt); the stream tensors the loop creates are never views."""
+    if torch.is_inference_mode_enabled() and x._base is None:
+        return x.add_(y)
+    return x + y
+
+
 class DecBlock(nn.Module):
     """Posterior head `enc`, prior head `prior` (mean, log-std and a residual `xpp`), `z_proj`, `resnet`."""
 
@@ -164,7 +172,7 @@ class Decoder(nn.Module):
             if use_post:
                 acts = activations[block.base]
                 qm, qv = block.enc(torch.cat([x, acts], dim=1), cond).chunk(2, dim=1)
-            x = x + xpp
+            x = _add(x, xpp)
 
             kl, z = None, None
             if i >= g_min:  # some image draws this layer rather than taking a given z
@@ -203,10 +211,10 @@ class Decoder(nn.Module):
             zp = block.z_proj(z)
             if g is not None:
                 x_u = x_u + feats_u[:, 2 * block.zdim :] + zp.index_select(0, g.rows)
-                both = block.resnet(torch.cat([x + zp, x_u]), torch.cat([cond, g.null_cond]))
+                both = block.resnet(torch.cat([_add(x, zp), x_u]), torch.cat([cond, g.null_cond]))
                 xs[block.base], xs_u[block.base] = both[:n], both[n:]
             else:
-                xs[block.base] = block.resnet(x + zp, cond)
+                xs[block.base] = block.resnet(_add(x, zp), cond)
 
         out.px_z = xs[self.hp.image_size] * self.gain + self.bias
         return out

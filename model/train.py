@@ -55,7 +55,7 @@ TRAIN_PRESETS: dict[str, dict] = {
         skip_threshold=1000.0,
         lr_schedule="cosine",
         min_lr=1e-4,
-        steps=20000,
+        steps=12000,
     ),
 }
 

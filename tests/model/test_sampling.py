@@ -142,3 +142,18 @@ def test_bad_latents_are_explained(tiny):
         tiny.sample(1, latents=[torch.zeros(1, 8, 2, 2)], seeds=0)
     with pytest.raises(ValueError, match="14 latent layers but the model has 13"):
         tiny.sample(1, latents=[torch.zeros(1, 8, r, r) for r in [*tiny.hp.layer_resolutions, 32]], seeds=0)
+
+
+def test_no_call_modifies_the_weights(tiny_cond):
+    # The inference path works in place on its own activations; it must never touch parameters
+    # (a batch of one sees bias_xs without a copy).
+    before = {k: v.clone() for k, v in tiny_cond.state_dict().items()}
+    x = random_images(3, channels=1)
+    for n in (1, 3):
+        tiny_cond.sample(n, labels=[1] * n, guidance=(2.0, 2.0), seeds=0)
+        tiny_cond.sample(n, seeds=0)
+        tiny_cond.reconstruct(x[:n], layers=3, seeds=0)
+        tiny_cond.encode(x[:n], seeds=0)
+        tiny_cond.sample(n, latents=tiny_cond.encode(x[:n], seeds=0).z[:2], seeds=0)
+    for k, v in tiny_cond.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -1,0 +1,113 @@
+"""Sampling throughput of a preset on the available device, eager against optimized.
+
+    python -m model.bench --preset cifar10 --batch-sizes 1,4,16
+    python -m model.bench --weights weights/mnist --batch-sizes 1,8,32 --device cpu
+
+"eager" is the model as loaded (float32, NCHW, no compilation); "optimized" is the same weights
+after model.inference.optimize_for_inference (channels_last and bf16 autocast on CUDA, plus
+torch.compile with --compile). The two are timed alternately, so drift in machine load hits both;
+each figure is the median of --repeats timed calls after a warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from .checkpoint import default_device, load_model
+from .hparams import PRESETS, HParams
+from .inference import AMP_DTYPES, optimize_for_inference
+from .vae import VDVAE
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_sample(vae: VDVAE, n: int, guidance: float | None, temperature: float) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one sample call of n images."""
+    labels = list(range(n)) if vae.hp.conditional else None
+    if labels is not None:
+        labels = [i % vae.hp.num_classes for i in labels]
+    g = (guidance, guidance) if guidance is not None and vae.hp.conditional else None
+    _sync(vae.device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    vae.sample(n, temperature=temperature, labels=labels, guidance=g, seeds=list(range(n)))
+    _sync(vae.device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="architecture of random weights, or of an official .th file (default: cifar10 / inferred)",
+    )
+    p.add_argument(
+        "--weights", default=None, help="model folder or official .th file (default: random weights)"
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-sizes", default="1,4,16", help="comma-separated (default: 1,4,16)")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per batch size and mode (default: 3)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the optimized model's blocks")
+    p.add_argument(
+        "--amp", default="bf16", choices=sorted(AMP_DTYPES), help="CUDA autocast dtype (default: bf16)"
+    )
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="optimized model's memory format (default: auto = on for CUDA only)")  # fmt: skip
+    p.add_argument("--guidance", type=float, default=None, help="guidance weight (conditional models)")
+    p.add_argument("--temperature", type=float, default=1.0, help="(default: 1.0)")
+    p.add_argument("--json", action="store_true", help="also print one JSON line per batch size")
+    args = p.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else default_device()
+    if args.weights:
+        eager = load_model(args.weights, preset=args.preset, device=device)
+    else:
+        eager = VDVAE(HParams.preset(args.preset or "cifar10")).to(device).eval().requires_grad_(False)
+    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    fast = optimize_for_inference(copy.deepcopy(eager), channels_last=channels_last, amp=args.amp,
+                                  compile=args.compile)  # fmt: skip
+    name = args.weights or f"{args.preset or 'cifar10'} (random weights)"
+    dev_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"model: {name}; device: {dev_name}; torch {torch.__version__}")
+    print(f"optimized = channels_last {fast.decoder.gain.is_contiguous(memory_format=torch.channels_last)}, "
+          f"amp {fast.amp_dtype}, compile {args.compile}")  # fmt: skip
+    print(f"{'batch':>5} {'eager img/s':>12} {'optimized img/s':>16} {'speedup':>8} {'eager cpu-s/img':>16}")
+    for n in (int(b) for b in args.batch_sizes.split(",")):
+        for vae in (eager, fast):  # warm-up (and compilation) for this batch size
+            time_sample(vae, n, args.guidance, args.temperature)
+        runs = {"eager": [], "optimized": []}
+        for _ in range(args.repeats):
+            runs["eager"].append(time_sample(eager, n, args.guidance, args.temperature))
+            runs["optimized"].append(time_sample(fast, n, args.guidance, args.temperature))
+        wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+        cpu = statistics.median(c for _, c in runs["eager"])
+        row = {"batch": n, "eager_img_s": n / wall["eager"], "optimized_img_s": n / wall["optimized"],
+               "speedup": wall["eager"] / wall["optimized"], "eager_cpu_s_per_img": cpu / n}  # fmt: skip
+        print(f"{n:>5} {row['eager_img_s']:>12.2f} {row['optimized_img_s']:>16.2f} {row['speedup']:>7.2f}x "
+              f"{row['eager_cpu_s_per_img']:>16.3f}")  # fmt: skip
+        if args.json:
+            print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,7 +66,14 @@ def optimize_for_inference(
         raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)}, got {amp!r}")
     vae.amp_dtype = AMP_DTYPES[amp] if on_cuda else None
     if compile:
+        # One graph per distinct block shape (and batch size) replaces dynamo's default of 8
+        # recompilations per function before it falls back to eager.
+        limit = 64 * len(set(vae.hp.layer_resolutions) | {r for r, _ in vae.hp.enc_layers})
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 4 * limit
+        )
         for module in vae.modules():
             if isinstance(module, Block):
-                module.compile(dynamic=False)
+                module.compile()
     return vae

@@ -128,6 +128,8 @@ class VDVAE(nn.Module):
         if labels is None:
             t = torch.full((n,), hp.num_classes, dtype=torch.long)
         else:
+            if isinstance(labels, (list, tuple)):
+                labels = [-1 if y is None else y for y in labels]
             t = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
             if t.numel() == 1 and n != 1:
                 t = t.expand(n)

@@ -81,7 +81,7 @@ async def start_models(state: ServiceState) -> None:
         state.engine = Engine(device, state.metrics)
         state.set_phase(Phase.LOADING, f"loading models from {settings.model_dir}")
         registry = await state.engine.call(
-            load_registry, settings.model_dir, device, settings.amp, settings.default_model
+            load_registry, settings.model_dir, device, settings.amp, settings.default_model, settings.compile
         )
         state.registry = registry
         if not registry.models:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     amp: Literal["none", "bf16", "fp16"] = Field(
         "none", description="Autocast dtype for CUDA inference (ignored on CPU)."
     )
+    # Off by default: compiling costs minutes at start-up and per new batch size, and on CPU the
+    # compiled blocks measured slower than eager (model/bench.py --compile).
+    compile: bool = Field(False, description="torch.compile the model's residual blocks.")
     # More torch threads than free cores make every pass stall (measured: a 12 ms pass took seconds
     # on a busy 2-core box), and the event loop needs a core of its own to parse and answer requests.
     cpu_threads: int = Field(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
+from model.inference import optimize_for_inference
 from tests.model.helpers import random_images
 
 
@@ -157,3 +160,19 @@ def test_no_call_modifies_the_weights(tiny_cond):
         tiny_cond.sample(n, latents=tiny_cond.encode(x[:n], seeds=0).z[:2], seeds=0)
     for k, v in tiny_cond.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_optimized_inference_gives_the_same_images(tiny_cond):
+    fast = optimize_for_inference(copy.deepcopy(tiny_cond), channels_last=True)
+    labels, guidance = [0, 3, -1, 7], torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    a = tiny_cond.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
+    b = fast.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
+    assert_same_image(a, b)
+    x = random_images(2, channels=1)
+    assert torch.allclose(tiny_cond.encode(x, seeds=0).kl, fast.encode(x, seeds=0).kl, rtol=1e-4, atol=1e-4)
+
+
+def test_none_inside_a_label_list_is_unconditional(tiny_cond):
+    assert torch.equal(
+        tiny_cond.sample(2, labels=[3, None], seeds=0), tiny_cond.sample(2, labels=[3, -1], seeds=0)
+    )

@@ -68,6 +68,33 @@ def reconstruction_grid(vae: VDVAE, x: torch.Tensor, depths: list[int], temperat
     return image_grid(torch.cat(rows), ncols=len(x))
 
 
+def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, cols: int = 10) -> dict:
+    """Named uint8 grids, every draw from fixed seeds:
+    "temperatures": unconditional samples, one row per temperature (1.0 down to 0.6);
+    "classes": one row per class (the first 10) at `temperature`;
+    "classes-guided": the same seeds with guidance (guidance, guidance)."""
+    temps = [1.0, 0.9, 0.8, 0.7, 0.6]
+    rows = [vae.sample(cols, temperature=t, seeds=1000 * i) for i, t in enumerate(temps)]
+    grids = {"temperatures": image_grid(torch.cat(rows), ncols=cols)}
+    if vae.hp.conditional:
+        classes = range(min(vae.hp.num_classes, 10))
+        for name, g in (("classes", None), ("classes-guided", (guidance, guidance))):
+            rows = [
+                vae.sample(cols, temperature=temperature, labels=c, guidance=g, seeds=100 * c)
+                for c in classes
+            ]
+            grids[name] = image_grid(torch.cat(rows), ncols=cols)
+    return grids
+
+
+def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+    paths = []
+    for name, grid in sample_grids(vae, **kwargs).items():
+        paths.append(folder / f"{prefix}{name}.png")
+        save_png(grid, paths[-1])
+    return paths
+
+
 def default_depths(num_layers: int) -> list[int]:
     """A spread of depths from none to all layers (0, ~L/8, ~L/4, ~L/2, L)."""
     return sorted({0, max(1, num_layers // 8), max(1, num_layers // 4), num_layers // 2, num_layers})
@@ -92,8 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--unconditional", action="store_true", help="use the null label (bound on -log p(x))")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--out", default=None, help="folder for reconstruction grids at several depths")
-    p.add_argument("--temperature", type=float, default=0.8, help="prior temperature of the reconstructions")
+    p.add_argument(
+        "--out", default=None, help="folder for reconstructions at several depths and sample grids"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="prior temperature of reconstructions and per-class samples",
+    )
+    p.add_argument("--guidance", type=float, default=1.0, help="weight of the guided per-class grid")
     args = p.parse_args(argv)
 
     try:
@@ -122,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             reconstruction_grid(vae, x, depths, args.temperature, args.seed), out / "reconstructions.png"
         )
         result["reconstructions"] = {"file": str(out / "reconstructions.png"), "rows": ["original", *depths]}
+        grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance)
+        result["sample_grids"] = [str(p) for p in grids]
     print(json.dumps(result, indent=2))
     return 0
 

@@ -29,9 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed
 from .checkpoint import atomic_write, save_model_folder
 from .data import DataError, ImageData, load_split
-from .evaluate import evaluate_elbo
+from .evaluate import evaluate_elbo, save_sample_grids
 from .hparams import PRESETS, HParams, HParamsError
-from .imageio import image_grid, save_png
 from .objectives import drop_labels, information_schedule, training_loss
 from .progress import JsonlLog, Progress
 from .vae import LN2, VDVAE
@@ -399,28 +398,13 @@ class Trainer:
         return result
 
     def write_samples(self) -> None:
-        cfg, hp = self.cfg, self.hp
-        folder = self.out / "samples"
-        temps = [1.0, 0.9, 0.8, 0.7, 0.6]
-        cols = 10
-        # Unconditional (null label for a conditional model), one row per temperature.
-        images = torch.cat(
-            [self.ema.sample(cols, temperature=t, seeds=1000 * i) for i, t in enumerate(temps)]
+        save_sample_grids(
+            self.ema,
+            self.out / "samples",
+            prefix=f"step-{self.step:07d}-",
+            temperature=self.cfg.sample_temperature,
+            guidance=self.cfg.sample_guidance,
         )
-        save_png(image_grid(images, ncols=cols), folder / f"step-{self.step:07d}-temperatures.png")
-        if hp.conditional:
-            classes = list(range(min(hp.num_classes, 10)))
-            for name, guidance in (("classes", None), ("classes-guided", cfg.sample_guidance)):
-                g = None if guidance is None else (guidance, guidance)
-                grid = torch.cat(
-                    [
-                        self.ema.sample(
-                            cols, temperature=cfg.sample_temperature, labels=c, guidance=g, seeds=100 * c
-                        )
-                        for c in classes
-                    ]
-                )
-                save_png(image_grid(grid, ncols=cols), folder / f"step-{self.step:07d}-{name}.png")
 
     # ---- the run -----------------------------------------------------------------------------------
 

@@ -72,7 +72,9 @@ class Block(nn.Module):
         h = self.c3(act(h))
         h = self.c4(act(h))
         if self.residual:
-            out = h.add_(x) if act is _gelu_inplace else x + h
+            # In place only when that keeps the stream's dtype: under autocast h is bf16/fp16 while
+            # the residual stream stays float32.
+            out = h.add_(x) if act is _gelu_inplace and h.dtype == x.dtype else x + h
         else:
             out = h
         if self.down_rate is not None:

@@ -175,10 +175,11 @@ def model_throughput(
     import torch
 
     from model.checkpoint import load_model
+    from model.inference import optimize_for_inference
     from service.engine import cpu_threads as service_threads
 
     torch.set_num_threads(service_threads(cpu_threads))  # the same rule as the service
-    vae = load_model(model_dir / model, device="cpu")
+    vae = optimize_for_inference(load_model(model_dir / model, device="cpu"))  # the form the service serves
     out = {}
     for b in batch_sizes:
         vae.sample(b, seeds=list(range(b)))  # warm-up at this shape

@@ -68,6 +68,38 @@ def reconstruction_grid(vae: VDVAE, x: torch.Tensor, depths: list[int], temperat
     return image_grid(torch.cat(rows), ncols=len(x))
 
 
+def nearest_neighbour_labels(images: torch.Tensor, reference: ImageData, chunk: int = 256) -> torch.Tensor:
+    """Label of each image's nearest reference image in pixel space (L2): a crude classifier that
+    needs no training, enough to tell whether a class-conditional sample shows its class."""
+    ref = torch.from_numpy(np.ascontiguousarray(reference.images)).flatten(1).float()  # (m, D)
+    ref_sq = (ref * ref).sum(1)
+    x = images.cpu().flatten(1).float()
+    nearest = []
+    for start in range(0, len(x), chunk):
+        q = x[start : start + chunk]
+        dist = ref_sq[None, :] - 2 * q @ ref.T  # |q - r|^2 up to the constant |q|^2
+        nearest.append(dist.argmin(dim=1))
+    return torch.from_numpy(reference.labels)[torch.cat(nearest)]
+
+
+def label_agreement(
+    vae: VDVAE, reference: ImageData, per_class: int = 50, temperature: float = 0.8, guidance: float = 1.0
+) -> dict:
+    """Share of class-conditional samples whose nearest reference image has the asked-for label,
+    without and with guidance (same seeds)."""
+    classes = torch.arange(vae.hp.num_classes).repeat_interleave(per_class)
+    out = {"samples": len(classes), "temperature": temperature}
+    for name, g in (("unguided", None), ("guided", (guidance, guidance))):
+        images = torch.cat([
+            vae.sample(len(part), temperature=temperature, labels=part, guidance=g, seeds=10_000 + start)
+            for start in range(0, len(classes), 100)
+            for part in [classes[start : start + 100]]
+        ])  # fmt: skip
+        out[name] = (nearest_neighbour_labels(images, reference) == classes).float().mean().item()
+    out["guidance"] = guidance
+    return out
+
+
 def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, cols: int = 10) -> dict:
     """Named uint8 grids, every draw from fixed seeds:
     "temperatures": unconditional samples, one row per temperature (1.0 down to 0.6);
@@ -129,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         help="prior temperature of reconstructions and per-class samples",
     )
     p.add_argument("--guidance", type=float, default=1.0, help="weight of the guided per-class grid")
+    p.add_argument(
+        "--label-agreement",
+        type=int,
+        default=0,
+        metavar="N",
+        help="class-conditional models: draw N samples per class and report how many have a "
+        "nearest training image of their class (default: 0, off)",
+    )
     args = p.parse_args(argv)
 
     try:
@@ -149,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         **evaluate_elbo(vae, data, args.batch_size, args.seed, conditional=not args.unconditional),
         "labels": "null (unconditional)" if args.unconditional or not hp.conditional else "true labels",
     }
+    if args.label_agreement and hp.conditional:
+        train = load_split(
+            args.data, "train", hp.image_size, hp.image_channels, args.data_format, args.test_data
+        )
+        result["label_agreement"] = label_agreement(
+            vae, train, args.label_agreement, args.temperature, args.guidance
+        )
     if args.out:
         out = Path(args.out)
         x = torch.from_numpy(np.ascontiguousarray(data.images[:8]))

@@ -1,6 +1,6 @@
 """Train a Very Deep VAE on your own images.
 
-    python -m model.train --data mnist --preset mnist --steps 20000 --out runs/mnist
+    python -m model.train --data mnist --preset mnist --out runs/mnist          # the bundled model
     torchrun --nproc_per_node 4 -m model.train --data cifar10-batches/ --preset cifar10 --out runs/c10
 
 Writes under --out: checkpoint.pt (atomic, resumable exactly with --resume), log.jsonl, sample
@@ -188,6 +188,8 @@ def build_hparams(cfg: TrainConfig, train: ImageData) -> HParams:
 class Trainer:
     def __init__(self, cfg: TrainConfig, argv: list[str]) -> None:
         self.cfg, self.argv = cfg, argv
+        # Every invocation of this run as (first step, argv): the first is the recipe, the rest resumes.
+        self.invocations: list[tuple[int, list[str]]] = [(0, argv)]
         self.dist = distributed.setup(cfg.device)
         self.device = self.dist.device
         self.out = Path(cfg.out)
@@ -363,6 +365,7 @@ class Trainer:
             "rng": rng,
             "cuda_rng": [r for r in cuda_rng if r is not None],
             "last_eval": json.dumps(self.last_eval),
+            "invocations": json.dumps(self.invocations),
         }
         atomic_write(self.out / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
@@ -374,6 +377,8 @@ class Trainer:
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self.skipped, self.elapsed = state["skipped"], state["elapsed"]
         self.last_eval = json.loads(state.get("last_eval") or "null")
+        earlier = json.loads(state.get("invocations") or "[]")
+        self.invocations = [*map(tuple, earlier), (self.step, self.argv)]
         if state["world_size"] == self.dist.world:
             torch.set_rng_state(state["rng"][self.dist.rank])
             if self.device.type == "cuda" and state["cuda_rng"]:
@@ -479,9 +484,11 @@ class Trainer:
 
     def export(self, result: dict) -> Path:
         images_seen = self.step * self.cfg.batch_size * self.dist.world
+        commands = [(step, "python -m model.train " + shlex.join(argv)) for step, argv in self.invocations]
         provenance = {
             "trained_by": "model.train",
-            "command": "python -m model.train " + " ".join(shlex.quote(a) for a in self.argv),
+            "command": commands[0][1],
+            **({"resumed": [f"at step {step}: {cmd}" for step, cmd in commands[1:]]} if commands[1:] else {}),
             "data": self.cfg.data,
             "steps": self.step,
             "images_seen": images_seen,

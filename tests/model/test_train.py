@@ -72,6 +72,9 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a["rng"], b["rng"], strict=True))
     assert [r["step"] for r in rows(split, "train")] == list(range(1, 13))
     assert [r["loss"] for r in rows(split, "train")] == [r["loss"] for r in rows(straight, "train")]
+    provenance = json.loads((split / "model" / "config.json").read_text())["provenance"]
+    assert "--resume" not in provenance["command"] and "--steps 6" in provenance["command"]
+    assert len(provenance["resumed"]) == 1 and provenance["resumed"][0].startswith("at step 6: ")
 
 
 def test_a_run_killed_at_any_moment_resumes_to_the_same_weights(tmp_path):

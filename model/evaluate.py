@@ -59,11 +59,14 @@ def evaluate_elbo(
     }
 
 
-def reconstruction_grid(vae: VDVAE, x: torch.Tensor, depths: list[int], temperature: float, seed: int):
-    """Rows: the originals, then reconstructions taking the top k layers from each image (k in depths)."""
+def reconstruction_grid(
+    vae: VDVAE, x: torch.Tensor, depths: list[int], temperature: float, seed: int, labels=None
+):
+    """Rows: the originals, then reconstructions taking the top k layers from each image (k in depths);
+    a class-conditional model gets the images' `labels` (None: the null label)."""
     rows = [x.cpu()]
     for k in depths:
-        rec = vae.reconstruct(x, layers=k, temperature=temperature, seeds=seed)
+        rec = vae.reconstruct(x, layers=k, temperature=temperature, seeds=seed, labels=labels)
         rows.append(rec.images.cpu())
     return image_grid(torch.cat(rows), ncols=len(x))
 
@@ -198,12 +201,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out:
         out = Path(args.out)
-        x = torch.from_numpy(np.ascontiguousarray(data.images[:8]))
+        # Eight images of different classes where the data has labels (the MNIST file is sorted by label).
+        picks = np.arange(8) * max(1, len(data) // 8)
+        x = torch.from_numpy(np.ascontiguousarray(data.images[picks]))
+        labels = None
+        if hp.conditional and not args.unconditional and data.labels is not None:
+            labels = torch.from_numpy(data.labels[picks])
         depths = default_depths(hp.num_layers)
-        save_png(
-            reconstruction_grid(vae, x, depths, args.temperature, args.seed), out / "reconstructions.png"
-        )
-        result["reconstructions"] = {"file": str(out / "reconstructions.png"), "rows": ["original", *depths]}
+        grid = reconstruction_grid(vae, x, depths, args.temperature, args.seed, labels)
+        save_png(grid, out / "reconstructions.png")
+        result["reconstructions"] = {
+            "file": str(out / "reconstructions.png"),
+            "rows": ["original", *depths],
+            "labels": "null" if labels is None else "true labels",
+        }
         grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance)
         result["sample_grids"] = [str(p) for p in grids]
     print(json.dumps(result, indent=2))

@@ -101,6 +101,7 @@ async def start_models(state: ServiceState) -> None:
                     max_batch_size=settings.max_batch_size,
                     max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
                     max_queue_images=settings.max_queue_images,
+                    expecting_more=state.expecting_more if settings.batch_early_close else lambda: True,
                 )
                 batcher.start()
                 state.batchers[(model.name, op.name)] = batcher

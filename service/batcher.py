@@ -2,12 +2,13 @@
 
 Batches count images: a /sample with n=8 enqueues 8 items (so a request with n above max_batch_size
 is served over several passes, images split at any point; each image still depends only on its own
-seed). A batch window opens at the first
-queued arrival and closes when max_batch_size images are queued or max_batch_delay_ms has passed
-since that arrival, whichever comes first; while a batch computes, the next one gathers, so under
-load batches fill without waiting for the window. A request's items are admitted all together or
-not at all: when they do not fit in max_queue_images, the request gets 503 with Retry-After at
-once. Items whose request expired or disconnected are dropped when the batch forms.
+seed). A batch window opens at the first queued arrival and closes when max_batch_size images are
+queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
+request that could still join is in the service (`expecting_more`), so a lone client pays no
+window. While a batch computes, the next one gathers, so under load batches fill without waiting
+for the window. A request's items are admitted all together or not at all: when they do not fit
+in max_queue_images, the request gets 503 with Retry-After at once. Items whose request expired or
+disconnected are dropped when the batch forms.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,12 @@ class Batcher:
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue_images: int,
+        expecting_more: Callable[[], bool] = lambda: True,
     ) -> None:
+        """expecting_more: whether a request not yet queued may still arrive to join a batch
+        (the service answers from its in-flight count); without it, every window runs its course."""
         self.model, self.op, self.engine, self.metrics = model, op, engine, metrics
+        self.expecting_more = expecting_more
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_images = max_queue_images
@@ -62,6 +67,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._closing = False
         self._computing = 0  # images in the pass now running
+        self._computing_requests = 0  # distinct requests in it
         self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
         self._task: asyncio.Task | None = None
         self._labels = {"model": model.name, "operation": op.name}
@@ -106,6 +112,10 @@ class Batcher:
     def busy(self) -> bool:
         return bool(self._queue) or self._computing > 0
 
+    def held_requests(self) -> int:
+        """Requests with images queued here or in the pass now running."""
+        return len({id(p.ctx) for p in self._queue if not p.future.done()}) + self._computing_requests
+
     # ---- the batching loop --------------------------------------------------------------------
 
     def start(self) -> None:
@@ -134,7 +144,7 @@ class Batcher:
         """Until max_batch_size images are queued or the window from the first live arrival closes."""
         while not self._closing:
             self._drop_abandoned_head()  # re-anchors the window when its first request gave up
-            if not self._queue or len(self._queue) >= self.max_batch_size:
+            if not self._queue or len(self._queue) >= self.max_batch_size or not self.expecting_more():
                 return
             remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
             if remaining <= 0:
@@ -162,6 +172,7 @@ class Batcher:
 
     async def _run(self, batch: list[Pending]) -> None:
         self._computing = len(batch)
+        self._computing_requests = len({id(p.ctx) for p in batch})
         t0 = time.monotonic()
         try:
             outcomes = await self.engine.run_batch(
@@ -173,7 +184,7 @@ class Batcher:
             )
             outcomes = [InternalError("the batch failed; the log has the details")] * len(batch)
         finally:
-            self._computing = 0
+            self._computing = self._computing_requests = 0
         self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)
         for p, outcome in zip(batch, outcomes):
             if p.future.done():

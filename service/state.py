@@ -57,6 +57,11 @@ class ServiceState:
     def batcher(self, model: str, operation: str) -> Batcher:
         return self.batchers[(model, operation)]
 
+    def expecting_more(self) -> bool:
+        """Whether a model request is in flight without being held by a batcher (being parsed, or
+        answering), so that another image may soon join an open batch window."""
+        return self.inflight > sum(b.held_requests() for b in self.batchers.values())
+
     @property
     def idle(self) -> bool:
         """No model request in flight and nothing queued or computing."""

@@ -79,6 +79,30 @@ def test_the_window_opens_at_the_first_arrival(served_mnist) -> None:
     assert 0.4 <= elapsed < 0.6 + 1.0  # closed by the first arrival's window, not 0.2 s later's
 
 
+def test_the_window_closes_when_no_other_request_can_join(served_mnist) -> None:
+    expected = {"more": False}
+
+    async def go():
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=30.0)
+        h.batcher.expecting_more = lambda: expected["more"]
+        t0 = time.monotonic()
+        await asyncio.gather(*h.batcher.submit(items(1), ctx()))  # alone: no 30 s window
+        alone = time.monotonic() - t0
+        expected["more"] = True  # another request is on its way: the window holds for it
+        first = h.batcher.submit(items(1, start=1), ctx())
+        await asyncio.sleep(0.3)
+        expected["more"] = False
+        second = h.batcher.submit(items(2, start=2), ctx())  # the last one in: the batch goes
+        await asyncio.gather(*first, *second)
+        together = time.monotonic() - t0 - alone
+        await h.close()
+        return alone, together, h.batch_sizes()
+
+    alone, together, (passes, images) = asyncio.run(go())
+    assert alone < 10 and together < 10
+    assert (passes, images) == (2, 4)  # the lone image, then the two requests in one pass
+
+
 def test_a_request_larger_than_a_batch_is_split_over_passes(served_mnist) -> None:
     async def go():
         h = Harness(served_mnist, max_batch_size=2, max_batch_delay_s=0.0)

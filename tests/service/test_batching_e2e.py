@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import httpx
 
-from .conftest import RunningServer, metric_value, run_async
+from .conftest import RunningServer, metric_value, run_async, running_server
 
 
 async def post_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
@@ -36,6 +38,14 @@ def test_concurrent_requests_form_batches_larger_than_one(server: RunningServer)
         text, "vae_batch_size_bucket", model="mnist", operation="sample", le="1.0"
     )
     assert above_one >= 1
+
+
+def test_a_lone_client_does_not_wait_for_the_batch_window(model_dir: Path) -> None:
+    with running_server(model_dir, max_batch_delay_ms=3000) as server, server.client() as c:
+        for seed in range(3):
+            t0 = time.monotonic()
+            assert c.post("/sample", json={"n": 1, "seed": seed}).status_code == 200
+            assert time.monotonic() - t0 < 1.5, "a lone request waited for the 3 s batch window"
 
 
 def test_same_seed_gives_the_same_image_whatever_else_is_in_flight(server: RunningServer) -> None:

@@ -1,9 +1,9 @@
 """End to end: a full queue answers 503 at once, a missed deadline 504, a disconnected client is
 dropped, and none of those requests is ever computed.
 
-The server here never gets to compute a sample: its batch window (1.5 s) is longer than its
-request deadline (1 s) and its queue (4 images) can never fill a batch (64), so every request
-waits in the queue until its deadline. vae_images_total staying at 0 proves that nothing that
+The server here never gets to compute a sample: its batch window (1.5 s, never closed early) is
+longer than its request deadline (1 s) and its queue (4 images) can never fill a batch (64), so
+every request waits in the queue until its deadline. vae_images_total staying at 0 proves that nothing that
 expired, was rejected or was abandoned reached the model.
 """
 
@@ -27,6 +27,7 @@ def stalled(model_dir: Path) -> Iterator[RunningServer]:
         model_dir,
         max_batch_size=64,
         max_batch_delay_ms=1500,
+        batch_early_close=False,
         request_timeout_s=1.0,
         max_queue_images=4,
         max_images_per_request=4,

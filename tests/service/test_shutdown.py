@@ -47,8 +47,11 @@ def start_service(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
 
 
 def test_sigterm_drains_in_flight_work_and_exits_0(model_dir: Path) -> None:
-    # A 1 s batch window keeps the requests queued long enough to send SIGTERM while they wait.
-    proc, url = start_service(model_dir, "--max-batch-delay-ms", "1000", "--shutdown-timeout-s", "20")
+    # A 1 s batch window that always runs its course keeps the requests queued long enough to send
+    # SIGTERM while they wait.
+    proc, url = start_service(
+        model_dir, "--max-batch-delay-ms", "1000", "--no-batch-early-close", "--shutdown-timeout-s", "20"
+    )
     try:
         results: list[int] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
@@ -170,6 +171,16 @@ def test_optimized_inference_gives_the_same_images(tiny_cond):
     assert_same_image(a, b)
     x = random_images(2, channels=1)
     assert torch.allclose(tiny_cond.encode(x, seeds=0).kl, fast.encode(x, seeds=0).kl, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_blocks_give_the_same_images(tiny_cond):
+    fast = optimize_for_inference(copy.deepcopy(tiny_cond), compile=True)
+    labels, guidance = [0, 3, -1, 7], torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
+    a = tiny_cond.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
+    b = fast.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
+    assert_same_image(a, b)
+    assert torch.equal(b, fast.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0))
 
 
 def test_none_inside_a_label_list_is_unconditional(tiny_cond):

@@ -174,6 +174,8 @@ def test_optimized_inference_gives_the_same_images(tiny_cond):
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
+# Inductor's imports still touch torch.jit.script_method, which warns.
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
 def test_compiled_blocks_give_the_same_images(tiny_cond):
     fast = optimize_for_inference(copy.deepcopy(tiny_cond), compile=True)
     labels, guidance = [0, 3, -1, 7], torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 0.0], [1.0, 1.0]])

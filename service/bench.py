@@ -57,6 +57,9 @@ class RunResult:
     batch_images: float = 0.0
     queue_s_per_image: float = math.nan
     compute_s_per_batch: float = math.nan
+    # CPU this load generator spent per measured request: on a small machine it competes with the
+    # server for the same cores, and this says by how much.
+    client_cpu_s_per_request: float = math.nan
 
     @property
     def rps(self) -> float:
@@ -130,6 +133,7 @@ async def closed_loop(
         latencies: list[float] = []
         errors: dict[str, int] = {}
         before: dict[str, float] = {}
+        cpu_at_measure = time.process_time()
 
         async def client_loop() -> None:
             rng = random.Random()
@@ -147,11 +151,14 @@ async def closed_loop(
                         errors[status] = errors.get(status, 0) + 1
 
         async def snapshot_at_measure_start() -> None:
+            nonlocal cpu_at_measure
             await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+            cpu_at_measure = time.process_time()
             before.update(scrape((await observer.get("/metrics")).text, model, "sample"))
 
         await asyncio.gather(snapshot_at_measure_start(), *(client_loop() for _ in range(concurrency)))
         elapsed = time.monotonic() - t_measure
+        client_cpu_s = time.process_time() - cpu_at_measure
         after = scrape((await observer.get("/metrics")).text, model, "sample")
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     return RunResult(
@@ -165,6 +172,7 @@ async def closed_loop(
         batch_images=delta["batch_images"],
         queue_s_per_image=delta["queue_s"] / delta["queued"] if delta["queued"] else math.nan,
         compute_s_per_batch=delta["compute_s"] / delta["batches"] if delta["batches"] else math.nan,
+        client_cpu_s_per_request=client_cpu_s / len(latencies) if latencies else math.nan,
     )
 
 
@@ -238,7 +246,7 @@ def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iter
 
 HEADER = (
     f"{'label':>14} {'conc':>5} {'req/s':>8} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-    f"{'batch':>6} {'queue ms':>9} {'pass ms':>8} {'errors':>7}"
+    f"{'batch':>6} {'queue ms':>9} {'pass ms':>8} {'client cpu ms':>13} {'errors':>7}"
 )
 
 
@@ -247,7 +255,8 @@ def row(label: str, r: RunResult) -> str:
     return (
         f"{label:>14} {r.concurrency:>5} {r.rps:>8.1f} {r.ips:>8.1f} {r.percentile_ms(50):>8.1f} "
         f"{r.percentile_ms(90):>8.1f} {r.percentile_ms(99):>8.1f} {r.mean_batch:>6.2f} "
-        f"{1000 * r.queue_s_per_image:>9.1f} {1000 * r.compute_s_per_batch:>8.1f} {errors:>7}"
+        f"{1000 * r.queue_s_per_image:>9.1f} {1000 * r.compute_s_per_batch:>8.1f} "
+        f"{1000 * r.client_cpu_s_per_request:>13.2f} {errors:>7}"
     )
 
 

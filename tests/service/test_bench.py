@@ -27,6 +27,7 @@ def test_closed_loop_measures_throughput_latency_and_batches(server: RunningServ
     assert result.rps > 0 and result.percentile_ms(50) <= result.percentile_ms(99)
     assert result.batches >= 1 and result.mean_batch >= 2  # each request alone is 2 images
     assert result.compute_s_per_batch > 0
+    assert 0 < result.client_cpu_s_per_request < 1  # the load generator's own CPU per request
 
 
 def test_main_prints_a_table_row_per_concurrency(

@@ -1,4 +1,4 @@
-"""Image bytes in and out: decode and validate uploads (PNG/JPEG), encode PNGs, tile grids.
+"""Image bytes in and out: decode and validate uploads (PNG/JPEG) and encode PNGs.
 
 Policy: strict. An upload must already have the model's size and channel count (grey-scale `L`
 for 1-channel models, `RGB` for 3-channel ones); anything else is rejected with a message that
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 import warnings
 
 import numpy as np
@@ -89,20 +88,6 @@ def encode_png(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-def grid(images: list[np.ndarray], padding: int = 2) -> tuple[np.ndarray, int]:
-    """Tile images row-major into ceil(sqrt(n)) columns with a black border; -> (grid, columns)."""
-    n = len(images)
-    h, w, c = images[0].shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    out = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, col = divmod(i, cols)
-        y, x = padding + r * (h + padding), padding + col * (w + padding)
-        out[y : y + h, x : x + w] = img
-    return out, cols
 
 
 def b64_png(image: np.ndarray) -> str:

@@ -6,6 +6,7 @@ default, the PNG itself for `Accept: image/png`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
@@ -15,10 +16,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from model.imageio import image_grid
+
 from . import bodies, schemas, validation
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
-from .images import b64_png, encode_png, grid
+from .images import b64_png, encode_png
 from .registry import ServedModel
 from .state import Phase, ServiceState
 
@@ -99,8 +102,8 @@ def png_response(
         body = encode_png(images[0])
         headers["X-Seed"] = str(seeds[0])
     else:
-        tiled, columns = grid(images)
-        body = encode_png(tiled)
+        columns = math.ceil(math.sqrt(len(images)))
+        body = encode_png(image_grid(np.stack(images), ncols=columns))
         headers["X-Grid-Columns"] = str(columns)
     headers["X-Seeds"] = ",".join(map(str, seeds))
     return Response(body, media_type="image/png", headers=headers)

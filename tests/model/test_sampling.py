@@ -163,26 +163,30 @@ def test_no_call_modifies_the_weights(tiny_cond):
         assert torch.equal(v, before[k]), k
 
 
-def test_optimized_inference_gives_the_same_images(tiny_cond):
-    fast = optimize_for_inference(copy.deepcopy(tiny_cond), channels_last=True)
-    labels, guidance = [0, 3, -1, 7], torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
-    a = tiny_cond.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
-    b = fast.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
-    assert_same_image(a, b)
-    x = random_images(2, channels=1)
-    assert torch.allclose(tiny_cond.encode(x, seeds=0).kl, fast.encode(x, seeds=0).kl, rtol=1e-4, atol=1e-4)
+COMPILE_ON_CPU = pytest.param(
+    {"compile": True},
+    marks=[
+        pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler"),
+        # Inductor's imports still touch torch.jit.script_method, which warns.
+        pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning"),
+    ],
+    id="compiled",
+)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on CPU needs a C++ compiler")
-# Inductor's imports still touch torch.jit.script_method, which warns.
-@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
-def test_compiled_blocks_give_the_same_images(tiny_cond):
-    fast = optimize_for_inference(copy.deepcopy(tiny_cond), compile=True)
+CHANNELS_LAST = pytest.param({"channels_last": True}, id="channels-last")
+
+
+@pytest.mark.parametrize("options", [CHANNELS_LAST, COMPILE_ON_CPU])
+def test_optimized_inference_gives_the_same_images(tiny_cond, options):
+    fast = optimize_for_inference(copy.deepcopy(tiny_cond), **options)
     labels, guidance = [0, 3, -1, 7], torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 0.0], [1.0, 1.0]])
     a = tiny_cond.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
     b = fast.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0)
     assert_same_image(a, b)
     assert torch.equal(b, fast.sample(4, labels=labels, guidance=guidance, temperature=0.8, seeds=0))
+    x = random_images(2, channels=1)
+    assert torch.allclose(tiny_cond.encode(x, seeds=0).kl, fast.encode(x, seeds=0).kl, rtol=1e-4, atol=1e-4)
 
 
 def test_none_inside_a_label_list_is_unconditional(tiny_cond):

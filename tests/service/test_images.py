@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.imageio import image_grid
 from service.errors import InvalidImage
-from service.images import decode_base64, decode_image, encode_png, grid
+from service.images import decode_base64, decode_image, encode_png
 
 from .conftest import digit_like, png_bytes
 
@@ -83,9 +84,10 @@ def test_encode_png_round_trips_grey_and_rgb() -> None:
 
 
 def test_grid_is_row_major_with_a_border() -> None:
-    tiles = [np.full((4, 4, 1), v, np.uint8) for v in (10, 20, 30)]
-    tiled, columns = grid(tiles, padding=1)
-    assert columns == 2 and tiled.shape == (2 * 4 + 3, 2 * 4 + 3, 1)
+    """The layout of `Accept: image/png` grids (X-Grid-Columns = ceil(sqrt(n)))."""
+    tiles = np.stack([np.full((4, 4, 1), v, np.uint8) for v in (10, 20, 30)])
+    tiled = image_grid(tiles, pad=1)  # default columns: ceil(sqrt(3)) = 2
+    assert tiled.shape == (2 * 4 + 3, 2 * 4 + 3, 1)
     assert tiled[1, 1, 0] == 10 and tiled[1, 6, 0] == 20 and tiled[6, 1, 0] == 30
     assert tiled[6, 6, 0] == 0 and tiled[0, 0, 0] == 0
 

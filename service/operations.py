@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,14 +112,18 @@ def stack_images(items: Sequence) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def sampling_options(vae: VDVAE, items: Sequence[SampleItem] | Sequence[DecodeItem]) -> dict[str, Any]:
+    """vae.sample's per-image temperature, labels, guidance and seeds for a batch of items."""
+    return {
+        "temperature": temperatures(items, vae.hp.num_layers),
+        "labels": labels(vae, items),
+        "guidance": guidance(items),
+        "seeds": [it.seed for it in items],
+    }
+
+
 def run_sample(vae: VDVAE, items: Sequence[SampleItem]) -> list[np.ndarray]:
-    images = vae.sample(
-        len(items),
-        temperature=temperatures(items, vae.hp.num_layers),
-        labels=labels(vae, items),
-        guidance=guidance(items),
-        seeds=[it.seed for it in items],
-    )
+    images = vae.sample(len(items), **sampling_options(vae, items))
     return list(images.cpu().numpy())
 
 
@@ -169,10 +174,7 @@ def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[np.ndarray]:
         latents.append(torch.from_numpy(layer))
     images = vae.sample(
         len(items),
-        temperature=temperatures(items, vae.hp.num_layers),
-        labels=labels(vae, items),
-        guidance=guidance(items),
-        seeds=[it.seed for it in items],
+        **sampling_options(vae, items),
         latents=latents,
         latent_layers=depths,
     )

@@ -66,8 +66,7 @@ class Batcher:
         self._queue: collections.deque[Pending] = collections.deque()
         self._arrived = asyncio.Event()
         self._closing = False
-        self._computing = 0  # images in the pass now running
-        self._computing_requests = 0  # distinct requests in it
+        self._running: list[Pending] = []  # the batch in the pass now running
         self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
         self._task: asyncio.Task | None = None
         self._labels = {"model": model.name, "operation": op.name}
@@ -110,11 +109,12 @@ class Batcher:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queue) or self._computing > 0
+        return bool(self._queue or self._running)
 
     def held_requests(self) -> int:
         """Requests with images queued here or in the pass now running."""
-        return len({id(p.ctx) for p in self._queue if not p.future.done()}) + self._computing_requests
+        queued = (p for p in self._queue if not p.future.done())
+        return len({id(p.ctx) for p in (*queued, *self._running)})
 
     # ---- the batching loop --------------------------------------------------------------------
 
@@ -171,8 +171,7 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[Pending]) -> None:
-        self._computing = len(batch)
-        self._computing_requests = len({id(p.ctx) for p in batch})
+        self._running = batch
         t0 = time.monotonic()
         try:
             outcomes = await self.engine.run_batch(
@@ -184,7 +183,7 @@ class Batcher:
             )
             outcomes = [InternalError("the batch failed; the log has the details")] * len(batch)
         finally:
-            self._computing = self._computing_requests = 0
+            self._running = []
         self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)
         for p, outcome in zip(batch, outcomes):
             if p.future.done():

@@ -1,8 +1,14 @@
 """Very Deep VAE (Child 2021), state-dict compatible with openai/vdvae, with the sample-quality
-techniques of Luhman & Luhman 2022. See README.md and conformance/CONTRACT.md for the API."""
+techniques of Luhman & Luhman 2022.
+
+The network (hparams, presets, blocks, encoder, decoder, heads, likelihoods, noise, options, vae),
+its files (checkpoint, files, imageio) and its inference form (inference). Training lives in
+`model.training`, command-line tools in `model.tools`; nothing here imports either.
+"""
 
 from .checkpoint import CheckpointError, load_model
-from .hparams import PRESETS, HParams, HParamsError
+from .hparams import HParams, HParamsError
+from .presets import PRESETS
 from .vae import VDVAE, Encoding, Reconstruction
 
 __all__ = [

@@ -10,10 +10,7 @@ with `torch.load(weights_only=True)`, given a preset or inferred from their tens
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_write, atomic_write_text
 from .hparams import PRESETS, HParams, HParamsError
+from .inference import resolve_device
 from .vae import VDVAE
 
 FORMAT = "vdvae-serve/1"
@@ -35,42 +34,8 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic file writes
-# --------------------------------------------------------------------------------------------
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path) and rename onto `path`: readers see the old file or the new one, never
-    a partial one (a crash mid-write leaves only a stray temporary file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-# --------------------------------------------------------------------------------------------
 # Reading state dicts
 # --------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -99,6 +64,13 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path} is not a readable safetensors file (truncated or corrupt?): {e}"
         ) from None
+
+
+def model_folders(root: Path) -> list[Path]:
+    """Sub-folders of `root` that hold a model folder's config.json, sorted by name."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -180,10 +152,6 @@ def _resolve_hparams(preset: str | HParams | Mapping | None, sd, source: str) ->
     )
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_model(
     path: str | Path,
     preset: str | HParams | Mapping | None = None,
@@ -196,7 +164,7 @@ def load_model(
     presets that would fit).
     """
     path = Path(path)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if path.is_dir():
         config = read_config(path)
         try:

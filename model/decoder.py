@@ -59,7 +59,7 @@ class DecBlock(nn.Module):
             x = x + F.interpolate(low, scale_factor=self.base // self.mixin)  # nearest neighbour
         return x
 
-    def split_prior(self, feats: torch.Tensor):
+    def split_prior(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(n, 2Z + w, r, r) -> prior mean, prior log-std, residual added to the stream."""
         z = self.zdim
         return feats[:, :z], feats[:, z : 2 * z], feats[:, 2 * z :]
@@ -96,6 +96,61 @@ def _guided_prior(pm, pv, pm_u, pv_u, g: Guidance):
     exponent = (g.w_var * 2.0 * (pv_c - pv_u)).clamp(-GUIDANCE_LOG_VAR_CLAMP, GUIDANCE_LOG_VAR_CLAMP)
     logstd = pv_c + 0.5 * exponent
     return pm.float().index_copy(0, g.rows, mean), pv.float().index_copy(0, g.rows, logstd)
+
+
+@dataclass
+class LayerSources:
+    """Where each image's z comes from: given latents for its top `given[b]` layers, else its
+    posterior for its top `posterior[b]` layers, else the prior. Decided on the CPU before the
+    layer loop (so the loop never waits on the device); the (n, 1, 1, 1) depth tensors exist only
+    when the images of the batch differ."""
+
+    given_min: int
+    given_max: int
+    posterior_min: int
+    posterior_max: int
+    given_dev: torch.Tensor | None
+    posterior_dev: torch.Tensor | None
+
+    @classmethod
+    def plan(
+        cls,
+        n: int,
+        posterior_layers: Sequence[int] | None,
+        latent_layers: Sequence[int] | None,
+        num_given: int,
+        device: torch.device,
+    ) -> LayerSources:
+        ks = list(posterior_layers) if posterior_layers is not None else [0] * n
+        given = list(latent_layers) if latent_layers is not None else [num_given] * n
+        if max(given, default=0) > num_given:
+            raise ValueError(f"latent_layers asks for {max(given)} given layers but {num_given} were passed")
+
+        def depths(counts: list[int]) -> torch.Tensor | None:
+            if min(counts, default=0) == max(counts, default=0):
+                return None
+            return torch.tensor(counts, device=device).view(n, 1, 1, 1)
+
+        return cls(
+            given_min=min(given, default=0),
+            given_max=max(given, default=0),
+            posterior_min=min(ks, default=0),
+            posterior_max=max(ks, default=0),
+            given_dev=depths(given),
+            posterior_dev=depths(ks),
+        )
+
+    def draws(self, i: int) -> bool:
+        """Some image draws layer i (from its posterior or the prior) rather than taking a given z."""
+        return i >= self.given_min
+
+    def from_prior(self, i: int) -> bool:
+        """Some image samples layer i from the prior."""
+        return i >= self.posterior_min
+
+    def gives(self, i: int) -> bool:
+        """Some image takes a given z at layer i."""
+        return i < self.given_max
 
 
 class Decoder(nn.Module):
@@ -143,78 +198,121 @@ class Decoder(nn.Module):
         (n, Z, r, r) holds the standard normal draws; without it they come from the global RNG.
         """
         ref = self.gain
-        ks = list(posterior_layers) if posterior_layers is not None else [0] * n
-        k_max, k_min = max(ks, default=0), min(ks, default=0)
-        if k_max > 0 and activations is None:
+        src = LayerSources.plan(n, posterior_layers, latent_layers, len(latents), ref.device)
+        if src.posterior_max > 0 and activations is None:
             raise ValueError("posterior layers need encoder activations")
-        k_dev = torch.tensor(ks, device=ref.device).view(n, 1, 1, 1) if k_max != k_min else None
-        given = list(latent_layers) if latent_layers is not None else [len(latents)] * n
-        g_max, g_min = max(given, default=0), min(given, default=0)
-        if g_max > len(latents):
-            raise ValueError(f"latent_layers asks for {g_max} given layers but {len(latents)} were passed")
-        g_dev = torch.tensor(given, device=ref.device).view(n, 1, 1, 1) if g_max != g_min else None
         g = guidance
         n_g = 0 if g is None else g.rows.numel()
-        xs = {b.shape[2]: b.expand(n, -1, -1, -1) for b in self.bias_xs}
-        xs_u = {b.shape[2]: b.expand(n_g, -1, -1, -1) for b in self.bias_xs} if g is not None else None
+        xs = self._initial_streams(n)
+        xs_u = self._initial_streams(n_g) if g is not None else {}
         out = TopDown(px_z=ref)
 
         for i, block in enumerate(self.dec_blocks):
             x = block.stream_input(xs, n, ref)
-            if g is not None:  # conditional and unconditional streams share each conv call
-                x_u = block.stream_input(xs_u, n_g, ref)
-                feats = block.prior(torch.cat([x, x_u]), torch.cat([cond, g.null_cond]))
-                feats, feats_u = feats[:n], feats[n:]
-            else:
-                feats = block.prior(x, cond)
+            x_u = block.stream_input(xs_u, n_g, ref) if g is not None else None
+            feats, feats_u = _prior_features(block, x, x_u, cond, g)
             pm, pv, xpp = block.split_prior(feats)
-            use_post = i < k_max
-            if use_post:
-                acts = activations[block.base]
-                qm, qv = block.enc(torch.cat([x, acts], dim=1), cond).chunk(2, dim=1)
+            q = None
+            if i < src.posterior_max:  # before the in-place add below: the posterior sees x
+                q = block.enc(torch.cat([x, activations[block.base]], dim=1), cond).chunk(2, dim=1)
             x = _add(x, xpp)
-
-            kl, z = None, None
-            if i >= g_min:  # some image draws this layer rather than taking a given z
-                eps = noise[i] if noise is not None else None
-                if i >= k_min:  # some image samples this layer from the prior
-                    pm_s, pv_s = pm, pv
-                    if g is not None:
-                        pu_m, pu_v, _ = block.split_prior(feats_u)
-                        pm_s, pv_s = _guided_prior(pm, pv, pu_m, pu_v, g)
-                    if log_temperature is not None:
-                        pv_s = pv_s + log_temperature[:, i].view(n, 1, 1, 1)
-                    if eps is None:
-                        eps = torch.randn_like(pm, dtype=torch.float32)
-                    z = torch.exp(pv_s) * eps + pm_s
-                if use_post:
-                    if eps is None:
-                        eps = torch.randn_like(qm, dtype=torch.float32)
-                    z_q = torch.exp(qv) * eps + qm
-                    kl = gaussian_kl(qm.float(), pm.float(), qv.float(), pv.float()).sum(dim=(1, 2, 3))
-                    if z is None:  # every image takes this layer from its posterior
-                        z = z_q
-                    else:
-                        in_post = k_dev > i  # (n, 1, 1, 1)
-                        z = torch.where(in_post, z_q, z)
-                        kl = kl * in_post.view(n)
-            if i < g_max:
-                z_given = latents[i].to(pm.dtype).expand(n, -1, -1, -1)
-                z = z_given if z is None else torch.where(g_dev > i, z_given, z)
+            z, kl = self._layer_z(i, block, src, pm, pv, feats_u, q, latents, noise, log_temperature, g)
             if keep_posterior:
                 out.z.append(z)
-                if use_post:
-                    out.q_mean.append(qm)
-                    out.q_logstd.append(qv)
-            out.kl.append(kl if kl is not None else pm.new_zeros(n, dtype=torch.float32))
-
-            zp = block.z_proj(z)
+                if q is not None:
+                    out.q_mean.append(q[0])
+                    out.q_logstd.append(q[1])
+            out.kl.append(kl)
+            xs[block.base], x_u = _guided_step(block, x, x_u, feats_u, z, cond, g)
             if g is not None:
-                x_u = x_u + feats_u[:, 2 * block.zdim :] + zp.index_select(0, g.rows)
-                both = block.resnet(torch.cat([_add(x, zp), x_u]), torch.cat([cond, g.null_cond]))
-                xs[block.base], xs_u[block.base] = both[:n], both[n:]
-            else:
-                xs[block.base] = block.resnet(_add(x, zp), cond)
+                xs_u[block.base] = x_u
 
         out.px_z = xs[self.hp.image_size] * self.gain + self.bias
         return out
+
+    def _initial_streams(self, n: int) -> dict[int, torch.Tensor]:
+        """The learned initial state (bias_xs) of each resolution that has one, for n images."""
+        return {b.shape[2]: b.expand(n, -1, -1, -1) for b in self.bias_xs}
+
+    def _layer_z(
+        self,
+        i: int,
+        block: DecBlock,
+        src: LayerSources,
+        pm: torch.Tensor,
+        pv: torch.Tensor,
+        feats_u: torch.Tensor | None,
+        q: tuple[torch.Tensor, torch.Tensor] | None,
+        latents: Sequence[torch.Tensor],
+        noise: Sequence[torch.Tensor] | None,
+        log_temperature: torch.Tensor | None,
+        g: Guidance | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer i's z for every image, each from its own source, and the KL (n,) in nats of the
+        images that take it from their posterior (zero for the others).
+
+        Prior and posterior draws share one standard normal eps per image, so an image's z does
+        not depend on which sources the other images of the batch use.
+        """
+        n = pm.shape[0]
+        z, kl = None, None
+        if src.draws(i):  # some image draws this layer rather than taking a given z
+            eps = noise[i] if noise is not None else None
+            if src.from_prior(i):
+                if eps is None:
+                    eps = torch.randn_like(pm, dtype=torch.float32)
+                mean, logstd = pm, pv
+                if g is not None:
+                    pm_u, pv_u, _ = block.split_prior(feats_u)
+                    mean, logstd = _guided_prior(pm, pv, pm_u, pv_u, g)
+                if log_temperature is not None:
+                    logstd = logstd + log_temperature[:, i].view(n, 1, 1, 1)
+                z = torch.exp(logstd) * eps + mean
+            if q is not None:
+                qm, qv = q
+                if eps is None:
+                    eps = torch.randn_like(qm, dtype=torch.float32)
+                z_q = torch.exp(qv) * eps + qm
+                kl = gaussian_kl(qm.float(), pm.float(), qv.float(), pv.float()).sum(dim=(1, 2, 3))
+                if z is None:  # every image takes this layer from its posterior
+                    z = z_q
+                else:
+                    in_post = src.posterior_dev > i  # (n, 1, 1, 1)
+                    z = torch.where(in_post, z_q, z)
+                    kl = kl * in_post.view(n)
+        if src.gives(i):
+            z_given = latents[i].to(pm.dtype).expand(n, -1, -1, -1)
+            z = z_given if z is None else torch.where(src.given_dev > i, z_given, z)
+        return z, kl if kl is not None else pm.new_zeros(n, dtype=torch.float32)
+
+
+def _prior_features(
+    block: DecBlock, x: torch.Tensor, x_u: torch.Tensor | None, cond: torch.Tensor | None, g: Guidance | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prior head's output for the stream, and for the unconditional stream when guided (one
+    conv call for both)."""
+    if g is None:
+        return block.prior(x, cond), None
+    feats = block.prior(torch.cat([x, x_u]), torch.cat([cond, g.null_cond]))
+    return feats[: x.shape[0]], feats[x.shape[0] :]
+
+
+def _guided_step(
+    block: DecBlock,
+    x: torch.Tensor,
+    x_u: torch.Tensor | None,
+    feats_u: torch.Tensor | None,
+    z: torch.Tensor,
+    cond: torch.Tensor | None,
+    g: Guidance | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Add the projected z to the stream and run the block's residual net. Under guidance the
+    unconditional stream of the guided images gets the same z and its own prior residual, and both
+    streams share one call."""
+    zp = block.z_proj(z)
+    if g is None:
+        return block.resnet(_add(x, zp), cond), None
+    n = x.shape[0]
+    x_u = x_u + feats_u[:, 2 * block.zdim :] + zp.index_select(0, g.rows)
+    both = block.resnet(torch.cat([_add(x, zp), x_u]), torch.cat([cond, g.null_cond]))
+    return both[:n], both[n:]

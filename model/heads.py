@@ -9,6 +9,8 @@ their parameters NHWC, so the rest of the model treats them alike:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -45,7 +47,7 @@ class DmolHead(nn.Module):
     def noise_shapes(self, n: int, size: int) -> list[tuple[int, ...]]:
         return [(n, size, size, self.num_mixtures), (n, size, size, self.channels)]
 
-    def sample(self, params: torch.Tensor, noise) -> torch.Tensor:
+    def sample(self, params: torch.Tensor, noise: Sequence[torch.Tensor]) -> torch.Tensor:
         u_mix, u_logistic = noise
         return dmol_sample(params.float(), self.channels, self.num_mixtures, u_mix, u_logistic)
 
@@ -65,7 +67,7 @@ class GaussianHead(nn.Module):
     def forward(self, px_z: torch.Tensor) -> torch.Tensor:
         return self.out_conv(px_z).permute(0, 2, 3, 1)  # (n, H, W, 2C): mean, log-variance
 
-    def _split(self, params: torch.Tensor):
+    def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = params.float()
         return params[..., : self.channels], params[..., self.channels :]
 
@@ -80,12 +82,12 @@ class GaussianHead(nn.Module):
     def noise_shapes(self, n: int, size: int) -> list[tuple[int, ...]]:
         return []
 
-    def sample(self, params: torch.Tensor, noise=None) -> torch.Tensor:
+    def sample(self, params: torch.Tensor, noise: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         return self._split(params)[0].clamp(-1.0, 1.0)
 
     def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
         return to_uint8(x, round_=True)
 
 
-def make_head(hp: HParams) -> nn.Module:
+def make_head(hp: HParams) -> DmolHead | GaussianHead:
     return DmolHead(hp) if hp.output_head == "dmol" else GaussianHead(hp)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .presets import CIFAR10_DEC, CIFAR10_ENC, PRESETS
+
 OUTPUT_HEADS = ("dmol", "gaussian")
 
 
@@ -128,30 +130,38 @@ OFFICIAL_IMAGE_SHAPES = {
 # HParams
 # --------------------------------------------------------------------------------------------
 
-CIFAR10_ENC = "32x11,32d2,16x6,16d2,8x6,8d2,4x3,4d4,1x3"
-CIFAR10_DEC = "1x1,4m1,4x2,8m4,8x5,16m8,16x10,32m16,32x21"
+
+def param(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field whose `help` documents it once, for the code and for generated CLIs."""
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
 class HParams:
     """Architecture and preprocessing of one VDVAE (defaults: the official cifar10 model)."""
 
-    dataset: str = "cifar10"  # selects the preprocessing constants (PREPROCESSING); others: [-1, 1]
-    image_size: int = 32
-    image_channels: int = 3
-    width: int = 384  # channels of the residual stream (per resolution: custom_width_str)
-    zdim: int = 16  # channels of each latent layer
-    bottleneck_multiple: float = 0.25  # inner width of every residual block = int(width * this)
-    num_mixtures: int = 10  # logistic mixture components of the DMoL head
-    enc_blocks: str = CIFAR10_ENC
-    dec_blocks: str = CIFAR10_DEC  # one latent layer per parsed block, mixins included
-    no_bias_above: int = 64  # learned initial top-down state (bias_xs) only up to this resolution
-    custom_width_str: str = ""  # "res:width,..." overrides of `width` per resolution
+    dataset: str = param(
+        "cifar10", "selects the preprocessing constants (official datasets, mnist); others map to [-1, 1]"
+    )
+    image_size: int = param(32, "height and width of the images")
+    image_channels: int = param(3, "1 (grey-scale) or 3 (RGB)")
+    width: int = param(384, "channels of the residual stream (per resolution: custom_width_str)")
+    zdim: int = param(16, "channels of each latent layer")
+    bottleneck_multiple: float = param(0.25, "inner width of every residual block = int(width * this)")
+    num_mixtures: int = param(10, "logistic mixture components of the DMoL head")
+    enc_blocks: str = param(CIFAR10_ENC, "encoder blocks: 'RxN' N blocks at R, 'RdK' block then pool by K")
+    dec_blocks: str = param(
+        CIFAR10_DEC, "decoder blocks, one latent layer each: 'RxN', 'RmM' (mixin from resolution M)"
+    )
+    no_bias_above: int = param(64, "learned initial top-down state (bias_xs) only up to this resolution")
+    custom_width_str: str = param("", "'res:width,...' overrides of width per resolution")
     # --- extensions (not in openai/vdvae) ---
-    num_classes: int = 0  # > 0: class-conditional, with a null label (index num_classes) for guidance
-    class_dim: int = 64  # size of the shared class embedding each conditioned block projects
-    output_head: str = "dmol"  # "dmol" (official) or "gaussian" (Luhman & Luhman 2022)
-    sigma_q: float = 0.025  # Gaussian head: width of the data distribution in the training loss
+    num_classes: int = param(0, "> 0: class-conditional, with a null label (index num_classes) for guidance")
+    class_dim: int = param(64, "size of the shared class embedding each conditioned block projects")
+    output_head: str = param(
+        "dmol", "'dmol' (official) or 'gaussian' (Luhman & Luhman 2022)", choices=OUTPUT_HEADS
+    )
+    sigma_q: float = param(0.025, "Gaussian head: width of the data distribution in the training loss")
     # Parsed forms, derived from the strings above.
     enc_layers: list[tuple[int, int | None]] = field(init=False, repr=False, compare=False)
     dec_layers: list[tuple[int, int | None]] = field(init=False, repr=False, compare=False)
@@ -176,10 +186,6 @@ class HParams:
     @property
     def layer_resolutions(self) -> list[int]:
         return [res for res, _ in self.dec_layers]
-
-    @property
-    def latent_dims(self) -> int:
-        return sum(self.zdim * r * r for r in self.layer_resolutions)
 
     @property
     def image_dims(self) -> int:
@@ -285,7 +291,7 @@ class HParams:
     def preset(cls, name: str) -> HParams:
         """The official presets (cifar10, imagenet32, imagenet64, ffhq256, ffhq1024) and ours."""
         try:
-            fields = PRESETS[name]
+            fields = PRESETS[name].hparams
         except KeyError:
             raise HParamsError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
         return cls(**fields)
@@ -342,75 +348,3 @@ class HParams:
 
     def replace(self, **changes: Any) -> HParams:
         return HParams.from_dict({**self.to_dict(), **changes})
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "cifar10": dict(
-        dataset="cifar10",
-        image_size=32,
-        width=384,
-        zdim=16,
-        enc_blocks=CIFAR10_ENC,
-        dec_blocks=CIFAR10_DEC,
-    ),
-    "imagenet32": dict(
-        dataset="imagenet32",
-        image_size=32,
-        width=512,
-        zdim=16,
-        enc_blocks="32x15,32d2,16x9,16d2,8x8,8d2,4x6,4d4,1x6",
-        dec_blocks="1x2,4m1,4x4,8m4,8x9,16m8,16x19,32m16,32x40",
-    ),
-    "imagenet64": dict(
-        dataset="imagenet64",
-        image_size=64,
-        width=512,
-        zdim=16,
-        enc_blocks="64x11,64d2,32x20,32d2,16x9,16d2,8x8,8d2,4x7,4d4,1x5",
-        dec_blocks="1x2,4m1,4x3,8m4,8x7,16m8,16x15,32m16,32x31,64m32,64x12",
-    ),
-    "ffhq256": dict(
-        dataset="ffhq_256",
-        image_size=256,
-        width=512,
-        zdim=16,
-        enc_blocks="256x3,256d2,128x8,128d2,64x12,64d2,32x17,32d2,16x7,16d2,8x5,8d2,4x5,4d4,1x4",
-        dec_blocks="1x2,4m1,4x3,8m4,8x4,16m8,16x9,32m16,32x21,64m32,64x13,128m64,128x7,256m128",
-    ),
-    "ffhq1024": dict(
-        dataset="ffhq_1024",
-        image_size=1024,
-        width=16,
-        zdim=16,
-        num_mixtures=2,
-        custom_width_str="512:32,256:64,128:512,64:512,32:512,16:512,8:512,4:512,1:512",
-        enc_blocks="1024x1,1024d2,512x3,512d2,256x5,256d2,128x7,128d2,64x10,64d2,32x14,32d2,16x7,16d2,"
-        "8x5,8d2,4x5,4d4,1x4",
-        dec_blocks="1x2,4m1,4x3,8m4,8x4,16m8,16x9,32m16,32x20,64m32,64x14,128m64,128x7,256m128,256x2,"
-        "512m256,1024m512",
-    ),
-    # The official test harness's TINY model (140,924 parameters): fast enough for unit tests.
-    "tiny": dict(
-        dataset="cifar10",
-        image_size=32,
-        width=32,
-        zdim=8,
-        enc_blocks="32x2,32d2,16x2,16d2,8x2,8d2,4x2,4d4,1x2",
-        dec_blocks="1x1,4m1,4x2,8m4,8x2,16m8,16x2,32m16,32x2",
-    ),
-    # Our demo model: class-conditional MNIST digits padded to 32x32, one channel. Most latent
-    # layers sit at 16x16 and below, where digits take shape; the two 32x32 layers add strokes'
-    # detail. That keeps a pass cheap enough to batch well on a CPU (see model/bench.py).
-    "mnist": dict(
-        dataset="mnist",
-        image_size=32,
-        image_channels=1,
-        width=64,
-        zdim=8,
-        num_mixtures=5,
-        num_classes=10,
-        class_dim=32,
-        enc_blocks="32x2,32d2,16x3,16d2,8x3,8d2,4x3,4d4,1x2",
-        dec_blocks="1x2,4m1,4x3,8m4,8x5,16m8,16x4,32m16,32x1",
-    ),
-}

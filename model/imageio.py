@@ -1,4 +1,5 @@
-"""PNG encoding and image grids for uint8 NHWC batches (no torchvision)."""
+"""Images in and out of numpy: PNG encoding, grids of uint8 NHWC batches (no torchvision), and
+the channel counts of Pillow's modes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .files import atomic_write_bytes
+
+# Channels of the common Pillow modes (P is a palette of indices: one channel until expanded).
+MODE_CHANNELS = {
+    "1": 1,
+    "L": 1,
+    "P": 1,
+    "I": 1,
+    "F": 1,
+    "I;16": 1,
+    "LA": 2,
+    "RGB": 3,
+    "YCbCr": 3,
+    "RGBA": 4,
+    "CMYK": 4,
+}
 
 
 def image_grid(images: torch.Tensor | np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
@@ -33,12 +49,13 @@ def to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, "L" if arr.shape[-1] == 1 else "RGB")
 
 
-def png_bytes(image: np.ndarray | torch.Tensor) -> bytes:
+def png_bytes(image: np.ndarray | torch.Tensor, compress_level: int = 6) -> bytes:
+    """(H, W, C) uint8 -> PNG bytes at zlib `compress_level` (6, Pillow's default; the service
+    uses 1, the cheapest, since it encodes on every request)."""
     buf = io.BytesIO()
-    to_pil(image).save(buf, format="PNG")
+    to_pil(image).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 
 def save_png(image: np.ndarray | torch.Tensor, path: str | Path) -> None:
-    data = png_bytes(image)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write_bytes(path, png_bytes(image))

@@ -1,4 +1,4 @@
-"""The inference fast path: memory format, mixed precision and compilation of a loaded model.
+"""The inference form of a model: its device, memory format, mixed precision and compilation.
 
 The top-down loop itself needs no tuning here: it never synchronises with the host inside the
 layer loop (per-image choices are decided on the CPU before the loop, random draws are made up
@@ -16,7 +16,19 @@ import torch
 from .blocks import Block
 from .vae import VDVAE
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Autocast dtypes by name, for inference (here) and for training (model.training).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str | torch.device | None = None) -> torch.device:
+    """None or "auto": the GPU when torch sees one, else the CPU; otherwise the named device.
+    Asking for CUDA on a machine without it is an error, not a silent fallback."""
+    if spec is None or spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(spec)!r} asked for, but torch sees no CUDA GPU")
+    return device
 
 
 def keep_freed_memory_in_heap() -> bool:
@@ -41,14 +53,14 @@ def keep_freed_memory_in_heap() -> bool:
 def optimize_for_inference(
     vae: VDVAE,
     *,
-    channels_last: bool | None = None,
+    channels_last: bool = True,
     amp: str = "bf16",
     compile: bool = False,
 ) -> VDVAE:
     """Prepare `vae` (in place) for fast sampling and return it.
 
-    channels_last: NHWC activations for the convolutions (default on: oneDNN on CPU and cuDNN on
-      CUDA both run NHWC convolutions without layout conversions).
+    channels_last: NHWC activations for the convolutions (default on, on every device: oneDNN on
+      CPU and cuDNN on CUDA both run NHWC convolutions without layout conversions).
     amp: autocast dtype on CUDA ("bf16", "fp16" or "none"); ignored on CPU. The latent
       arithmetic (means, std, guidance, KL) stays in float32 either way.
     compile: torch.compile every residual block (one graph per block shape, reused across
@@ -56,8 +68,6 @@ def optimize_for_inference(
     """
     vae.eval().requires_grad_(False)
     on_cuda = vae.device.type == "cuda"
-    if channels_last is None:
-        channels_last = True
     if not on_cuda:
         keep_freed_memory_in_heap()
     if channels_last:

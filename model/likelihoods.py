@@ -11,8 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+LN2 = math.log(2.0)  # nats per bit: bits = nats / LN2
 
-def gaussian_kl(mu_q: torch.Tensor, mu_p: torch.Tensor, logstd_q: torch.Tensor, logstd_p: torch.Tensor):
+
+def gaussian_kl(
+    mu_q: torch.Tensor, mu_p: torch.Tensor, logstd_q: torch.Tensor, logstd_p: torch.Tensor
+) -> torch.Tensor:
     """Elementwise KL(N(mu_q, e^logstd_q) || N(mu_p, e^logstd_p)); scales are log standard deviations."""
     return (
         -0.5 + logstd_p - logstd_q + 0.5 * (logstd_q.exp() ** 2 + (mu_q - mu_p) ** 2) / (logstd_p.exp() ** 2)
@@ -46,7 +50,7 @@ def _dmol_unpack(params: torch.Tensor, channels: int, m: int):
     return logits, means, log_scales, coeffs
 
 
-def dmol_nll(x: torch.Tensor, params: torch.Tensor, num_mixtures: int, low_bit: bool = False):
+def dmol_nll(x: torch.Tensor, params: torch.Tensor, num_mixtures: int, low_bit: bool = False) -> torch.Tensor:
     """Negative log-likelihood of 8-bit (or 5-bit) images x (n, H, W, C) in nats/dim, shape (n,)."""
     _, h, w, c = x.shape
     m = num_mixtures
@@ -80,7 +84,9 @@ def dmol_nll(x: torch.Tensor, params: torch.Tensor, num_mixtures: int, low_bit: 
     return -torch.logsumexp(log_probs, dim=-1).sum(dim=(1, 2)) / (h * w * c)
 
 
-def dmol_sample(params: torch.Tensor, channels: int, num_mixtures: int, u_mix, u_logistic):
+def dmol_sample(
+    params: torch.Tensor, channels: int, num_mixtures: int, u_mix: torch.Tensor, u_logistic: torch.Tensor
+) -> torch.Tensor:
     """Draw images in [-1, 1] (n, H, W, C) given uniform(1e-5, 1-1e-5) noise.
 
     u_mix (n, H, W, M) picks the component by Gumbel-max; u_logistic (n, H, W, C) is the logistic
@@ -114,7 +120,9 @@ def to_uint8(x: torch.Tensor, round_: bool = False) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def gaussian_output_loss(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, sigma_q: float):
+def gaussian_output_loss(
+    x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, sigma_q: float
+) -> torch.Tensor:
     """Training distortion: KL(N(x, sigma_q^2) || N(mean, e^logvar)) per dim, shape (n,).
 
     The fixed data width sigma_q stops the model from being rewarded for sub-sigma_q detail; the
@@ -131,7 +139,7 @@ def _approx_std_normal_cdf(y: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y.pow(3))))
 
 
-def discretized_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor):
+def discretized_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """NLL of 8-bit images under the discretized Gaussian in nats/dim, shape (n,) (for bits/dim)."""
     inv_std = torch.exp(-0.5 * logvar)
     centered = x - mean

@@ -8,7 +8,7 @@ seed and parameters only: not on its position, the batch size, the other images 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -60,7 +60,13 @@ class NoiseSource:
     def __len__(self) -> int:
         return len(self.seeds)
 
-    def _draw(self, generators, shapes: Sequence[tuple[int, ...]], device, fill) -> list[torch.Tensor]:
+    def _draw(
+        self,
+        generators: Sequence[torch.Generator],
+        shapes: Sequence[tuple[int, ...]],
+        device: torch.device | str,
+        fill: Callable[[torch.Tensor, torch.Generator], object],
+    ) -> list[torch.Tensor]:
         sizes = [math.prod(s) for s in shapes]
         total = sum(sizes)
         flat = torch.empty(len(generators), total)
@@ -74,11 +80,19 @@ class NoiseSource:
         n = len(generators)
         return [t.reshape(n, *s) for t, s in zip(flat.split(sizes, dim=1), shapes)]
 
-    def normal(self, shapes: Sequence[tuple[int, ...]], device="cpu") -> list[torch.Tensor]:
+    def normal(
+        self, shapes: Sequence[tuple[int, ...]], device: torch.device | str = "cpu"
+    ) -> list[torch.Tensor]:
         """Standard normal tensors (n, *shape) for each per-image shape."""
         return self._draw(self._latent, shapes, device, lambda row, gen: row.normal_(generator=gen))
 
-    def uniform(self, shapes: Sequence[tuple[int, ...]], device="cpu", low=1e-5, high=1.0 - 1e-5):
+    def uniform(
+        self,
+        shapes: Sequence[tuple[int, ...]],
+        device: torch.device | str = "cpu",
+        low: float = 1e-5,
+        high: float = 1.0 - 1e-5,
+    ) -> list[torch.Tensor]:
         """Uniform(low, high) tensors (n, *shape); the DMoL sampler's default open interval."""
         return self._draw(
             self._pixel, shapes, device, lambda row, gen: row.uniform_(low, high, generator=gen)

@@ -1,8 +1,9 @@
 """The Very Deep VAE: the official model plus class conditioning, guidance and a user-level API.
 
 Two layers of calls:
-  - the contract of conformance/CONTRACT.md, on preprocessed tensors with optional explicit noise:
-    `preprocess`, `elbo`, `encode`, `decode`, `params_to_images`;
+  - the parity contract with openai/vdvae, on preprocessed tensors with optional explicit noise
+    (a list of standard-normal tensors, one per latent layer, top-down): `preprocess`, `elbo`,
+    `encode`, `decode`, `params_to_images`; tests/model/test_parity.py drives these calls;
   - user-level calls on uint8 images with per-image seeds and parameters, run under
     inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8).
 """
@@ -11,20 +12,32 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .decoder import Decoder, Guidance, TopDown
+from .decoder import Decoder, TopDown
 from .encoder import Encoder
+from .heads import DmolHead, GaussianHead
 from .hparams import HParams
+from .likelihoods import LN2
 from .noise import NoiseSource, seed_list
+from .options import (
+    GuidanceSpec,
+    LabelSpec,
+    TemperatureSpec,
+    checked_latents,
+    guidance_rows,
+    label_rows,
+    log_temperature,
+)
 
-LN2 = math.log(2.0)
-Temperature = float | Sequence[float] | torch.Tensor
-GuidanceSpec = float | tuple[float, float] | torch.Tensor | None
+# Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).
+Seeds = int | Sequence[int] | NoiseSource | None
+# Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
+Noise = Sequence[torch.Tensor] | None
 
 
 @dataclass
@@ -41,10 +54,10 @@ class Encoding:
     def __len__(self) -> int:
         return len(self.z)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         return iter(self.z)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> torch.Tensor:
         return self.z[i]
 
     @property
@@ -64,11 +77,14 @@ class Encoding:
 
     @property
     def bits_per_dim(self) -> torch.Tensor | None:
+        """(n,) negative ELBO in bits per dim (None without a target)."""
         return None if self.distortion is None else self.elbo / LN2
 
 
 @dataclass
 class Reconstruction:
+    """Partial posterior reconstructions of a batch."""
+
     images: torch.Tensor  # (n, H, W, C) uint8
     bits: torch.Tensor  # (n,) bits of KL taken from the image's posterior (the bits it used)
     seeds: list[int]
@@ -80,7 +96,7 @@ class VDVAE(nn.Module):
         self.hp = hp
         self.encoder = Encoder(hp)
         self.decoder = Decoder(hp)
-        # Inference settings (model/inference.py): autocast dtype on CUDA, or None.
+        # Inference settings (model.inference): autocast dtype on CUDA, or None.
         self.amp_dtype: torch.dtype | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
         self.provenance: dict = {}
@@ -90,7 +106,7 @@ class VDVAE(nn.Module):
         return self.decoder.gain.device
 
     @property
-    def head(self) -> nn.Module:
+    def head(self) -> DmolHead | GaussianHead:
         return self.decoder.out_net
 
     # ---- inputs ------------------------------------------------------------------------------
@@ -118,110 +134,17 @@ class VDVAE(nn.Module):
         if x.dtype != torch.uint8:
             raise ValueError(f"expected uint8 images, got {x.dtype}")
 
-    def _labels(self, labels, n: int) -> torch.Tensor | None:
-        """Labels -> (n,) embedding rows on the device; None or -1 is the null label (row num_classes)."""
-        hp = self.hp
-        if not hp.conditional:
-            if labels is not None:
-                raise ValueError("this model is unconditional: it takes no class labels")
-            return None
-        if labels is None:
-            t = torch.full((n,), hp.num_classes, dtype=torch.long)
-        else:
-            if isinstance(labels, (list, tuple)):
-                labels = [-1 if y is None else y for y in labels]
-            t = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-            if t.numel() == 1 and n != 1:
-                t = t.expand(n)
-            if t.numel() != n:
-                raise ValueError(f"got {t.numel()} labels for {n} images")
-            bad = (t < -1) | (t >= hp.num_classes)
-            if bad.any():
-                raise ValueError(
-                    f"label {int(t[bad][0])} out of range: classes are 0..{hp.num_classes - 1} "
-                    "(-1 or None for unconditional)"
-                )
-            t = torch.where(t < 0, torch.full_like(t, hp.num_classes), t)
-        return t.to(self.device)
-
-    def _log_temperature(self, temperature: Temperature | None, n: int) -> torch.Tensor | None:
-        """float, L floats (one per layer) or an (n, L) tensor -> (n, L) log-temperatures, or None for 1."""
-        L = self.hp.num_layers
-        if temperature is None:
-            return None
-        if isinstance(temperature, (int, float)) and not isinstance(temperature, bool):
-            if temperature == 1.0:
-                return None  # exactly the untempered prior
-            t = torch.full((n, L), float(temperature))
-        else:
-            t = torch.as_tensor(temperature, dtype=torch.float32)
-            if t.dim() == 0:
-                t = t.expand(n, L)
-            elif t.dim() == 1:
-                if t.numel() != L:
-                    raise ValueError(
-                        f"temperature has {t.numel()} values but the model has {L} latent layers"
-                    )
-                t = t.expand(n, L)
-            elif tuple(t.shape) != (n, L):
-                raise ValueError(f"per-image temperature must have shape ({n}, {L}), got {tuple(t.shape)}")
-        if not torch.isfinite(t).all() or (t < 0).any():
-            raise ValueError("temperature must be finite and >= 0")
-        return torch.log(t.float()).to(self.device)
-
-    def _guidance(self, guidance: GuidanceSpec, labels: torch.Tensor | None, n: int) -> Guidance | None:
-        """(w_mean, w_var) for all images, or an (n, 2) tensor; 0 is plain conditional sampling."""
-        if guidance is None:
-            return None
-        if not self.hp.conditional:
-            raise ValueError("guidance needs a class-conditional model")
-        w = torch.as_tensor(guidance, dtype=torch.float32)
-        if w.dim() == 0:
-            w = w.repeat(2)
-        w = w.expand(n, 2) if w.dim() == 1 else w
-        if tuple(w.shape) != (n, 2):
-            raise ValueError(f"guidance must be (w_mean, w_var) or shape ({n}, 2), got {tuple(w.shape)}")
-        if not torch.isfinite(w).all():
-            raise ValueError("guidance weights must be finite")
-        # Only images with a real label and a non-zero weight need the unconditional stream.
-        active = ((w != 0).any(dim=1) & (labels.cpu() != self.hp.num_classes)).nonzero().view(-1)
-        if active.numel() == 0:
-            return None
-        dev = self.device
-        rows = active.to(dev)
-        null = torch.full((rows.numel(),), self.hp.num_classes, dtype=torch.long, device=dev)
-        return Guidance(
-            rows=rows,
-            w_mean=w[active, 0].view(-1, 1, 1, 1).to(dev),
-            w_var=w[active, 1].view(-1, 1, 1, 1).to(dev),
-            null_cond=self.decoder.embed(null),
-        )
+    def _label_rows(self, labels: LabelSpec, n: int) -> torch.Tensor | None:
+        return label_rows(self.hp, labels, n, self.device)
 
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         """Per-image shape (Z, r, r) of each latent layer, top-down."""
         return [(self.hp.zdim, r, r) for r in self.hp.layer_resolutions]
 
-    def _check_latents(self, latents: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
-        shapes = self.latent_shapes()
-        if len(latents) > len(shapes):
-            raise ValueError(f"got {len(latents)} latent layers but the model has {len(shapes)}")
-        out = []
-        for i, (z, shape) in enumerate(zip(latents, shapes)):
-            z = torch.as_tensor(z)
-            if z.dim() != 4 or tuple(z.shape[1:]) != shape or z.shape[0] not in (1, n):
-                raise ValueError(
-                    f"latent layer {i}: expected shape ({n} or 1, {', '.join(map(str, shape))}), "
-                    f"got {tuple(z.shape)}"
-                )
-            if not torch.isfinite(z).all():
-                raise ValueError(f"latent layer {i} has non-finite values")
-            out.append(z.to(self.device, torch.float32))
-        return out
-
     # ---- the contract --------------------------------------------------------------------------
 
     def elbo(
-        self, x_in: torch.Tensor, x_target: torch.Tensor, noise=None, labels=None
+        self, x_in: torch.Tensor, x_target: torch.Tensor, noise: Noise = None, labels: LabelSpec = None
     ) -> dict[str, torch.Tensor]:
         """Negative ELBO per example in nats/dim: elbo = distortion + rate; kl (n, L) nats per layer.
 
@@ -234,7 +157,7 @@ class VDVAE(nn.Module):
             activations=self.encoder(x_in),
             posterior_layers=[self.hp.num_layers] * n,
             noise=noise,
-            cond=self.decoder.embed(self._labels(labels, n)),
+            cond=self.decoder.embed(self._label_rows(labels, n)),
         )
         params = self.head(td.px_z)
         dims = math.prod(x_in.shape[1:])
@@ -252,7 +175,9 @@ class VDVAE(nn.Module):
 
     forward = elbo  # DistributedDataParallel wraps forward: training calls the model directly
 
-    def encode(self, x: torch.Tensor, noise=None, *, labels=None, seeds=None) -> Encoding:
+    def encode(
+        self, x: torch.Tensor, noise: Noise = None, *, labels: LabelSpec = None, seeds: Seeds = None
+    ) -> Encoding:
         """Posterior samples, means, stds and per-layer KL of a batch.
 
         x: uint8 images (n, H, W, C), or an already preprocessed float encoder input (then no
@@ -267,7 +192,7 @@ class VDVAE(nn.Module):
             n = x_in.shape[0]
             if noise is None and seeds is not None:
                 noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
-            cond = self.decoder.embed(self._labels(labels, n))
+            cond = self.decoder.embed(self._label_rows(labels, n))
             td = self.decoder.top_down(
                 n,
                 activations=self.encoder(x_in),
@@ -292,12 +217,12 @@ class VDVAE(nn.Module):
         self,
         latents: Sequence[torch.Tensor] = (),
         n: int | None = None,
-        temperature: Temperature = 1.0,
-        noise=None,
+        temperature: TemperatureSpec = 1.0,
+        noise: Noise = None,
         *,
-        labels=None,
+        labels: LabelSpec = None,
         guidance: GuidanceSpec = None,
-        seeds=None,
+        seeds: Seeds = None,
         latent_layers: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Output-layer parameters (n, H, W, out) NHWC: given latents for the top len(latents) layers
@@ -310,27 +235,42 @@ class VDVAE(nn.Module):
             td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
             return self.head(td.px_z)
 
-    def _noise(self, seeds, n: int) -> NoiseSource:
+    def _noise(self, seeds: Seeds, n: int) -> NoiseSource:
         return seeds if isinstance(seeds, NoiseSource) else NoiseSource(seed_list(seeds, n))
 
-    def _decode(self, latents, latent_layers, n, temperature, noise, labels, guidance) -> TopDown:
-        latents = self._check_latents(latents, n)
+    def _decode(
+        self,
+        latents: Sequence[torch.Tensor],
+        latent_layers: Sequence[int] | None,
+        n: int,
+        temperature: TemperatureSpec,
+        noise: Noise,
+        labels: LabelSpec,
+        guidance: GuidanceSpec,
+    ) -> TopDown:
+        latents = checked_latents(latents, self.latent_shapes(), n, self.device)
         if latent_layers is not None:
             latent_layers = [int(k) for k in latent_layers]
             if len(latent_layers) != n or any(not 0 <= k <= len(latents) for k in latent_layers):
                 raise ValueError(f"latent_layers must give one count in 0..{len(latents)} per image")
-        y = self._labels(labels, n)
+        y = self._label_rows(labels, n)
         return self.decoder.top_down(
             n,
             latents=latents,
             latent_layers=latent_layers,
             noise=noise,
-            log_temperature=self._log_temperature(temperature, n),
+            log_temperature=log_temperature(temperature, n, self.hp.num_layers, self.device),
             cond=self.decoder.embed(y),
-            guidance=self._guidance(guidance, y, n),
+            guidance=guidance_rows(self.hp, guidance, y, n, self.decoder.embed),
         )
 
-    def params_to_images(self, params: torch.Tensor, noise=None, *, seeds=None) -> torch.Tensor:
+    def params_to_images(
+        self,
+        params: torch.Tensor,
+        noise: Sequence[torch.Tensor] | None = None,
+        *,
+        seeds: Seeds = None,
+    ) -> torch.Tensor:
         """Output-layer parameters -> uint8 images (n, H, W, C).
 
         DMoL draws with `noise` = (u_mix, u_logistic) or from per-image `seeds` (a NoiseSource or
@@ -351,10 +291,10 @@ class VDVAE(nn.Module):
     def sample(
         self,
         n: int,
-        temperature: Temperature = 1.0,
-        labels=None,
+        temperature: TemperatureSpec = 1.0,
+        labels: LabelSpec = None,
         guidance: GuidanceSpec = None,
-        seeds: int | Sequence[int] | None = None,
+        seeds: Seeds = None,
         latents: Sequence[torch.Tensor] = (),
         latent_layers: Sequence[int] | None = None,
     ) -> torch.Tensor:
@@ -376,9 +316,9 @@ class VDVAE(nn.Module):
         self,
         x: torch.Tensor,
         layers: int | Sequence[int],
-        temperature: Temperature = 1.0,
-        seeds: int | Sequence[int] | None = None,
-        labels=None,
+        temperature: TemperatureSpec = 1.0,
+        seeds: Seeds = None,
+        labels: LabelSpec = None,
     ) -> Reconstruction:
         """Partial posterior reconstruction: the top `layers` latent layers from the image's
         posterior, the rest from the prior (temperature applies to those). layers = L gives a full
@@ -390,13 +330,13 @@ class VDVAE(nn.Module):
             if len(ks) != n or any(not 0 <= k <= L for k in ks):
                 raise ValueError(f"layers must be in 0..{L}, one value or one per image")
             src = self._noise(seeds, n)
-            y = self._labels(labels, n)
+            y = self._label_rows(labels, n)
             td = self.decoder.top_down(
                 n,
                 activations=self.encoder(x_in) if max(ks) > 0 else None,
                 posterior_layers=ks,
                 noise=src.normal(self.latent_shapes(), self.device),
-                log_temperature=self._log_temperature(temperature, n),
+                log_temperature=log_temperature(temperature, n, L, self.device),
                 cond=self.decoder.embed(y),
             )
             images = self.params_to_images(self.head(td.px_z), seeds=src)
@@ -405,7 +345,7 @@ class VDVAE(nn.Module):
 
     # ---- execution context -----------------------------------------------------------------------
 
-    def _inference(self):
+    def _inference(self) -> contextlib.AbstractContextManager:
         """inference_mode, plus autocast when an amp dtype is set on a CUDA model."""
         if torch.is_grad_enabled() and self.training:
             return contextlib.nullcontext()  # called inside training code: leave autograd alone

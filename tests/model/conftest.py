@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import model
-from tests.model.helpers import perturbed
+from tests.factories import perturbed
 
 
 @pytest.fixture(scope="session")

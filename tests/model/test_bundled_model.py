@@ -1,5 +1,5 @@
 """The default model under weights/: it loads, its card's held-out figure is reproducible with
-`python -m model.evaluate`, and its class-conditional samples show the asked-for digit."""
+`python -m model.training.evaluate`, and its class-conditional samples show the asked-for digit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import model
-from model import evaluate
+from model.training import evaluate
 
 FOLDER = Path(__file__).resolve().parents[2] / "weights" / "mnist"
 
@@ -41,7 +41,7 @@ def test_model_evaluate_reproduces_the_cards_held_out_bits_per_dim(capsys):
 
 
 def test_class_conditional_samples_show_their_digit(bundled):
-    from model.data import load_split
+    from model.training.data import load_split
 
     train = load_split("mnist", "train", 32, 1)
     result = evaluate.label_agreement(bundled, train, per_class=20)

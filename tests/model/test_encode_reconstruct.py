@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tests.model.helpers import random_images
+from tests.factories import random_images
 
 
 def test_encode_reports_per_layer_posterior_and_kl(tiny):

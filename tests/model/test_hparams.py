@@ -45,7 +45,11 @@ def test_from_official_infers_image_shape_from_the_dataset():
     hp = HParams.from_official(
         {
             "dataset": "imagenet64",
-            **{k: v for k, v in model.PRESETS["imagenet64"].items() if k not in ("dataset", "image_size")},
+            **{
+                k: v
+                for k, v in model.PRESETS["imagenet64"].hparams.items()
+                if k not in ("dataset", "image_size")
+            },
         }
     )
     assert (hp.image_size, hp.image_channels) == (64, 3)
@@ -106,5 +110,9 @@ def test_unknown_preset_lists_the_known_ones():
 
 def test_every_preset_constructs_on_the_meta_device():
     for name in model.PRESETS:
+        hp = HParams.preset(name)
         with torch.device("meta"):
-            model.VDVAE(HParams.preset(name))
+            vae = model.VDVAE(hp)
+        assert len(vae.decoder.dec_blocks) == hp.num_layers
+        assert len(vae.encoder.enc_blocks) == len(hp.enc_layers)
+        assert all(p.is_meta for p in vae.parameters())

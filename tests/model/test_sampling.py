@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.inference import optimize_for_inference
-from tests.model.helpers import random_images
+from tests.factories import random_images
 
 
 def pixels_off(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:

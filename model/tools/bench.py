@@ -1,7 +1,7 @@
 """Sampling throughput of a preset on the available device, eager against optimized.
 
-    python -m model.bench --preset cifar10 --batch-sizes 1,4,16
-    python -m model.bench --weights weights/mnist --batch-sizes 1,8,32 --device cpu
+    python -m model.tools.bench --preset cifar10 --batch-sizes 1,4,16
+    python -m model.tools.bench --weights weights/mnist --batch-sizes 1,8,32 --device cpu
 
 "eager" is the model as loaded (float32, NCHW, no compilation); "optimized" is the same weights
 after model.inference.optimize_for_inference (channels_last and bf16 autocast on CUDA, plus
@@ -20,10 +20,11 @@ import time
 
 import torch
 
-from .checkpoint import default_device, load_model
-from .hparams import PRESETS, HParams
-from .inference import AMP_DTYPES, optimize_for_inference
-from .vae import VDVAE
+from ..checkpoint import load_model
+from ..hparams import HParams
+from ..inference import AMP_DTYPES, optimize_for_inference, resolve_device
+from ..presets import PRESETS
+from ..vae import VDVAE
 
 
 def _sync(device: torch.device) -> None:
@@ -44,8 +45,8 @@ def time_sample(vae: VDVAE, n: int, guidance: float | None, temperature: float) 
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__,
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m model.tools.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--preset",
@@ -64,23 +65,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--amp", default="bf16", choices=sorted(AMP_DTYPES), help="CUDA autocast dtype (default: bf16)"
     )
-    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
-                   help="optimized model's memory format (default: auto = on for CUDA only)")  # fmt: skip
+    p.add_argument("--channels-last", choices=["on", "off"], default="on",
+                   help="optimized model's memory format, on CPU and CUDA alike (default: on)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=None, help="guidance weight (conditional models)")
     p.add_argument("--temperature", type=float, default=1.0, help="(default: 1.0)")
     p.add_argument("--json", action="store_true", help="also print one JSON line per batch size")
-    args = p.parse_args(argv)
+    return p
 
+
+def bench_batch(eager: VDVAE, fast: VDVAE, n: int, args: argparse.Namespace) -> dict[str, float]:
+    """Median throughput of both forms at batch n, timed alternately after a warm-up call each."""
+    for vae in (eager, fast):  # warm-up (and compilation) for this batch size
+        time_sample(vae, n, args.guidance, args.temperature)
+    runs: dict[str, list[tuple[float, float]]] = {"eager": [], "optimized": []}
+    for _ in range(args.repeats):
+        runs["eager"].append(time_sample(eager, n, args.guidance, args.temperature))
+        runs["optimized"].append(time_sample(fast, n, args.guidance, args.temperature))
+    wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+    cpu = statistics.median(c for _, c in runs["eager"])
+    return {"batch": n, "eager_img_s": n / wall["eager"], "optimized_img_s": n / wall["optimized"],
+            "speedup": wall["eager"] / wall["optimized"], "eager_cpu_s_per_img": cpu / n}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     if args.weights:
         eager = load_model(args.weights, preset=args.preset, device=device)
     else:
         eager = VDVAE(HParams.preset(args.preset or "cifar10")).to(device).eval().requires_grad_(False)
-    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
-    fast = optimize_for_inference(copy.deepcopy(eager), channels_last=channels_last, amp=args.amp,
-                                  compile=args.compile)  # fmt: skip
+    fast = optimize_for_inference(copy.deepcopy(eager), channels_last=args.channels_last == "on",
+                                  amp=args.amp, compile=args.compile)  # fmt: skip
     name = args.weights or f"{args.preset or 'cifar10'} (random weights)"
     dev_name = (
         torch.cuda.get_device_name(device)
@@ -92,16 +109,7 @@ def main(argv: list[str] | None = None) -> int:
           f"amp {fast.amp_dtype}, compile {args.compile}")  # fmt: skip
     print(f"{'batch':>5} {'eager img/s':>12} {'optimized img/s':>16} {'speedup':>8} {'eager cpu-s/img':>16}")
     for n in (int(b) for b in args.batch_sizes.split(",")):
-        for vae in (eager, fast):  # warm-up (and compilation) for this batch size
-            time_sample(vae, n, args.guidance, args.temperature)
-        runs = {"eager": [], "optimized": []}
-        for _ in range(args.repeats):
-            runs["eager"].append(time_sample(eager, n, args.guidance, args.temperature))
-            runs["optimized"].append(time_sample(fast, n, args.guidance, args.temperature))
-        wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
-        cpu = statistics.median(c for _, c in runs["eager"])
-        row = {"batch": n, "eager_img_s": n / wall["eager"], "optimized_img_s": n / wall["optimized"],
-               "speedup": wall["eager"] / wall["optimized"], "eager_cpu_s_per_img": cpu / n}  # fmt: skip
+        row = bench_batch(eager, fast, n, args)
         print(f"{n:>5} {row['eager_img_s']:>12.2f} {row['optimized_img_s']:>16.2f} {row['speedup']:>7.2f}x "
               f"{row['eager_cpu_s_per_img']:>16.3f}")  # fmt: skip
         if args.json:

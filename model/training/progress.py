@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 
 def _duration(seconds: float) -> str:
@@ -18,7 +19,9 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Redraws one status line on a terminal; prints a line every `every` steps otherwise."""
 
-    def __init__(self, total: int, every: int = 50, stream=None, enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, every: int = 50, stream: TextIO | None = None, enabled: bool = True
+    ) -> None:
         self.total, self.every, self.enabled = total, max(1, every), enabled
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -76,3 +79,12 @@ class JsonlLog:
         row = {"type": kind, "step": step, "time": round(time.time(), 3), **fields}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def rate_table(profile: dict) -> str:
+    """One line per latent layer: its resolution and its mean KL in bits."""
+    rows = [
+        f"  layer {i:3d}  res {r:4d}  {b:9.3f}"
+        for i, (r, b) in enumerate(zip(profile["layer_resolutions"], profile["rate_bits_per_layer"]))
+    ]
+    return "\n".join(rows)

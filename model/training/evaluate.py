@@ -1,6 +1,6 @@
 """Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth.
 
-    python -m model.evaluate weights/mnist --data mnist --split test --out eval/
+    python -m model.training.evaluate weights/mnist --data mnist --split test --out eval/
 
 Prints one JSON object. Posterior noise comes from per-image seeds (seed + image index), so the
 figure is exactly reproducible: the same command gives the same digits on any batch size.
@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_model
-from .data import DataError, ImageData, load_split
-from .imageio import image_grid, save_png
-from .vae import VDVAE
-
-LN2 = math.log(2.0)
+from ..checkpoint import CheckpointError, load_model
+from ..imageio import image_grid, save_png
+from ..likelihoods import LN2
+from ..vae import VDVAE
+from .data import DataError, ImageSet, load_split
 
 
 def evaluate_elbo(
-    vae: VDVAE, data: ImageData, batch_size: int = 100, seed: int = 0, conditional: bool = True
+    vae: VDVAE, data: ImageSet, batch_size: int = 100, seed: int = 0, conditional: bool = True
 ) -> dict:
     """Mean negative ELBO over `data`: bits/dim, nats/dim, distortion, rate and per-layer rate.
 
@@ -60,8 +58,13 @@ def evaluate_elbo(
 
 
 def reconstruction_grid(
-    vae: VDVAE, x: torch.Tensor, depths: list[int], temperature: float, seed: int, labels=None
-):
+    vae: VDVAE,
+    x: torch.Tensor,
+    depths: list[int],
+    temperature: float,
+    seed: int,
+    labels: torch.Tensor | None = None,
+) -> np.ndarray:
     """Rows: the originals, then reconstructions taking the top k layers from each image (k in depths);
     a class-conditional model gets the images' `labels` (None: the null label)."""
     rows = [x.cpu()]
@@ -71,7 +74,7 @@ def reconstruction_grid(
     return image_grid(torch.cat(rows), ncols=len(x))
 
 
-def nearest_neighbour_labels(images: torch.Tensor, reference: ImageData, chunk: int = 256) -> torch.Tensor:
+def nearest_neighbour_labels(images: torch.Tensor, reference: ImageSet, chunk: int = 256) -> torch.Tensor:
     """Label of each image's nearest reference image in pixel space (L2): a crude classifier that
     needs no training, enough to tell whether a class-conditional sample shows its class."""
     ref = torch.from_numpy(np.ascontiguousarray(reference.images)).flatten(1).float()  # (m, D)
@@ -86,7 +89,7 @@ def nearest_neighbour_labels(images: torch.Tensor, reference: ImageData, chunk: 
 
 
 def label_agreement(
-    vae: VDVAE, reference: ImageData, per_class: int = 50, temperature: float = 0.8, guidance: float = 1.0
+    vae: VDVAE, reference: ImageSet, per_class: int = 50, temperature: float = 0.8, guidance: float = 1.0
 ) -> dict:
     """Share of class-conditional samples whose nearest reference image has the asked-for label,
     without and with guidance (same seeds)."""
@@ -135,9 +138,32 @@ def default_depths(num_layers: int) -> list[int]:
     return sorted({0, max(1, num_layers // 8), max(1, num_layers // 4), num_layers // 2, num_layers})
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespace) -> dict:
+    """Reconstructions of eight test images at several depths, and the sample grids, under `out`."""
+    hp = vae.hp
+    # Eight images of different classes where the data has labels (the MNIST file is sorted by label).
+    picks = np.arange(8) * max(1, len(data) // 8)
+    x = torch.from_numpy(np.ascontiguousarray(data.images[picks]))
+    labels = None
+    if hp.conditional and not args.unconditional and data.labels is not None:
+        labels = torch.from_numpy(data.labels[picks])
+    depths = default_depths(hp.num_layers)
+    grid = reconstruction_grid(vae, x, depths, args.temperature, args.seed, labels)
+    save_png(grid, out / "reconstructions.png")
+    grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance)
+    return {
+        "reconstructions": {
+            "file": str(out / "reconstructions.png"),
+            "rows": ["original", *depths],
+            "labels": "null" if labels is None else "true labels",
+        },
+        "sample_grids": [str(p) for p in grids],
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.evaluate",
+        prog="python -m model.training.evaluate",
         description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -172,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         help="class-conditional models: draw N samples per class and report how many have a "
         "nearest training image of their class (default: 0, off)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     try:
         vae = load_model(args.model, preset=args.preset, device=args.device)
@@ -200,23 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             vae, train, args.label_agreement, args.temperature, args.guidance
         )
     if args.out:
-        out = Path(args.out)
-        # Eight images of different classes where the data has labels (the MNIST file is sorted by label).
-        picks = np.arange(8) * max(1, len(data) // 8)
-        x = torch.from_numpy(np.ascontiguousarray(data.images[picks]))
-        labels = None
-        if hp.conditional and not args.unconditional and data.labels is not None:
-            labels = torch.from_numpy(data.labels[picks])
-        depths = default_depths(hp.num_layers)
-        grid = reconstruction_grid(vae, x, depths, args.temperature, args.seed, labels)
-        save_png(grid, out / "reconstructions.png")
-        result["reconstructions"] = {
-            "file": str(out / "reconstructions.png"),
-            "rows": ["original", *depths],
-            "labels": "null" if labels is None else "true labels",
-        }
-        grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance)
-        result["sample_grids"] = [str(p) for p in grids]
+        result.update(write_figures(vae, data, Path(args.out), args))
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,6 +1,7 @@
 """Import an official openai/vdvae checkpoint into our folder format.
 
-    python -m model.convert cifar10-seed0-iter-900000-model-ema.th --preset cifar10 --out weights/cifar10
+    python -m model.tools.convert cifar10-seed0-iter-900000-model-ema.th --preset cifar10 \
+        --out weights/cifar10
 
 The weights are copied unchanged (state-dict compatible), so the imported model gives the same
 numbers; the folder records the source file's name and SHA-256.
@@ -12,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_model, save_model_folder, sha256_file
-from .hparams import PRESETS
+from ..checkpoint import CheckpointError, load_model, save_model_folder
+from ..files import sha256_file
+from ..presets import PRESETS
 
 # Test NLL of the released models, from the openai/vdvae README.
 PUBLISHED_BPD = {"cifar10": 2.87, "imagenet32": 3.80, "imagenet64": 3.52, "ffhq256": 0.61, "ffhq1024": 2.42}
@@ -36,7 +38,7 @@ def convert(src: str | Path, preset: str | None, out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m model.convert",
+        prog="python -m model.tools.convert",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

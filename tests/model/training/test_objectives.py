@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from model.objectives import drop_labels, information_schedule, kl_weights, training_loss
-from tests.model.helpers import random_images
+from model.training.objectives import drop_labels, information_schedule, kl_weights, training_loss
+from tests.factories import random_images
 
 
 def test_information_schedule_is_a_shifted_exponential_summing_to_66_7_percent():

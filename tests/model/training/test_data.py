@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import DataError, load_split
-from model.train import main as train_main
+from model.training.data import DataError, load_split
+from model.training.train import main as train_main
 
 
 def write_png(path, size=32, mode="L", value=128):

@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from ..imageio import MODE_CHANNELS
+from .config import DATA_FORMATS
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-FORMATS = ("auto", "mnist", "folder", "cifar10", "npy")
 
 
 class DataError(ValueError):
@@ -32,7 +35,9 @@ class DataError(ValueError):
 
 
 @dataclass
-class ImageData:
+class ImageSet:
+    """Images of one split with their labels (None: unlabelled) and class names."""
+
     images: np.ndarray  # (n, H, W, C) uint8 (possibly memory-mapped)
     labels: np.ndarray | None  # (n,) int64, or None for unlabelled data
     class_names: list[str] | None = None
@@ -45,9 +50,9 @@ class ImageData:
     def num_classes(self) -> int:
         return 0 if self.labels is None else len(self.class_names or []) or int(self.labels.max()) + 1
 
-    def subset(self, index: np.ndarray) -> ImageData:
+    def subset(self, index: np.ndarray) -> ImageSet:
         labels = None if self.labels is None else self.labels[index]
-        return ImageData(self.images[index], labels, self.class_names, self.source)
+        return ImageSet(self.images[index], labels, self.class_names, self.source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +71,7 @@ def mnist_path() -> Path:
     return path
 
 
-def load_mnist(split: str) -> ImageData:
+def load_mnist(split: str) -> ImageSet:
     """28x28 digits zero-padded by 2 pixels per side to 32x32x1; labels 0-9."""
     with gzip.open(mnist_path(), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)  # (5000, 785): pixels, label
@@ -75,14 +80,12 @@ def load_mnist(split: str) -> ImageData:
     labels = table[:, -1].astype(np.int64)
     test = np.arange(len(images)) % 10 == 9  # the file is sorted by label: 50 test digits per class
     keep = test if split == "test" else ~test
-    return ImageData(images[keep], labels[keep], [str(d) for d in range(10)], "mnist")
+    return ImageSet(images[keep], labels[keep], [str(d) for d in range(10)], "mnist")
 
 
 # --------------------------------------------------------------------------------------------
 # A folder of images
 # --------------------------------------------------------------------------------------------
-
-_MODE_CHANNELS = {"L": 1, "RGB": 3, "LA": 2, "RGBA": 4, "CMYK": 4, "I": 1, "I;16": 1, "F": 1, "1": 1}
 
 
 def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
@@ -95,7 +98,7 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
                 im = im.convert("L")
             expected_mode = "L" if channels == 1 else "RGB"
             if im.mode != expected_mode:
-                got = _MODE_CHANNELS.get(im.mode, "?")
+                got = MODE_CHANNELS.get(im.mode, "?")
                 raise DataError(
                     f"{path}: wrong channels: {got} ({im.mode}); expected {channels} ({expected_mode})"
                 )
@@ -109,7 +112,7 @@ def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
     return arr.reshape(size, size, channels)
 
 
-def load_folder(root: Path, size: int, channels: int) -> ImageData:
+def load_folder(root: Path, size: int, channels: int) -> ImageSet:
     """Images directly in `root` (unlabelled), or in one subfolder per class (labelled)."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if subdirs:
@@ -122,7 +125,7 @@ def load_folder(root: Path, size: int, channels: int) -> ImageData:
         raise DataError(f"{root}: no PNG or JPEG images found")
     images = np.stack([_read_image(f, size, channels) for f, _ in files])
     labels = np.array([label for _, label in files], dtype=np.int64) if names else None
-    return ImageData(images, labels, names, str(root))
+    return ImageSet(images, labels, names, str(root))
 
 
 def _is_image(path: Path) -> bool:
@@ -146,13 +149,13 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         }
     )
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> type:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def load_cifar10(root: Path, split: str) -> ImageData:
+def load_cifar10(root: Path, split: str) -> ImageSet:
     names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     images, labels = [], []
     for name in names:
@@ -168,17 +171,17 @@ def load_cifar10(root: Path, split: str) -> ImageData:
         except Exception as e:
             raise DataError(f"{path}: unreadable CIFAR-10 batch ({type(e).__name__}: {e})") from None
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    return ImageData(np.concatenate(images), np.concatenate(labels), classes, str(root))
+    return ImageSet(np.concatenate(images), np.concatenate(labels), classes, str(root))
 
 
-def load_npy(path: Path) -> ImageData:
+def load_npy(path: Path) -> ImageSet:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:
         raise DataError(f"{path}: unreadable .npy array ({type(e).__name__}: {e})") from None
     if arr.dtype != np.uint8 or arr.ndim != 4:
         raise DataError(f"{path}: expected a uint8 array (n, H, W, C), got {arr.dtype} {arr.shape}")
-    return ImageData(arr, None, None, str(path))
+    return ImageSet(arr, None, None, str(path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,20 +211,20 @@ def load_split(
     test_data: str | None = None,
     holdout: int = 5000,
     seed: int = 0,
-) -> ImageData:
+) -> ImageSet:
     """Load and validate one split ("train" or "test") of the data for a model's image shape."""
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     fmt = detect_format(data) if fmt == "auto" else fmt
-    if fmt not in FORMATS:
-        raise DataError(f"unknown data format {fmt!r}; one of {FORMATS}")
+    if fmt not in DATA_FORMATS:
+        raise DataError(f"unknown data format {fmt!r}; one of {DATA_FORMATS}")
     if fmt == "mnist":
         out = load_mnist(split)
     elif fmt == "cifar10":
         out = load_cifar10(Path(data), split)
     else:  # a folder of images or an .npy array: one source, with a separate or held-out test split
 
-        def load(path: str) -> ImageData:
+        def load(path: str) -> ImageSet:
             return (
                 load_npy(Path(path)) if fmt == "npy" else load_folder(Path(path), image_size, image_channels)
             )
@@ -244,10 +247,41 @@ def load_split(
     return out
 
 
-def _holdout(data: ImageData, split: str, holdout: int, seed: int) -> ImageData:
+def _holdout(data: ImageSet, split: str, holdout: int, seed: int) -> ImageSet:
     """A seeded split of one source: the last `holdout` of a permutation are the test split."""
     n = len(data)
     holdout = min(holdout, max(1, n // 10))
     perm = np.random.default_rng(seed).permutation(n)
     index = np.sort(perm[n - holdout :] if split == "test" else perm[: n - holdout])
     return data.subset(index)
+
+
+# --------------------------------------------------------------------------------------------
+# Data order: a fixed permutation per epoch, so a position (epoch, batch) is all resume needs
+# --------------------------------------------------------------------------------------------
+
+
+class BatchOrder:
+    """The batches of one process: epoch e is a permutation seeded by (seed, e), split across ranks."""
+
+    def __init__(self, data: ImageSet, batch_size: int, rank: int, world: int, seed: int) -> None:
+        self.data, self.batch_size, self.rank, self.world, self.seed = data, batch_size, rank, world, seed
+        self._perm: tuple[int, np.ndarray] | None = None
+        self.per_epoch = len(data) // (batch_size * world)
+        if self.per_epoch == 0:
+            raise DataError(
+                f"{data.source}: {len(data)} training images, fewer than one global batch "
+                f"({batch_size} x {world} processes)"
+            )
+
+    def get(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batch `index` of `epoch` for this rank: uint8 images (b, H, W, C) and labels (b,) or None."""
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(len(self.data), generator=g).numpy())
+        perm = self._perm[1]
+        start = (index * self.world + self.rank) * self.batch_size
+        rows = np.sort(perm[start : start + self.batch_size])
+        x = torch.from_numpy(np.ascontiguousarray(self.data.images[rows]))
+        y = None if self.data.labels is None else torch.from_numpy(self.data.labels[rows])
+        return x, y

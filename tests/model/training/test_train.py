@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from model.checkpoint import load_model
-from model.train import CHECKPOINT, main
+from model.training.train import main
+from model.training.trainer import CHECKPOINT
 
 SMALL = [
     "--data", "mnist", "--preset", "mnist", "--width", "16", "--zdim", "4", "--num-mixtures", "2",
@@ -81,7 +82,7 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_weights(tmp_path):
     args = [*SMALL, "--steps", "40", "--checkpoint-every", "1"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main([*args, "--out", str(straight)]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "model.train", *args, "--out", str(killed)],
+    proc = subprocess.Popen([sys.executable, "-m", "model.training.train", *args, "--out", str(killed)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 300
     while not (killed / CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
@@ -119,7 +120,8 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "model.train", *SMALL, "--steps", "6", "--device", "cpu", "--out", str(out)]  # fmt: skip
+           "-m", "model.training.train", *SMALL, "--steps", "6", "--device", "cpu",
+           "--out", str(out)]  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = rows(out, "ranks")
@@ -131,8 +133,8 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path):
 
 
 def test_label_agreement_of_a_nearest_neighbour_classifier_on_real_digits():
-    from model.data import load_split
-    from model.evaluate import nearest_neighbour_labels
+    from model.training.data import load_split
+    from model.training.evaluate import nearest_neighbour_labels
 
     train, test = load_split("mnist", "train", 32, 1), load_split("mnist", "test", 32, 1)
     accuracy = (nearest_neighbour_labels(torch.from_numpy(test.images), train).numpy() == test.labels).mean()

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .vae import VDVAE
+from ..vae import VDVAE
 
 
 def information_schedule(

@@ -1,7 +1,8 @@
 """HTTP inference service for Very Deep VAEs: batched sampling, reconstruction, encoding, decoding.
 
 Start it with `python -m service` (or `vdvae-serve`); build an app in code with `create_app(Settings(...))`.
-A request goes: routes.py -> bodies.py, validation.py -> batcher.py -> engine.py -> operations.py -> model.
+A request goes: middleware.py -> routes.py -> bodies.py, validation.py (-> items.py) -> batcher.py
+-> engine.py -> operations.py -> model; errors.py turns any failure into its problem answer.
 """
 
 from __future__ import annotations

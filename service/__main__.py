@@ -17,8 +17,9 @@ from types import FrameType
 
 import uvicorn
 
+from model.checkpoint import model_folders
+
 from .app import create_app
-from .registry import model_folders
 from .settings import Settings, log_settings, settings_from_cli
 from .state import Phase, ServiceState
 

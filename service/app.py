@@ -16,14 +16,16 @@ from collections.abc import AsyncIterator
 import torch
 from fastapi import FastAPI
 
+from model.inference import resolve_device
+
 from . import __version__
 from .batcher import Batcher
 from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
 from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .middleware import BodyLimitMiddleware, RequestTrackingMiddleware
 from .operations import OPERATIONS
-from .registry import load_registry, resolve_device
+from .registry import load_registry
 from .routes import router
 from .settings import Settings
 from .state import Phase, ServiceState
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last = outermost: the request id and metrics see every answer, the 413s included.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     static_paths = frozenset(r.path for r in app.routes if "{" not in getattr(r, "path", "{"))
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, static_paths=static_paths)
+    app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
     return app
 
 
@@ -101,7 +103,7 @@ async def start_models(state: ServiceState) -> None:
                     max_batch_size=settings.max_batch_size,
                     max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
                     max_queue_images=settings.max_queue_images,
-                    expecting_more=state.expecting_more if settings.batch_early_close else lambda: True,
+                    inflight=state.inflight if settings.batch_early_close else None,
                 )
                 batcher.start()
                 state.batchers[(model.name, op.name)] = batcher

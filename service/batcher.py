@@ -4,11 +4,11 @@ Batches count images: a /sample with n=8 enqueues 8 items (so a request with n a
 is served over several passes, images split at any point; each image still depends only on its own
 seed). A batch window opens at the first queued arrival and closes when max_batch_size images are
 queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
-request that could still join is in the service (`expecting_more`), so a lone client pays no
-window. While a batch computes, the next one gathers, so under load batches fill without waiting
-for the window. A request's items are admitted all together or not at all: when they do not fit
-in max_queue_images, the request gets 503 with Retry-After at once. Items whose request expired or
-disconnected are dropped when the batch forms.
+request that could still join is in the service (the routes keep that count in `InFlight`), so a
+lone client pays no window. While a batch computes, the next one gathers, so under load batches
+fill without waiting for the window. A request's items are admitted all together or not at all:
+when they do not fit in max_queue_images, the request gets 503 with Retry-After at once. Items
+whose request expired or disconnected are dropped when the batch forms.
 """
 
 from __future__ import annotations
@@ -19,61 +19,62 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic
 
 from .context import RequestContext
-from .engine import Engine
+from .engine import Engine, Outcome
 from .errors import InternalError, QueueFull, ShuttingDown
+from .inflight import InFlight
 from .metrics import Metrics
-from .operations import Operation
+from .operations import ItemT, Operation, ResultT
 from .registry import ServedModel
 
 log = logging.getLogger("service.batcher")
 
 
 @dataclass
-class Pending:
-    item: Any
+class Pending(Generic[ItemT, ResultT]):
+    item: ItemT
     ctx: RequestContext
-    future: asyncio.Future
+    future: asyncio.Future[ResultT]
     enqueued_at: float
 
 
-class Batcher:
+class Batcher(Generic[ItemT, ResultT]):
     """The queue and batching loop of one model and operation."""
 
     def __init__(
         self,
         model: ServedModel,
-        op: Operation,
+        op: Operation[ItemT, ResultT],
         engine: Engine,
         metrics: Metrics,
         *,
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue_images: int,
-        expecting_more: Callable[[], bool] = lambda: True,
+        inflight: InFlight | None = None,
     ) -> None:
-        """expecting_more: whether a request not yet queued may still arrive to join a batch
-        (the service answers from its in-flight count); without it, every window runs its course."""
+        """inflight: the service's request counts; a window closes early when no request could
+        still join it. Without it, every window runs its full max_batch_delay_s."""
         self.model, self.op, self.engine, self.metrics = model, op, engine, metrics
-        self.expecting_more = expecting_more
+        self.inflight = inflight
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_images = max_queue_images
-        self._queue: collections.deque[Pending] = collections.deque()
+        self._queue: collections.deque[Pending[ItemT, ResultT]] = collections.deque()
         self._arrived = asyncio.Event()
         self._closing = False
-        self._running: list[Pending] = []  # the batch in the pass now running
+        self._running: list[Pending[ItemT, ResultT]] = []  # the batch in the pass now running
         self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
         self._task: asyncio.Task | None = None
         self._labels = {"model": model.name, "operation": op.name}
 
     # ---- the request side -----------------------------------------------------------------------
 
-    def submit(self, items: Sequence[Any], ctx: RequestContext) -> list[asyncio.Future]:
+    def submit(self, items: Sequence[ItemT], ctx: RequestContext) -> list[asyncio.Future[ResultT]]:
         """Enqueue all of a request's items (or none: QueueFull / ShuttingDown); one future each."""
         if self._closing:
             raise ShuttingDown("the service is shutting down and takes no new work")
@@ -111,11 +112,6 @@ class Batcher:
     def busy(self) -> bool:
         return bool(self._queue or self._running)
 
-    def held_requests(self) -> int:
-        """Requests with images queued here or in the pass now running."""
-        queued = (p for p in self._queue if not p.future.done())
-        return len({id(p.ctx) for p in (*queued, *self._running)})
-
     # ---- the batching loop --------------------------------------------------------------------
 
     def start(self) -> None:
@@ -144,7 +140,9 @@ class Batcher:
         """Until max_batch_size images are queued or the window from the first live arrival closes."""
         while not self._closing:
             self._drop_abandoned_head()  # re-anchors the window when its first request gave up
-            if not self._queue or len(self._queue) >= self.max_batch_size or not self.expecting_more():
+            if not self._queue or len(self._queue) >= self.max_batch_size:
+                return
+            if self.inflight is not None and not self.inflight.could_join:
                 return
             remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
             if remaining <= 0:
@@ -153,9 +151,9 @@ class Batcher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
-    def _take_batch(self) -> list[Pending]:
+    def _take_batch(self) -> list[Pending[ItemT, ResultT]]:
         """Pop up to max_batch_size live items; expired or abandoned ones are failed or skipped."""
-        batch: list[Pending] = []
+        batch: list[Pending[ItemT, ResultT]] = []
         now = time.monotonic()
         while self._queue and len(batch) < self.max_batch_size:
             p = self._queue.popleft()
@@ -170,7 +168,7 @@ class Batcher:
         self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
         return batch
 
-    async def _run(self, batch: list[Pending]) -> None:
+    async def _run(self, batch: list[Pending[ItemT, ResultT]]) -> None:
         self._running = batch
         t0 = time.monotonic()
         try:
@@ -181,7 +179,9 @@ class Batcher:
             log.exception(
                 "%s/%s: batch of %d failed outside the model", self.model.name, self.op.name, len(batch)
             )
-            outcomes = [InternalError("the batch failed; the log has the details")] * len(batch)
+            outcomes: list[Outcome[ResultT]] = [
+                InternalError("the batch failed; the log has the details")
+            ] * len(batch)
         finally:
             self._running = []
         self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)

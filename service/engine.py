@@ -13,22 +13,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TypeVar
 
 import torch
 
 from .context import RequestContext
 from .errors import InternalError, InvalidInput, OutOfMemory, ServiceError
 from .metrics import Metrics
-from .operations import OPERATIONS, Operation
+from .operations import OPERATIONS, ItemT, Operation, ResultT
 from .registry import ServedModel
 
 log = logging.getLogger("service.engine")
 
+T = TypeVar("T")
 # An outcome is an item's result, or the ServiceError that item's request gets.
-Outcome = Any
+Outcome = ResultT | ServiceError
 
 
 # torch's own default (the physical cores), read before anything changes it.
@@ -49,13 +50,17 @@ class Engine:
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vae-{device.type}")
 
-    async def call(self, fn, *args) -> Any:
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking function on the device thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def run_batch(
-        self, model: ServedModel, op: Operation, items: Sequence[Any], contexts: Sequence[RequestContext]
-    ) -> list[Outcome]:
+        self,
+        model: ServedModel,
+        op: Operation[ItemT, ResultT],
+        items: Sequence[ItemT],
+        contexts: Sequence[RequestContext],
+    ) -> list[Outcome[ResultT]]:
         """One outcome per item, in order. Never raises for an item's failure."""
         return await self.call(self._run_live, model, op, list(items), list(contexts))
 
@@ -76,9 +81,13 @@ class Engine:
     # ---- on the device thread ------------------------------------------------------------------
 
     def _run_live(
-        self, model: ServedModel, op: Operation, items: list[Any], contexts: list[RequestContext]
-    ) -> list[Outcome]:
-        outcomes: list[Outcome] = [None] * len(items)
+        self,
+        model: ServedModel,
+        op: Operation[ItemT, ResultT],
+        items: list[ItemT],
+        contexts: list[RequestContext],
+    ) -> list[Outcome[ResultT]]:
+        outcomes: list[Outcome[ResultT] | None] = [None] * len(items)
         now = time.monotonic()
         live = []
         for i, ctx in enumerate(contexts):
@@ -93,7 +102,9 @@ class Engine:
                 outcomes[i] = result
         return outcomes
 
-    def _isolate(self, model: ServedModel, op: Operation, items: list[Any], record: bool) -> list[Outcome]:
+    def _isolate(
+        self, model: ServedModel, op: Operation[ItemT, ResultT], items: list[ItemT], record: bool
+    ) -> list[Outcome[ResultT]]:
         """Run items in one pass; on failure, bisect until each failing item stands alone."""
         t0 = time.perf_counter()
         try:
@@ -119,7 +130,7 @@ class Engine:
         mid = len(items) // 2
         return self._isolate(model, op, items[:mid], record) + self._isolate(model, op, items[mid:], record)
 
-    def _item_error(self, model: ServedModel, op: Operation, e: Exception) -> ServiceError:
+    def _item_error(self, model: ServedModel, op: Operation[ItemT, ResultT], e: Exception) -> ServiceError:
         if isinstance(e, ValueError):  # the model's message names the parameter it rejects
             return InvalidInput(f"model {model.name!r} rejected the request: {e}")
         log.error("%s/%s failed on one item", model.name, op.name, exc_info=e)
@@ -127,7 +138,7 @@ class Engine:
             f"the model failed on this request ({type(e).__name__}); the log has the details"
         )
 
-    def _record(self, model: ServedModel, op: Operation, size: int, seconds: float) -> None:
+    def _record(self, model: ServedModel, op: Operation[ItemT, ResultT], size: int, seconds: float) -> None:
         labels = {"model": model.name, "operation": op.name}
         self.metrics.compute_duration.labels(**labels).observe(seconds)
         self.metrics.batch_size.labels(**labels).observe(size)

@@ -17,25 +17,13 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from model.imageio import MODE_CHANNELS, png_bytes
+
 from .errors import InvalidImage
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
 CHANNEL_WORDS = {1: "grey-scale", 3: "RGB"}
-# Channels of the common Pillow modes, to name what arrived in error messages.
-MODE_CHANNELS = {
-    "1": 1,
-    "L": 1,
-    "P": 1,
-    "I": 1,
-    "F": 1,
-    "I;16": 1,
-    "LA": 2,
-    "RGB": 3,
-    "YCbCr": 3,
-    "RGBA": 4,
-    "CMYK": 4,
-}
 
 
 def decode_base64(data: str, field: str = "image_b64") -> bytes:
@@ -50,7 +38,7 @@ def decode_base64(data: str, field: str = "image_b64") -> bytes:
 
 def describe(mode: str, size: tuple[int, int]) -> str:
     channels = MODE_CHANNELS.get(mode)
-    what = {1: "grey-scale", 3: "RGB"}.get(channels, f"mode {mode}") if mode not in ("RGBA", "LA") else mode
+    what = CHANNEL_WORDS.get(channels, f"mode {mode}") if mode not in ("RGBA", "LA") else mode
     return f"{size[0]}x{size[1]} {what}"
 
 
@@ -83,11 +71,8 @@ def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
 
 
 def encode_png(image: np.ndarray) -> bytes:
-    """uint8 (H, W, C) with C in {1, 3} -> PNG bytes."""
-    array = image[..., 0] if image.shape[-1] == 1 else image
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """uint8 (H, W, C) with C in {1, 3} -> PNG bytes, compressed at the cheapest zlib level."""
+    return png_bytes(image, compress_level=1)
 
 
 def b64_png(image: np.ndarray) -> str:

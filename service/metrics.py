@@ -1,7 +1,7 @@
 """Prometheus metrics of one app, on its own CollectorRegistry (several apps can share a process).
 
-Names follow serving_conventions.md section 7.10, in base units: durations in seconds, batch sizes in
-images. `endpoint` is the route template ("/sample"), never the raw path, to bound cardinality.
+Names use the `vae_` prefix and base units, as Prometheus recommends: durations in seconds, batch
+sizes in images. `endpoint` is the route template ("/sample"), never the raw path, to bound cardinality.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware, which would hide client disconnects from the routes):
 
-- RequestContextMiddleware: a request id (the client's X-Request-ID when sane, else a new one) on
+- RequestTrackingMiddleware: a request id (the client's X-Request-ID when sane, else a new one) on
   `request.state.request_id` and the response, the arrival time, and the per-request metrics;
 - BodyLimitMiddleware: 413 for a body over max_body_bytes, from Content-Length before reading
   anything, and by counting while reading a body without one (chunked).
@@ -21,7 +21,7 @@ from .metrics import Metrics
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestContextMiddleware:
+class RequestTrackingMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics, static_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics

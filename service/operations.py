@@ -11,65 +11,29 @@ These functions are blocking and run on the engine's device thread.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 
+from model.likelihoods import LN2
 from model.vae import VDVAE
 
-# A temperature is one float for every layer or one float per latent layer (top-down).
-Temperature = float | tuple[float, ...]
+from .items import (
+    DecodeItem,
+    EncodeItem,
+    EncodeResult,
+    Image,
+    ReconstructItem,
+    ReconstructResult,
+    SampleItem,
+)
 
-
-@dataclass(frozen=True)
-class SampleItem:
-    seed: int
-    temperature: Temperature = 1.0
-    label: int | None = None
-    guidance: tuple[float, float] | None = None  # (w_mean, w_var)
-
-
-@dataclass(frozen=True)
-class ReconstructItem:
-    image: np.ndarray  # uint8 (H, W, C)
-    layers: int  # top latent layers taken from the image's posterior
-    seed: int
-    temperature: Temperature = 1.0
-    label: int | None = None
-
-
-@dataclass(frozen=True)
-class EncodeItem:
-    image: np.ndarray
-    seed: int
-    label: int | None = None
-    latent_layers: int = 0  # how many top layers' z to return
-
-
-@dataclass(frozen=True)
-class DecodeItem:
-    latents: tuple[np.ndarray, ...]  # float32 (Z, r, r) for the top len(latents) layers
-    seed: int
-    temperature: Temperature = 1.0
-    label: int | None = None
-    guidance: tuple[float, float] | None = None
-
-
-@dataclass
-class Reconstruction:
-    image: np.ndarray
-    bits: float
-
-
-@dataclass
-class EncodeResult:
-    kl_bits: list[float]  # per latent layer, top-down
-    rate_bpd: float  # total KL in bits per dim
-    distortion_bpd: float  # reconstruction NLL in bits per dim
-    elbo_bpd: float  # negative ELBO (an upper bound on the NLL) in bits per dim
-    latents: list[np.ndarray] = field(default_factory=list)  # float32 (Z, r, r) of the top layers
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+# Items that carry sampling options (temperature, label, guidance, seed).
+SamplingItem = SampleItem | DecodeItem
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +41,9 @@ class EncodeResult:
 # --------------------------------------------------------------------------------------------
 
 
-def temperatures(items: Sequence, num_layers: int) -> float | torch.Tensor:
+def temperatures(
+    items: Sequence[SamplingItem] | Sequence[ReconstructItem], num_layers: int
+) -> float | torch.Tensor:
     """One float when every item agrees on a scalar, else an (n, L) tensor of per-image rows.
 
     Both forms give bit-identical images: the model adds log(t) to the prior's log-std either way.
@@ -89,21 +55,21 @@ def temperatures(items: Sequence, num_layers: int) -> float | torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def labels(vae: VDVAE, items: Sequence) -> list[int] | None:
+def labels(vae: VDVAE, items: Sequence[Any]) -> list[int] | None:
     """Per-image labels for a conditional model (-1: unconditional), None for an unconditional one."""
     if not vae.hp.conditional:
         return None
     return [-1 if it.label is None else it.label for it in items]
 
 
-def guidance(items: Sequence) -> torch.Tensor | None:
+def guidance(items: Sequence[SamplingItem]) -> torch.Tensor | None:
     """(n, 2) guidance weights, zeros for unguided images; None when no image is guided."""
     if all(it.guidance is None for it in items):
         return None
     return torch.tensor([it.guidance or (0.0, 0.0) for it in items], dtype=torch.float32)
 
 
-def stack_images(items: Sequence) -> torch.Tensor:
+def stack_images(items: Sequence[ReconstructItem] | Sequence[EncodeItem]) -> torch.Tensor:
     return torch.from_numpy(np.stack([it.image for it in items]))
 
 
@@ -112,7 +78,7 @@ def stack_images(items: Sequence) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def sampling_options(vae: VDVAE, items: Sequence[SampleItem] | Sequence[DecodeItem]) -> dict[str, Any]:
+def sampling_options(vae: VDVAE, items: Sequence[SamplingItem]) -> dict[str, Any]:
     """vae.sample's per-image temperature, labels, guidance and seeds for a batch of items."""
     return {
         "temperature": temperatures(items, vae.hp.num_layers),
@@ -122,12 +88,12 @@ def sampling_options(vae: VDVAE, items: Sequence[SampleItem] | Sequence[DecodeIt
     }
 
 
-def run_sample(vae: VDVAE, items: Sequence[SampleItem]) -> list[np.ndarray]:
+def run_sample(vae: VDVAE, items: Sequence[SampleItem]) -> list[Image]:
     images = vae.sample(len(items), **sampling_options(vae, items))
     return list(images.cpu().numpy())
 
 
-def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[Reconstruction]:
+def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[ReconstructResult]:
     rec = vae.reconstruct(
         stack_images(items),
         layers=[it.layers for it in items],
@@ -136,15 +102,14 @@ def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[Recons
         labels=labels(vae, items),
     )
     images, bits = rec.images.cpu().numpy(), rec.bits.float().cpu().tolist()
-    return [Reconstruction(image=img, bits=b) for img, b in zip(images, bits)]
+    return [ReconstructResult(image=img, bits=b) for img, b in zip(images, bits)]
 
 
 def run_encode(vae: VDVAE, items: Sequence[EncodeItem]) -> list[EncodeResult]:
     enc = vae.encode(stack_images(items), seeds=[it.seed for it in items], labels=labels(vae, items))
     kl_bits = enc.kl_bits.float().cpu().numpy()
-    ln2 = float(np.log(2.0))
-    rate = (enc.rate / ln2).float().cpu().tolist()
-    distortion = (enc.distortion / ln2).float().cpu().tolist()
+    rate = (enc.rate / LN2).float().cpu().tolist()
+    distortion = (enc.distortion / LN2).float().cpu().tolist()
     elbo = enc.bits_per_dim.float().cpu().tolist()
     k_max = max(it.latent_layers for it in items)
     z = [layer.float().cpu().numpy() for layer in enc.z[:k_max]]
@@ -160,7 +125,7 @@ def run_encode(vae: VDVAE, items: Sequence[EncodeItem]) -> list[EncodeResult]:
     ]
 
 
-def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[np.ndarray]:
+def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[Image]:
     """Images decoded from each item's top latents (its own depth), the rest from the prior."""
     depths = [len(it.latents) for it in items]
     shapes = vae.latent_shapes()
@@ -182,12 +147,13 @@ def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Operation:
-    """One batched operation: its runner and the items of a small warm-up batch for a model."""
+class Operation(Generic[ItemT, ResultT]):
+    """One batched operation: its runner (items in, one result per item out, in order) and the
+    items of a small warm-up batch for a model."""
 
     name: str
-    run: Callable[[VDVAE, Sequence], list]
-    warmup_items: Callable[[VDVAE], list]
+    run: Callable[[VDVAE, Sequence[ItemT]], list[ResultT]]
+    warmup_items: Callable[[VDVAE], list[ItemT]]
 
 
 def _blank(vae: VDVAE) -> np.ndarray:
@@ -213,12 +179,12 @@ def _warm_decode(vae: VDVAE) -> list[DecodeItem]:
     return [DecodeItem(latents=(z,), seed=0), DecodeItem(latents=(z,), seed=1, temperature=0.5)]
 
 
-OPERATIONS: dict[str, Operation] = {
+OPERATIONS: dict[str, Operation[Any, Any]] = {
     op.name: op
     for op in (
-        Operation("sample", run_sample, _warm_sample),
-        Operation("reconstruct", run_reconstruct, _warm_reconstruct),
-        Operation("encode", run_encode, _warm_encode),
-        Operation("decode", run_decode, _warm_decode),
+        Operation[SampleItem, Image]("sample", run_sample, _warm_sample),
+        Operation[ReconstructItem, ReconstructResult]("reconstruct", run_reconstruct, _warm_reconstruct),
+        Operation[EncodeItem, EncodeResult]("encode", run_encode, _warm_encode),
+        Operation[DecodeItem, Image]("decode", run_decode, _warm_decode),
     )
 }

@@ -1,6 +1,6 @@
 """The served models: every model folder under the model directory, loaded onto one device.
 
-A model folder is `<model_dir>/<name>/` with `config.json` and `model.safetensors` (model/checkpoint.py);
+A model folder is `<model_dir>/<name>/` with `config.json` and `model.safetensors` (model.checkpoint);
 its name is the folder name. A folder that fails to load is logged and reported by /health/ready,
 and the others are still served.
 """
@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from model.checkpoint import CONFIG_FILE, CheckpointError, load_model
+from model.checkpoint import CheckpointError, load_model, model_folders
+from model.hparams import HParams
 from model.inference import optimize_for_inference
 from model.vae import VDVAE
 
@@ -33,10 +34,9 @@ class ServedModel:
 
     name: str
     vae: VDVAE
-    path: Path
 
     @property
-    def hp(self):
+    def hp(self) -> HParams:
         return self.vae.hp
 
     @property
@@ -81,23 +81,6 @@ class ModelRegistry:
         return self.models[key]
 
 
-def model_folders(model_dir: Path) -> list[Path]:
-    """Sub-folders of model_dir that hold a config.json, sorted by name."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(p for p in model_dir.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; explicit cuda without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU")
-    return dev
-
-
 def load_registry(
     model_dir: Path, device: torch.device, amp: str, default_model: str, compile: bool = False
 ) -> ModelRegistry:
@@ -117,7 +100,7 @@ def load_registry(
             log.error("cannot load model %r: %s", name, e)
             continue
         optimize_for_inference(vae, amp=amp, compile=compile)
-        registry.models[name] = ServedModel(name=name, vae=vae, path=folder)
+        registry.models[name] = ServedModel(name=name, vae=vae)
         log.info(
             "loaded model %r from %s: %dx%dx%d, %d latent layers, %s classes, on %s",
             name, folder, vae.hp.image_size, vae.hp.image_size, vae.hp.image_channels,

@@ -38,12 +38,12 @@ async def accepting(request: Request) -> AsyncIterator[ServiceState]:
     """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
     svc = service(request)
     svc.check_accepting()
-    svc.inflight += 1
+    svc.inflight.requests += 1
     svc.metrics.inflight.inc()
     try:
         yield svc
     finally:
-        svc.inflight -= 1
+        svc.inflight.requests -= 1
         svc.metrics.inflight.dec()
 
 
@@ -69,8 +69,12 @@ async def compute(
     ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
     if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
         raise ctx.deadline_exceeded()
-    futures = svc.batcher(model.name, operation).submit(items, ctx)
-    return await wait_for_results(request, ctx, futures)
+    svc.inflight.queued += 1  # from here until its results are back, it cannot join another batch
+    try:
+        futures = svc.batcher(model.name, operation).submit(items, ctx)
+        return await wait_for_results(request, ctx, futures)
+    finally:
+        svc.inflight.queued -= 1
 
 
 def prefers_png(request: Request) -> bool:
@@ -113,7 +117,7 @@ def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int
     return schemas.ImageResponse(
         created=int(time.time()),
         model=model.name,
-        data=[schemas.ImageData(b64_json=b64_png(img), seed=s) for img, s in zip(images, seeds)],
+        data=[schemas.EncodedImage(b64_json=b64_png(img), seed=s) for img, s in zip(images, seeds)],
     )
 
 
@@ -165,7 +169,7 @@ async def reconstruct(request: Request, svc: Accepting) -> Any:
         created=int(time.time()),
         model=model.name,
         layers=item.layers,
-        data=[schemas.ReconstructData(b64_json=b64_png(result.image), seed=item.seed, bits=result.bits)],
+        data=[schemas.ReconstructedImage(b64_json=b64_png(result.image), seed=item.seed, bits=result.bits)],
     )
 
 

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchem
 
 from model.noise import MAX_SEED
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 ModelField = Annotated[
@@ -210,7 +209,7 @@ class DecodeRequest(StrictModel):
 # --------------------------------------------------------------------------------------------
 
 
-class ImageData(BaseModel):
+class EncodedImage(BaseModel):
     b64_json: str = Field(description="base64 PNG.")
     seed: int
 
@@ -220,10 +219,10 @@ class ImageResponse(BaseModel):
 
     created: int = Field(description="Unix time of the response.")
     model: str
-    data: list[ImageData]
+    data: list[EncodedImage]
 
 
-class ReconstructData(ImageData):
+class ReconstructedImage(EncodedImage):
     bits: float = Field(
         description="KL of the posterior layers taken from the image, in bits: the bits it used."
     )
@@ -233,7 +232,7 @@ class ReconstructResponse(BaseModel):
     created: int
     model: str
     layers: int
-    data: list[ReconstructData]
+    data: list[ReconstructedImage]
 
 
 class EncodeResponse(BaseModel):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from .batcher import Batcher
 from .engine import Engine
 from .errors import NotReady, ShuttingDown
+from .inflight import InFlight
 from .metrics import Metrics
 from .registry import ModelRegistry
 from .settings import Settings
@@ -30,9 +31,9 @@ class ServiceState:
     registry: ModelRegistry = field(default_factory=ModelRegistry)
     engine: Engine | None = None
     batchers: dict[tuple[str, str], Batcher] = field(default_factory=dict)
+    inflight: InFlight = field(default_factory=InFlight)  # model requests in the service
     phase: Phase = Phase.LOADING
     problem: str = "loading models"  # why not ready, for /health/ready
-    inflight: int = 0  # model requests being served (queued or computing or answering)
 
     def set_phase(self, phase: Phase, problem: str = "") -> None:
         if self.phase is Phase.DRAINING and phase is not Phase.DRAINING:
@@ -57,12 +58,7 @@ class ServiceState:
     def batcher(self, model: str, operation: str) -> Batcher:
         return self.batchers[(model, operation)]
 
-    def expecting_more(self) -> bool:
-        """Whether a model request is in flight without being held by a batcher (being parsed, or
-        answering), so that another image may soon join an open batch window."""
-        return self.inflight > sum(b.held_requests() for b in self.batchers.values())
-
     @property
     def idle(self) -> bool:
         """No model request in flight and nothing queued or computing."""
-        return self.inflight == 0 and not any(b.busy for b in self.batchers.values())
+        return self.inflight.requests == 0 and not any(b.busy for b in self.batchers.values())

@@ -11,6 +11,7 @@ import base64
 import binascii
 import math
 import secrets
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,9 +20,11 @@ from model.noise import MAX_SEED
 from . import schemas
 from .errors import InvalidInput, invalid_input
 from .images import decode_image
-from .operations import DecodeItem, EncodeItem, ReconstructItem, SampleItem, Temperature
-from .registry import ServedModel
+from .items import DecodeItem, EncodeItem, ReconstructItem, SampleItem, Temperature
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .registry import ServedModel
 
 
 def invalid(field: str, msg: str, kind: str = "value_error") -> InvalidInput:

@@ -25,9 +25,10 @@ import torch
 import uvicorn
 from PIL import Image
 
-from model import VDVAE, HParams
+from model import HParams
 from model.checkpoint import save_model_folder
 from service import Settings, create_app
+from tests.factories import perturbed
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "weights" / "mnist"
@@ -43,15 +44,6 @@ SMALL_BLOCKS = dict(
 TEST_SETTINGS = dict(cpu_threads=1, access_log=False, log_level="warning")
 
 
-def make_model(hp: HParams, seed: int) -> VDVAE:
-    torch.manual_seed(seed)
-    vae = VDVAE(hp)
-    with torch.no_grad():
-        for p in vae.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return vae.eval()
-
-
 def write_test_models(root: Path, conditional: bool = True) -> Path:
     """root/mnist (the bundled model, or a small conditional stand-in) and root/tiny (unconditional)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -59,11 +51,11 @@ def write_test_models(root: Path, conditional: bool = True) -> Path:
         if BUNDLED_EXISTS:
             (root / "mnist").symlink_to(BUNDLED, target_is_directory=True)
         else:
-            mnist = make_model(HParams.preset("mnist").replace(**SMALL_BLOCKS), seed=0)
+            mnist = perturbed(HParams.preset("mnist").replace(**SMALL_BLOCKS), seed=0)
             save_model_folder(
                 mnist, root / "mnist", provenance={"source": "tests/service", "weights": "random"}
             )
-    tiny = make_model(HParams.preset("tiny").replace(**SMALL_BLOCKS), seed=1)
+    tiny = perturbed(HParams.preset("tiny").replace(**SMALL_BLOCKS), seed=1)
     save_model_folder(tiny, root / "tiny", provenance={"source": "tests/service", "weights": "random"})
     return root
 
@@ -185,6 +177,4 @@ def served_mnist(model_dir: Path):
     from service.registry import ServedModel
 
     torch.set_num_threads(1)
-    return ServedModel(
-        name="mnist", vae=load_model(model_dir / "mnist", device="cpu"), path=model_dir / "mnist"
-    )
+    return ServedModel(name="mnist", vae=load_model(model_dir / "mnist", device="cpu"))

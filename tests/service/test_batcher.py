@@ -12,8 +12,10 @@ from service.batcher import Batcher
 from service.context import RequestContext
 from service.engine import Engine
 from service.errors import Cancelled, DeadlineExceeded, QueueFull, ShuttingDown
+from service.inflight import InFlight
+from service.items import SampleItem
 from service.metrics import Metrics
-from service.operations import OPERATIONS, SampleItem
+from service.operations import OPERATIONS
 
 from .conftest import metric_value
 
@@ -80,19 +82,22 @@ def test_the_window_opens_at_the_first_arrival(served_mnist) -> None:
 
 
 def test_the_window_closes_when_no_other_request_can_join(served_mnist) -> None:
-    expected = {"more": False}
+    inflight = InFlight()
 
     async def go():
-        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=30.0)
-        h.batcher.expecting_more = lambda: expected["more"]
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=30.0, inflight=inflight)
         t0 = time.monotonic()
-        await asyncio.gather(*h.batcher.submit(items(1), ctx()))  # alone: no 30 s window
+        # Alone (the request in flight is the one queued): no 30 s window.
+        inflight.requests, inflight.queued = 1, 1
+        await asyncio.gather(*h.batcher.submit(items(1), ctx()))
         alone = time.monotonic() - t0
-        expected["more"] = True  # another request is on its way: the window holds for it
+        # Another request is being read while the first waits: the window holds for it.
+        inflight.requests, inflight.queued = 2, 1
         first = h.batcher.submit(items(1, start=1), ctx())
         await asyncio.sleep(0.3)
-        expected["more"] = False
-        second = h.batcher.submit(items(2, start=2), ctx())  # the last one in: the batch goes
+        assert not first[0].done()
+        inflight.queued = 2  # the last one in: the batch goes
+        second = h.batcher.submit(items(2, start=2), ctx())
         await asyncio.gather(*first, *second)
         together = time.monotonic() - t0 - alone
         await h.close()

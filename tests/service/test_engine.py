@@ -13,8 +13,9 @@ import torch
 from service.context import RequestContext
 from service.engine import TORCH_DEFAULT_THREADS, Engine, cpu_threads
 from service.errors import Cancelled, DeadlineExceeded, InternalError, InvalidInput
+from service.items import SampleItem
 from service.metrics import Metrics
-from service.operations import OPERATIONS, Operation, SampleItem, run_sample
+from service.operations import OPERATIONS, Operation, run_sample
 
 from .conftest import metric_value
 
@@ -97,7 +98,19 @@ def test_expired_and_cancelled_items_are_not_computed(served_mnist) -> None:
     assert seen == [0]
 
 
-def test_warmup_runs_every_operation(served_mnist) -> None:
+def test_warmup_runs_every_operation(served_mnist, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[tuple[str, int]] = []
+
+    def recording(op: Operation) -> Operation:
+        def run(vae, items):
+            results = op.run(vae, items)
+            ran.append((op.name, len(results)))
+            return results
+
+        return Operation(op.name, run, op.warmup_items)
+
+    for name, op in list(OPERATIONS.items()):
+        monkeypatch.setitem(OPERATIONS, name, recording(op))
     engine = new_engine()
 
     async def go():
@@ -107,6 +120,8 @@ def test_warmup_runs_every_operation(served_mnist) -> None:
             engine.shutdown()
 
     asyncio.run(go())  # raises if an operation failed
+    assert [name for name, _ in ran] == list(OPERATIONS)
+    assert all(size >= 2 for _, size in ran)  # a batch, not a single image
 
 
 def test_warmup_failure_names_the_operation(served_mnist, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -129,7 +144,7 @@ def test_cuda_bf16_batches_match_their_solo_results(model_dir) -> None:
 
     vae = load_model(model_dir / "mnist", device="cuda")
     vae.amp_dtype = torch.bfloat16
-    model = ServedModel("mnist", vae, model_dir / "mnist")
+    model = ServedModel("mnist", vae)
     engine = Engine(torch.device("cuda"), Metrics(32))
     items = [SampleItem(seed=i, label=i % 10) for i in range(16)]
     outcomes = run_batch(engine, model, OPERATIONS["sample"], items)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from service.items import DecodeItem, EncodeItem, ReconstructItem, SampleItem
 from service.operations import (
-    DecodeItem,
-    EncodeItem,
-    ReconstructItem,
-    SampleItem,
     run_decode,
     run_encode,
     run_reconstruct,

@@ -154,10 +154,33 @@ def test_compose_serves_on_the_gpu_by_default_with_a_cpu_profile(monkeypatch) ->
     assert "deploy" not in cpu and cpu["environment"]["VDVAE_DEVICE"] == "cpu"
 
     for service in (gpu, cpu):
-        assert "8000:8000" in service["ports"]
+        # Published on the loopback interface only: exposing it is a deliberate edit.
+        assert service["ports"] == ["127.0.0.1:8000:8000"]
         settings = check_settings_env(service["environment"], monkeypatch)
         grace = int(service["stop_grace_period"].rstrip("s"))
         assert grace > settings.shutdown_timeout_s, "docker would SIGKILL the service mid-drain"
+
+
+@pytest.mark.parametrize("name", ["vdvae", "vdvae-cpu"])
+def test_compose_runs_the_container_unprivileged_read_only_and_limited(name: str, monkeypatch) -> None:
+    service = yaml.safe_load((REPO / "compose.yaml").read_text())["services"][name]
+    assert service["read_only"] is True
+    assert [t.split(":")[0] for t in service["tmpfs"]] == ["/tmp"]
+    env = service["environment"]
+    assert env["TMPDIR"] == "/tmp" and env["HOME"] == "/tmp", "the only writable place is /tmp"
+    assert service["cap_drop"] == ["ALL"] and "cap_add" not in service
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert not service.get("privileged", False)
+    assert "user" not in service or service["user"].split(":")[0] not in ("root", "0")
+
+    cpus = float(service["cpus"])
+    memory = re.fullmatch(r"(\d+)([mg])", service["mem_limit"])
+    assert cpus >= 1 and memory, service["mem_limit"]
+    assert int(memory.group(1)) * {"m": 2**20, "g": 2**30}[memory.group(2)] >= 2**30
+    settings = check_settings_env(env, monkeypatch)
+    if settings.device == "cpu":
+        # torch counts the host's cores, not `cpus`: the threads are set and leave the loop a core.
+        assert "VDVAE_CPU_THREADS" in env and 1 <= settings.cpu_threads <= cpus - 1
 
 
 def test_healthcheck_exits_0_when_ready_and_1_otherwise(server, monkeypatch) -> None:

@@ -9,7 +9,8 @@ its files (checkpoint, files, imageio) and its inference form (inference). Train
 from .checkpoint import CheckpointError, load_model
 from .hparams import HParams, HParamsError
 from .presets import PRESETS
-from .vae import VDVAE, Encoding, Reconstruction
+from .results import Encoding, Reconstruction
+from .vae import VDVAE
 
 __all__ = [
     "PRESETS",

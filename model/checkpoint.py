@@ -73,15 +73,27 @@ def model_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_FILE
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A folder's config.json as a JSON object (a model's or a cascade's)."""
     if not path.is_file():
         raise CheckpointError(f"missing {path}: a model folder needs {WEIGHTS_FILE} and {CONFIG_FILE}")
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("hparams"), dict):
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a model config: expected a JSON object")
+    return config
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    config = read_config_json(path)
+    if "cascade" in config:
+        raise CheckpointError(
+            f"{path} describes a cascade of models, not one model: load it with model.cascade.load_cascade"
+        )
+    if not isinstance(config.get("hparams"), dict):
         raise CheckpointError(f"{path} is not a model config: expected a JSON object with 'hparams'")
     return config
 
@@ -219,6 +231,14 @@ def default_card(vae: VDVAE, provenance: Mapping[str, Any], name: str) -> str:
         f"- image: {hp.image_size}x{hp.image_size}x{hp.image_channels}, dataset preprocessing `{hp.dataset}`",
         f"- latent layers: {hp.num_layers}, parameters: {params:,}",
         f"- output head: {hp.output_head}; classes: {hp.num_classes or 'unconditional'}",
+        f"- attention: {f'at resolutions {hp.attention}' if hp.attention else 'none'}",
+    ]
+    if hp.low_res:
+        lines.append(
+            f"- super-resolution from {hp.low_res}x{hp.low_res} (the image average-pooled); noise std "
+            f"{hp.low_res_noise} on the [-1, 1] low-res input in training, the default at sampling"
+        )
+    lines += [
         "",
         "## Provenance",
         "",

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -23,71 +22,23 @@ from .encoder import Encoder
 from .heads import DmolHead, GaussianHead
 from .hparams import HParams
 from .likelihoods import LN2
-from .noise import NoiseSource, seed_list
+from .lowres import LowResEncoder
+from .noise import NoiseSource, Seeds, seed_list
 from .options import (
     GuidanceSpec,
     LabelSpec,
+    LowRes,
+    NoiseLevelSpec,
     TemperatureSpec,
     checked_latents,
     guidance_rows,
     label_rows,
     log_temperature,
 )
+from .results import Encoding, Reconstruction
 
-# Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).
-Seeds = int | Sequence[int] | NoiseSource | None
 # Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
 Noise = Sequence[torch.Tensor] | None
-
-
-@dataclass
-class Encoding:
-    """Posterior of a batch: behaves as the list of z (one (n, Z, r, r) tensor per layer)."""
-
-    z: list[torch.Tensor]
-    mean: list[torch.Tensor]  # posterior means, per layer
-    std: list[torch.Tensor]  # posterior standard deviations, per layer
-    kl: torch.Tensor  # (n, L) nats per layer
-    distortion: torch.Tensor | None  # (n,) nats/dim, when the 8-bit target was known
-    dims: int  # H * W * C
-
-    def __len__(self) -> int:
-        return len(self.z)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(self.z)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.z[i]
-
-    @property
-    def kl_bits(self) -> torch.Tensor:
-        """(n, L) KL of each latent layer in bits."""
-        return self.kl / LN2
-
-    @property
-    def rate(self) -> torch.Tensor:
-        """(n,) total KL in nats per dim."""
-        return self.kl.sum(dim=1) / self.dims
-
-    @property
-    def elbo(self) -> torch.Tensor | None:
-        """(n,) negative ELBO in nats per dim (None without a target)."""
-        return None if self.distortion is None else self.distortion + self.rate
-
-    @property
-    def bits_per_dim(self) -> torch.Tensor | None:
-        """(n,) negative ELBO in bits per dim (None without a target)."""
-        return None if self.distortion is None else self.elbo / LN2
-
-
-@dataclass
-class Reconstruction:
-    """Partial posterior reconstructions of a batch."""
-
-    images: torch.Tensor  # (n, H, W, C) uint8
-    bits: torch.Tensor  # (n,) bits of KL taken from the image's posterior (the bits it used)
-    seeds: list[int]
 
 
 class VDVAE(nn.Module):
@@ -96,6 +47,8 @@ class VDVAE(nn.Module):
         self.hp = hp
         self.encoder = Encoder(hp)
         self.decoder = Decoder(hp)
+        # Super-resolution models only: registered last, so a plain model's keys are the official ones.
+        self.low_res_encoder = LowResEncoder(hp) if hp.low_res else None
         # Inference settings (model.inference): autocast dtype on CUDA, or None.
         self.amp_dtype: torch.dtype | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
@@ -137,6 +90,22 @@ class VDVAE(nn.Module):
     def _label_rows(self, labels: LabelSpec, n: int) -> torch.Tensor | None:
         return label_rows(self.hp, labels, n, self.device)
 
+    def low_res_features(
+        self,
+        low_res: LowRes,
+        noise_level: NoiseLevelSpec,
+        n: int,
+        src: NoiseSource | None = None,
+        image: torch.Tensor | None = None,
+    ) -> dict[int, torch.Tensor] | None:
+        """A super-resolution model's decoder features for n images (LowResEncoder.condition); None
+        for a plain model, which refuses a low-resolution input."""
+        if self.low_res_encoder is None:
+            if low_res is not None or noise_level is not None:
+                raise ValueError("low_res and low_res_noise are for super-resolution models; this is not one")
+            return None
+        return self.low_res_encoder.condition(low_res, noise_level, n, src, image, self.device)
+
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         """Per-image shape (Z, r, r) of each latent layer, top-down."""
         return [(self.hp.zdim, r, r) for r in self.hp.layer_resolutions]
@@ -144,12 +113,19 @@ class VDVAE(nn.Module):
     # ---- the contract --------------------------------------------------------------------------
 
     def elbo(
-        self, x_in: torch.Tensor, x_target: torch.Tensor, noise: Noise = None, labels: LabelSpec = None
+        self,
+        x_in: torch.Tensor,
+        x_target: torch.Tensor,
+        noise: Noise = None,
+        labels: LabelSpec = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> dict[str, torch.Tensor]:
         """Negative ELBO per example in nats/dim: elbo = distortion + rate; kl (n, L) nats per layer.
 
         `recon_loss` is the training distortion (the NLL for DMoL, the sigma_q KL for the Gaussian
-        head); `elbo`/`distortion` are always the likelihood bound of 8-bit data.
+        head); `elbo`/`distortion` are always the likelihood bound of 8-bit data. A super-resolution
+        model needs `low_res` (uint8); its noise comes from the global RNG, as training wants.
         """
         n = x_in.shape[0]
         td = self.decoder.top_down(
@@ -158,6 +134,7 @@ class VDVAE(nn.Module):
             posterior_layers=[self.hp.num_layers] * n,
             noise=noise,
             cond=self.decoder.embed(self._label_rows(labels, n)),
+            low_res=self.low_res_features(low_res, low_res_noise, n),
         )
         params = self.head(td.px_z)
         dims = math.prod(x_in.shape[1:])
@@ -176,22 +153,31 @@ class VDVAE(nn.Module):
     forward = elbo  # DistributedDataParallel wraps forward: training calls the model directly
 
     def encode(
-        self, x: torch.Tensor, noise: Noise = None, *, labels: LabelSpec = None, seeds: Seeds = None
+        self,
+        x: torch.Tensor,
+        noise: Noise = None,
+        *,
+        labels: LabelSpec = None,
+        seeds: Seeds = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> Encoding:
         """Posterior samples, means, stds and per-layer KL of a batch.
 
         x: uint8 images (n, H, W, C), or an already preprocessed float encoder input (then no
         distortion is reported). Noise: explicit per-layer draws, or per-image `seeds`, or the
-        global RNG.
+        global RNG. A super-resolution model takes `low_res` or pools uint8 `x` (see low_res_features).
         """
         with self._inference():
-            if x.dtype == torch.uint8:
+            image = x if x.dtype == torch.uint8 else None
+            if image is not None:
                 x_in, x_target = self.preprocess(x)
             else:
                 x_in, x_target = x.to(self.device), None
             n = x_in.shape[0]
-            if noise is None and seeds is not None:
-                noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
+            src = self._noise(seeds, n) if seeds is not None else None
+            if noise is None and src is not None:
+                noise = src.normal(self.latent_shapes(), self.device)
             cond = self.decoder.embed(self._label_rows(labels, n))
             td = self.decoder.top_down(
                 n,
@@ -200,6 +186,7 @@ class VDVAE(nn.Module):
                 noise=noise,
                 cond=cond,
                 keep_posterior=True,
+                low_res=self.low_res_features(low_res, low_res_noise, n, src, image),
             )
             distortion = None
             if x_target is not None:
@@ -224,15 +211,19 @@ class VDVAE(nn.Module):
         guidance: GuidanceSpec = None,
         seeds: Seeds = None,
         latent_layers: Sequence[int] | None = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> torch.Tensor:
         """Output-layer parameters (n, H, W, out) NHWC: given latents for the top len(latents) layers
         (or the top latent_layers[b] for image b), the rest from the prior with std times the
         temperature (float, or one per layer)."""
         with self._inference():
             n = n if n is not None else (latents[0].shape[0] if len(latents) else 1)
-            if noise is None and seeds is not None:
-                noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
-            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
+            src = self._noise(seeds, n) if seeds is not None else None
+            if noise is None and src is not None:
+                noise = src.normal(self.latent_shapes(), self.device)
+            features = self.low_res_features(low_res, low_res_noise, n, src)
+            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance, features)
             return self.head(td.px_z)
 
     def _noise(self, seeds: Seeds, n: int) -> NoiseSource:
@@ -247,6 +238,7 @@ class VDVAE(nn.Module):
         noise: Noise,
         labels: LabelSpec,
         guidance: GuidanceSpec,
+        low_res: dict[int, torch.Tensor] | None,
     ) -> TopDown:
         latents = checked_latents(latents, self.latent_shapes(), n, self.device)
         if latent_layers is not None:
@@ -262,6 +254,7 @@ class VDVAE(nn.Module):
             log_temperature=log_temperature(temperature, n, self.hp.num_layers, self.device),
             cond=self.decoder.embed(y),
             guidance=guidance_rows(self.hp, guidance, y, n, self.decoder.embed),
+            low_res=low_res,
         )
 
     def params_to_images(
@@ -297,6 +290,8 @@ class VDVAE(nn.Module):
         seeds: Seeds = None,
         latents: Sequence[torch.Tensor] = (),
         latent_layers: Sequence[int] | None = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> torch.Tensor:
         """n images (uint8, NHWC) from the prior, optionally class-conditional and guided.
 
@@ -305,11 +300,14 @@ class VDVAE(nn.Module):
         means s + i); the same seed and parameters give the same image in any batch. latents:
         fixed z for the top layers (decoding from given latents); latent_layers: how many of them
         each image takes (default all), so requests of different depths share one pass.
+        Super-resolution models: `low_res` uint8 (n, s, s, C), `low_res_noise` the std of the noise
+        added to it in [-1, 1] (default HParams.low_res_noise), drawn from each image's seed.
         """
         with self._inference():
             src = self._noise(seeds, n)
             noise = src.normal(self.latent_shapes(), self.device)
-            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
+            features = self.low_res_features(low_res, low_res_noise, n, src)
+            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance, features)
             return self.params_to_images(self.head(td.px_z), seeds=src)
 
     def reconstruct(
@@ -319,10 +317,13 @@ class VDVAE(nn.Module):
         temperature: TemperatureSpec = 1.0,
         seeds: Seeds = None,
         labels: LabelSpec = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> Reconstruction:
         """Partial posterior reconstruction: the top `layers` latent layers from the image's
         posterior, the rest from the prior (temperature applies to those). layers = L gives a full
-        reconstruction, 0 an unconditional sample. One top-down pass."""
+        reconstruction, 0 an unconditional sample. One top-down pass. A super-resolution model
+        conditions on `low_res`, or on x average-pooled."""
         with self._inference():
             x_in, _ = self.preprocess(x)
             n, L = x_in.shape[0], self.hp.num_layers
@@ -338,6 +339,7 @@ class VDVAE(nn.Module):
                 noise=src.normal(self.latent_shapes(), self.device),
                 log_temperature=log_temperature(temperature, n, L, self.device),
                 cond=self.decoder.embed(y),
+                low_res=self.low_res_features(low_res, low_res_noise, n, src, x),
             )
             images = self.params_to_images(self.head(td.px_z), seeds=src)
             bits = torch.stack(td.kl, dim=1).sum(dim=1) / LN2

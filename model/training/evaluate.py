@@ -19,6 +19,7 @@ import torch
 from ..checkpoint import CheckpointError, load_model
 from ..imageio import image_grid, save_png
 from ..likelihoods import LN2
+from ..lowres import downsample
 from ..vae import VDVAE
 from .data import DataError, ImageSet, load_split
 
@@ -106,21 +107,47 @@ def label_agreement(
     return out
 
 
-def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, cols: int = 10) -> dict:
+def low_res_inputs(
+    vae: VDVAE, data: ImageSet | None, cols: int, label: int | None = None
+) -> torch.Tensor | None:
+    """A super-resolution model's inputs for one grid row: the first `cols` images of `data` (of
+    class `label`), average-pooled; None for a plain model."""
+    if not vae.hp.low_res:
+        return None
+    if data is None:
+        raise ValueError("a super-resolution model's sample grids need images to condition on")
+    index = np.arange(len(data)) if label is None else np.flatnonzero(data.labels == label)
+    picks = index[np.linspace(0, len(index) - 1, min(cols, len(index))).astype(int)]  # spread out
+    x = torch.from_numpy(np.ascontiguousarray(data.images[picks]))
+    return downsample(x, vae.hp.low_res)
+
+
+def sample_grids(
+    vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, cols: int = 10, data: ImageSet | None = None
+) -> dict:
     """Named uint8 grids, every draw from fixed seeds:
     "temperatures": unconditional samples, one row per temperature (1.0 down to 0.6);
     "classes": one row per class (the first 10) at `temperature`;
-    "classes-guided": the same seeds with guidance (guidance, guidance)."""
+    "classes-guided": the same seeds with guidance (guidance, guidance).
+    A super-resolution model conditions each row on pooled images of `data` (of the row's class);
+    its "temperatures" grid starts with a row of those inputs, scaled up."""
     temps = [1.0, 0.9, 0.8, 0.7, 0.6]
-    rows = [vae.sample(cols, temperature=t, seeds=1000 * i) for i, t in enumerate(temps)]
+    low = low_res_inputs(vae, data, cols)
+    rows = [vae.sample(cols, temperature=t, seeds=1000 * i, low_res=low) for i, t in enumerate(temps)]
+    if low is not None:
+        k = vae.hp.image_size // vae.hp.low_res
+        rows.insert(0, low.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2))
     grids = {"temperatures": image_grid(torch.cat(rows), ncols=cols)}
     if vae.hp.conditional:
         classes = range(min(vae.hp.num_classes, 10))
         for name, g in (("classes", None), ("classes-guided", (guidance, guidance))):
-            rows = [
-                vae.sample(cols, temperature=temperature, labels=c, guidance=g, seeds=100 * c)
-                for c in classes
-            ]
+            rows = []
+            for c in classes:
+                low = low_res_inputs(vae, data, cols, c)
+                n = cols if low is None else len(low)
+                rows.append(
+                    vae.sample(n, temperature=temperature, labels=c, guidance=g, seeds=100 * c, low_res=low)
+                )
             grids[name] = image_grid(torch.cat(rows), ncols=cols)
     return grids
 
@@ -150,7 +177,7 @@ def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespac
     depths = default_depths(hp.num_layers)
     grid = reconstruction_grid(vae, x, depths, args.temperature, args.seed, labels)
     save_png(grid, out / "reconstructions.png")
-    grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance)
+    grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance, data=data)
     return {
         "reconstructions": {
             "file": str(out / "reconstructions.png"),
@@ -174,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-format", default="auto", help="auto, mnist, folder, cifar10 or npy")
     p.add_argument("--test-data", default=None, help="separate test folder/.npy (else a seeded hold-out)")
+    p.add_argument("--data-pool", action="store_true", help="average-pool larger images to the model's size")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--seed", type=int, default=0, help="image i's posterior noise uses seed + i")
@@ -208,7 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         vae = load_model(args.model, preset=args.preset, device=args.device)
         hp = vae.hp
         data = load_split(
-            args.data, args.split, hp.image_size, hp.image_channels, args.data_format, args.test_data
+            args.data,
+            args.split,
+            hp.image_size,
+            hp.image_channels,
+            args.data_format,
+            args.test_data,
+            pool=args.data_pool,
         )
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -222,9 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         **evaluate_elbo(vae, data, args.batch_size, args.seed, conditional=not args.unconditional),
         "labels": "null (unconditional)" if args.unconditional or not hp.conditional else "true labels",
     }
-    if args.label_agreement and hp.conditional:
+    if args.label_agreement and hp.conditional and not hp.low_res:
         train = load_split(
-            args.data, "train", hp.image_size, hp.image_channels, args.data_format, args.test_data
+            args.data,
+            "train",
+            hp.image_size,
+            hp.image_channels,
+            args.data_format,
+            args.test_data,
+            pool=args.data_pool,
         )
         result["label_agreement"] = label_agreement(
             vae, train, args.label_agreement, args.temperature, args.guidance

@@ -98,7 +98,7 @@ def guidance_rows(
     w = torch.as_tensor(guidance, dtype=torch.float32)
     if w.dim() == 0:
         w = w.repeat(2)
-    w = w.expand(n, 2) if w.dim() == 1 else w
+    w = w.expand(n, 2) if w.dim() == 1 and w.numel() == 2 else w
     if tuple(w.shape) != (n, 2):
         raise ValueError(f"guidance must be (w_mean, w_var) or shape ({n}, 2), got {tuple(w.shape)}")
     if not torch.isfinite(w).all():

@@ -185,16 +185,16 @@ class ShardFolder:
         """The shard's entry when the shard is done and its files match it, else None."""
         try:
             entry = json.loads(self._entry_path(shard).read_text())
-        except (OSError, ValueError):
-            return None
-        if [entry.get(k) for k in ("shard", "start", "stop")] != [shard.index, shard.start, shard.stop]:
-            return None
-        for record in entry.get("files", []):
-            path = self.root / record["name"]
-            if not path.is_file() or path.stat().st_size != record["bytes"]:
+            if [entry["shard"], entry["start"], entry["stop"]] != [shard.index, shard.start, shard.stop]:
                 return None
-            if sha256_file(path) != record["sha256"]:
-                return None
+            for record in entry["files"]:
+                path = self.root / record["name"]
+                if not path.is_file() or path.stat().st_size != record["bytes"]:
+                    return None
+                if sha256_file(path) != record["sha256"]:
+                    return None
+        except (OSError, ValueError, KeyError, TypeError):  # no entry, or one that is not ours
+            return None
         return entry
 
     def write_manifest(self, job: dict, shards: list[Shard]) -> Path:
@@ -276,23 +276,29 @@ def run(job: Job, dist: Dist) -> dict | None:
     per_rank = dist.gather({"rank": dist.rank, "images": images, "seconds": round(busy, 3)})
     if not dist.main:
         return None
+    summary = _summary(job, dist.world, total, len(done), wall, per_rank)
+    folder.write_manifest(record, shards)
+    folder.log_run({"time": round(time.time(), 3), **summary})
+    return summary
+
+
+def _summary(job: Job, world: int, total: int, skipped: int, wall: float, per_rank: list[dict]) -> dict:
+    """A run in figures: images computed, images/s overall (over the run's wall time) and per rank
+    (over the time the rank spent computing and writing its shards)."""
     for r in per_rank:
         r["images_per_s"] = round(r["images"] / r["seconds"], 2) if r["seconds"] > 0 else 0.0
     computed = sum(r["images"] for r in per_rank)
-    summary = {
+    return {
         "job": job.name,
         "out": str(job.out),
-        "processes": dist.world,
+        "processes": world,
         "images": total,
         "computed": computed,
-        "skipped_shards": len(done),
+        "skipped_shards": skipped,
         "seconds": round(wall, 3),
         "images_per_s": round(computed / wall, 2) if computed else 0.0,
         "per_rank": per_rank,
     }
-    folder.write_manifest(record, shards)
-    folder.log_run({"time": round(time.time(), 3), **summary})
-    return summary
 
 
 def main(prepare: Callable[[Dist], Job], device: str | None) -> int:

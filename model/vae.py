@@ -6,6 +6,8 @@ Two layers of calls:
     `encode`, `decode`, `params_to_images`; tests/model/test_parity.py drives these calls;
   - user-level calls on uint8 images with per-image seeds and parameters, run under
     inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8).
+    What `sample` and `reconstruct` are not given (DEFAULT) comes from the model's sampling
+    defaults (`self.sampling`, config.json's "sampling" section; model.sampling).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .options import (
     label_rows,
     log_temperature,
 )
+from .sampling import DEFAULT, SamplingDefaults
 
 # Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).
 Seeds = int | Sequence[int] | NoiseSource | None
@@ -100,6 +103,8 @@ class VDVAE(nn.Module):
         self.amp_dtype: torch.dtype | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
         self.provenance: dict = {}
+        # What sample / reconstruct use for options a caller leaves out (config.json's "sampling").
+        self.sampling = SamplingDefaults.for_model(hp)
 
     @property
     def device(self) -> torch.device:
@@ -288,12 +293,24 @@ class VDVAE(nn.Module):
 
     # ---- user level ----------------------------------------------------------------------------
 
+    def sampling_options(
+        self,
+        seeds: Sequence[int],
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
+    ) -> dict:
+        """{"temperature", "labels", "guidance"} for images drawn with `seeds`: what is given, and the
+        model's sampling defaults for what is DEFAULT (labels: one per seed under the "seed" rule).
+        The one place defaults are applied; the service calls it too."""
+        return self.sampling.options(seeds, self.hp.num_classes, temperature, labels, guidance)
+
     def sample(
         self,
         n: int,
-        temperature: TemperatureSpec = 1.0,
-        labels: LabelSpec = None,
-        guidance: GuidanceSpec = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
         seeds: Seeds = None,
         latents: Sequence[torch.Tensor] = (),
         latent_layers: Sequence[int] | None = None,
@@ -301,13 +318,17 @@ class VDVAE(nn.Module):
         """n images (uint8, NHWC) from the prior, optionally class-conditional and guided.
 
         labels: one int for all, or one per image (None/-1: unconditional). guidance:
-        (w_mean, w_var), 0 = plain conditional sampling. seeds: image i uses seeds[i] (an int s
-        means s + i); the same seed and parameters give the same image in any batch. latents:
-        fixed z for the top layers (decoding from given latents); latent_layers: how many of them
-        each image takes (default all), so requests of different depths share one pass.
+        (w_mean, w_var), 0 or None = plain conditional sampling. Left out (DEFAULT), temperature,
+        labels and guidance come from `self.sampling` (see sampling_options); pass labels=None for
+        the unconditional prior. seeds: image i uses seeds[i] (an int s means s + i); the same seed
+        and parameters give the same image in any batch. latents: fixed z for the top layers
+        (decoding from given latents); latent_layers: how many of them each image takes (default
+        all), so requests of different depths share one pass.
         """
         with self._inference():
             src = self._noise(seeds, n)
+            opts = self.sampling_options(src.seeds, temperature, labels, guidance)
+            temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
             noise = src.normal(self.latent_shapes(), self.device)
             td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
             return self.params_to_images(self.head(td.px_z), seeds=src)
@@ -316,13 +337,16 @@ class VDVAE(nn.Module):
         self,
         x: torch.Tensor,
         layers: int | Sequence[int],
-        temperature: TemperatureSpec = 1.0,
+        temperature: TemperatureSpec = DEFAULT,
         seeds: Seeds = None,
         labels: LabelSpec = None,
     ) -> Reconstruction:
         """Partial posterior reconstruction: the top `layers` latent layers from the image's
-        posterior, the rest from the prior (temperature applies to those). layers = L gives a full
-        reconstruction, 0 an unconditional sample. One top-down pass."""
+        posterior, the rest from the prior (temperature applies to those; DEFAULT: the model's
+        recommended one). layers = L gives a full reconstruction, 0 a prior sample. `labels` say
+        what the images show (None: the null label); they are never drawn from seeds. One pass."""
+        if temperature is DEFAULT:
+            temperature = self.sampling.temperature
         with self._inference():
             x_in, _ = self.preprocess(x)
             n, L = x_in.shape[0], self.hp.num_layers

@@ -1,6 +1,8 @@
-"""Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth.
+"""Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth,
+and with --fid the quality of its samples (model.training.quality).
 
     python -m model.training.evaluate weights/mnist --data mnist --split test --out eval/
+    python -m model.training.evaluate weights/mnist --data mnist --fid
 
 Prints one JSON object. Posterior noise comes from per-image seeds (seed + image index), so the
 figure is exactly reproducible: the same command gives the same digits on any batch size.
@@ -21,6 +23,8 @@ from ..imageio import image_grid, save_png
 from ..likelihoods import LN2
 from ..vae import VDVAE
 from .data import DataError, ImageSet, load_split
+from .judge import JudgeError
+from .quality import DEFAULT, INCEPTION_NOTE, Setting, draw, judge_path_for, load_quality_judge
 
 
 def evaluate_elbo(
@@ -161,10 +165,36 @@ def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespac
     }
 
 
+def sample_quality(vae: VDVAE, data: ImageSet, args: argparse.Namespace) -> dict:
+    """Digit FID, precision, recall, confident share and label accuracy of --samples samples drawn
+    with the model's sampling defaults (or the --fid-* overrides), and of the real `data` images
+    for scale."""
+    qj, about = load_quality_judge(args.fid, args.data, args.data_format, args.test_data)
+    setting = Setting(
+        "evaluated",
+        DEFAULT if args.fid_temperature is None else args.fid_temperature,
+        DEFAULT if args.fid_labels is None else args.fid_labels,
+        DEFAULT if args.fid_guidance is None else args.fid_guidance,
+    )
+    images, labels = draw(vae, setting, args.samples, seed=args.sample_seed)
+    real = torch.from_numpy(np.ascontiguousarray(data.images))
+    return {
+        **about,
+        "setting": setting.describe(vae),
+        "sample_seeds": f"{args.sample_seed}..{args.sample_seed + args.samples - 1}",
+        **qj.score(images, labels),
+        f"real_{args.split}_images": qj.score(real, data.labels),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m model.training.evaluate",
-        description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions.",
+        description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions, "
+        "and with --fid sample quality in a judge's feature space.",
+        epilog="--fid uses a judge (model.training.judge): for --data mnist the bundled digit judge "
+        "(weights/judges/mnist.safetensors); for other data, a judge file you train or provide. "
+        f"Note: {INCEPTION_NOTE}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", help="model folder, or an official .th file (with --preset)")
@@ -198,6 +228,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="class-conditional models: draw N samples per class and report how many have a "
         "nearest training image of their class (default: 0, off)",
     )
+    q = p.add_argument_group("sample quality (--fid)")
+    q.add_argument(
+        "--fid",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="JUDGE",
+        help="report digit FID, precision/recall (k=3), confident share and label accuracy of samples; "
+        "JUDGE: a judge file (default for --data mnist: the bundled one)",
+    )
+    q.add_argument("--samples", type=int, default=1000, help="samples drawn for --fid")
+    q.add_argument("--sample-seed", type=int, default=0, help="sample i uses seed sample-seed + i")
+    q.add_argument(
+        "--fid-temperature", type=float, default=None, help="default: the model's sampling default"
+    )
+    q.add_argument(
+        "--fid-labels",
+        choices=["seed", "null"],
+        default=None,
+        help="seed: each sample's label from its seed; null: unconditional (unset: the model's rule)",
+    )
+    q.add_argument(
+        "--fid-guidance",
+        type=float,
+        default=None,
+        help="guidance weight, mean = variance (unset: the model's)",
+    )
     return p
 
 
@@ -205,13 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
+        if args.fid:
+            judge_path_for(args.data, args.fid)  # before any work: other data needs a judge file
         vae = load_model(args.model, preset=args.preset, device=args.device)
         hp = vae.hp
         data = load_split(
             args.data, args.split, hp.image_size, hp.image_channels, args.data_format, args.test_data
         )
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, JudgeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.fid_labels == "seed" and not hp.conditional:
+        print("error: --fid-labels seed needs a class-conditional model", file=sys.stderr)
         return 2
     if args.limit:
         data = data.subset(np.arange(min(args.limit, len(data))))
@@ -231,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out:
         result.update(write_figures(vae, data, Path(args.out), args))
+    if args.fid:
+        try:
+            result["sample_quality"] = sample_quality(vae, data, args)
+        except (JudgeError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(result, indent=2))
     return 0
 

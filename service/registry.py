@@ -60,6 +60,7 @@ class ServedModel:
             "dataset": hp.dataset,
             "device": str(self.vae.device),
             "amp": str(self.vae.amp_dtype).removeprefix("torch.") if self.vae.amp_dtype else "none",
+            "sampling": self.vae.sampling.to_dict(),
             "provenance": self.vae.provenance,
         }
 

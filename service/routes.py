@@ -97,6 +97,11 @@ def prefers_png(request: Request) -> bool:
     return png > 0 and png >= weights.get("application/json", 0.0)
 
 
+def labels_header(labels: Sequence[int | None]) -> dict[str, str]:
+    """X-Labels: each image's label, comma-separated, "null" for the unconditional prior."""
+    return {"X-Labels": ",".join("null" if y is None else str(y) for y in labels)}
+
+
 def png_response(
     images: list[np.ndarray], seeds: list[int], headers: dict[str, str] | None = None
 ) -> Response:
@@ -113,11 +118,21 @@ def png_response(
     return Response(body, media_type="image/png", headers=headers)
 
 
-def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int]) -> schemas.ImageResponse:
+def sampled_response(
+    request: Request, model: ServedModel, images: list[np.ndarray], items: Sequence[Any]
+) -> Any:
+    """The answer of an endpoint that samples: JSON with each image's seed and label, or the PNG
+    (a grid for several) with X-Seeds and X-Labels."""
+    seeds, labels = [it.seed for it in items], [it.label for it in items]
+    if prefers_png(request):
+        return png_response(images, seeds, labels_header(labels))
     return schemas.ImageResponse(
         created=int(time.time()),
         model=model.name,
-        data=[schemas.EncodedImage(b64_json=b64_png(img), seed=s) for img, s in zip(images, seeds)],
+        data=[
+            schemas.SampledImage(b64_json=b64_png(img), seed=s, label=y)
+            for img, s, y in zip(images, seeds, labels)
+        ],
     )
 
 
@@ -137,15 +152,15 @@ def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int
     tags=["images"],
 )
 async def sample(body: schemas.SampleRequest, request: Request, svc: Accepting) -> Any:
-    """n images from the model's prior, optionally class-conditional and guided. Image i uses seed + i;
-    the seeds used are returned. `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds."""
+    """n images from the model's prior. Image i uses seed + i; the seeds used are returned, and the
+    label each image was drawn with. Options left out take the model's sampling defaults (GET
+    /v1/models: `sampling`): for a class-conditional model, image i's label is seed_i mod
+    num_classes unless `label` is given; `"label": null` draws from the unconditional prior.
+    `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds and X-Labels."""
     model = svc.registry.get(body.model)
     items = validation.sample_items(body, model, svc.settings)
     images = await compute(request, svc, "sample", model, items, body.timeout_ms)
-    seeds = [it.seed for it in items]
-    if prefers_png(request):
-        return png_response(images, seeds)
-    return image_response(model, images, seeds)
+    return sampled_response(request, model, images, items)
 
 
 @router.post(
@@ -211,13 +226,12 @@ async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
 )
 async def decode(body: schemas.DecodeRequest, request: Request, svc: Accepting) -> Any:
     """The image whose top latent layers are the given z (as /encode returns them); the layers
-    below come from the prior at the given temperature and seed."""
+    below come from the prior at the given temperature and seed. Options left out take the model's
+    sampling defaults, as in /sample."""
     model = svc.registry.get(body.model)
     item = validation.decode_item(body, model, svc.settings)
     images = await compute(request, svc, "decode", model, [item], body.timeout_ms)
-    if prefers_png(request):
-        return png_response(images, [item.seed])
-    return image_response(model, images, [item.seed])
+    return sampled_response(request, model, images, [item])
 
 
 # --------------------------------------------------------------------------------------------

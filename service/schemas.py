@@ -4,6 +4,10 @@ These models check what can be checked without a model: types, finite numbers, s
 unknown fields (rejected, so a typo such as `temprature` is a 422 and not a silent default).
 Checks that need the model or the settings (n limit, temperature bounds and per-layer length,
 labels, latent shapes) are in validation.py.
+
+Sampling options left out of a request (temperature, label, guidance) take the model's sampling
+defaults (GET /v1/models: `sampling`; validation.sampling_for). An explicit `"label": null` asks for
+the unconditional prior, an explicit `"guidance": null` for no guidance.
 """
 
 from __future__ import annotations
@@ -56,17 +60,24 @@ TemperatureField = Annotated[
                 {"type": "array", "items": {"type": "number", "minimum": 0}},
             ],
             "description": "Prior temperature: one number for every latent layer, or one per latent "
-            "layer (top-down; as many as the model's num_layers).",
-            "default": 1.0,
+            "layer (top-down; as many as the model's num_layers). Omitted: the model's recommended "
+            "temperature (GET /v1/models: sampling.temperature).",
         }
     ),
 ]
 LabelField = Annotated[
     int | None,
     Field(
-        ge=0, description="Class label, for class-conditional models only; omit for an unconditional draw."
+        ge=0,
+        description="Class label, for class-conditional models only. Omitted: the model's label rule "
+        '(sampling.label; "seed": image i gets label seed_i mod num_classes, reported per image). '
+        "null: the unconditional prior (the null label).",
     ),
 ]
+SamplingGuidanceDescription = (
+    "Guidance weights, for images with a label. Omitted: the model's recommended guidance "
+    "(sampling.guidance); null: none."
+)
 TimeoutField = Annotated[
     int | None,
     Field(
@@ -94,8 +105,9 @@ class SampleRequest(StrictModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"n": 4, "temperature": 0.8, "seed": 42},
+                {"n": 4, "seed": 42},
                 {"model": "mnist", "n": 1, "label": 7, "guidance": {"mean": 1.0, "variance": 0.5}, "seed": 7},
+                {"n": 4, "label": None, "temperature": 0.8, "seed": 42},
             ]
         },
     )
@@ -104,10 +116,10 @@ class SampleRequest(StrictModel):
     n: int = Field(
         1, ge=1, le=4096, description="Number of images (at most the service's max_images_per_request)."
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description="Guidance weights; needs a label.")
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
     timeout_ms: TimeoutField = None
 
 
@@ -129,11 +141,16 @@ class ReconstructRequest(StrictModel):
         None,
         ge=0,
         description="How many top latent layers come from the image's posterior (the rest from the prior); "
-        "all of them when omitted, 0 gives an unconditional sample.",
+        "all of them when omitted, 0 gives a sample from the prior.",
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
-    label: LabelField = None
+    label: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The class the image shows (class-conditional models); omitted: the null label."
+        ),
+    ] = None
     timeout_ms: TimeoutField = None
 
 
@@ -153,7 +170,12 @@ class EncodeRequest(StrictModel):
         0, ge=0, description="Return the posterior samples z of this many top latent layers."
     )
     seed: SeedField = None
-    label: LabelField = None
+    label: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The class the image shows (class-conditional models); omitted: the null label."
+        ),
+    ] = None
     timeout_ms: TimeoutField = None
 
 
@@ -197,10 +219,10 @@ class DecodeRequest(StrictModel):
         description="z of the top k latent layers, as /encode returns them (layers 0..k-1 in order); "
         "the layers below come from the prior.",
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = None
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
     timeout_ms: TimeoutField = None
 
 
@@ -214,12 +236,19 @@ class EncodedImage(BaseModel):
     seed: int
 
 
+class SampledImage(EncodedImage):
+    label: int | None = Field(
+        description="The class label the image was drawn with (given, or from its seed under the "
+        "model's label rule); null: the unconditional prior."
+    )
+
+
 class ImageResponse(BaseModel):
     """OpenAI-style image list."""
 
     created: int = Field(description="Unix time of the response.")
     model: str
-    data: list[EncodedImage]
+    data: list[SampledImage]
 
 
 class ReconstructedImage(EncodedImage):
@@ -252,6 +281,17 @@ class EncodeResponse(BaseModel):
     latents: list[LatentTensor] = Field(default_factory=list)
 
 
+class SamplingDefaults(BaseModel):
+    """What /sample and /decode use for options a request leaves out (config.json's "sampling")."""
+
+    temperature: float
+    guidance: Guidance | None
+    label: Literal["seed", "null"] = Field(
+        description='"seed": image i gets label seed_i mod num_classes; "null": the unconditional prior.'
+    )
+    chosen_by: str = Field(description="How these values were chosen.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -269,6 +309,7 @@ class ModelInfo(BaseModel):
     dataset: str
     device: str
     amp: str
+    sampling: SamplingDefaults
     provenance: dict[str, Any]
 
 

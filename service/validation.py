@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.noise import MAX_SEED
+from model.sampling import DEFAULT
 
 from . import schemas
 from .errors import InvalidInput, invalid_input
@@ -40,7 +41,10 @@ def seeds_for(seed: int | None, n: int) -> list[int]:
     return [start + i for i in range(n)]
 
 
-def temperature_for(value: float | list[float], model: ServedModel, settings: Settings) -> Temperature:
+def temperature_for(value: float | list[float] | None, model: ServedModel, settings: Settings) -> Temperature:
+    """The request's temperature, checked; omitted (None): the model's recommended one."""
+    if value is None:
+        return model.vae.sampling.temperature
     lo, hi = settings.min_temperature, settings.max_temperature
     values = [value] if isinstance(value, float | int) else value
     L = model.num_layers
@@ -71,15 +75,16 @@ def label_for(label: int | None, model: ServedModel) -> int | None:
 
 
 def guidance_for(
-    guidance: schemas.Guidance | None, label: int | None, model: ServedModel, settings: Settings
+    guidance: schemas.Guidance | None, labelled: bool, model: ServedModel, settings: Settings
 ) -> tuple[float, float] | None:
+    """Checked guidance weights; `labelled`: the images get labels (given, or from their seeds)."""
     if guidance is None:
         return None
     if not model.hp.conditional:
         raise invalid(
             "guidance", f"model {model.name!r} is unconditional: guidance needs a class-conditional model"
         )
-    if label is None:
+    if not labelled:
         raise invalid("guidance", "guidance needs a label: it steers the draw towards that class")
     for name in ("mean", "variance"):
         w = getattr(guidance, name)
@@ -99,19 +104,49 @@ def timeout_s(timeout_ms: int | None, settings: Settings) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def sampling_for(
+    req: schemas.SampleRequest | schemas.DecodeRequest,
+    model: ServedModel,
+    settings: Settings,
+    seeds: list[int],
+) -> list[SampleItem]:
+    """Each image's seed, temperature, label and guidance: what the request gives (checked), and the
+    model's sampling defaults for what it leaves out (VDVAE.sampling_options: for a class-conditional
+    model, each image's label from its own seed). Every endpoint that samples from the prior takes
+    its options from here, so defaults and the label rule are the same everywhere.
+
+    `req` needs the fields temperature, label and guidance; a field counts as left out when it is
+    absent from the JSON, so an explicit `"label": null` is the unconditional prior and an explicit
+    `"guidance": null` no guidance.
+    """
+    given = req.model_fields_set
+    label = label_for(req.label, model) if "label" in given else DEFAULT
+    labelled = label is not None and (label is not DEFAULT or model.vae.sampling.label == "seed")
+    opts = model.vae.sampling_options(
+        seeds,
+        temperature=temperature_for(req.temperature, model, settings),
+        labels=label,
+        guidance=guidance_for(req.guidance, labelled, model, settings) if "guidance" in given else DEFAULT,
+    )
+    labels = opts["labels"] if isinstance(opts["labels"], list) else [opts["labels"]] * len(seeds)
+    return [
+        SampleItem(
+            seed=s,
+            temperature=opts["temperature"],
+            label=y,
+            guidance=opts["guidance"] if y is not None else None,
+        )
+        for s, y in zip(seeds, labels)
+    ]
+
+
 def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
     if req.n > settings.max_images_per_request:
         raise invalid(
             "n",
             f"n={req.n} is above this service's limit of {settings.max_images_per_request} images a request",
         )
-    temperature = temperature_for(req.temperature, model, settings)
-    label = label_for(req.label, model)
-    guidance = guidance_for(req.guidance, label, model, settings)
-    return [
-        SampleItem(seed=s, temperature=temperature, label=label, guidance=guidance)
-        for s in seeds_for(req.seed, req.n)
-    ]
+    return sampling_for(req, model, settings, seeds_for(req.seed, req.n))
 
 
 def image_for(data: bytes, model: ServedModel) -> np.ndarray:
@@ -183,13 +218,13 @@ def latents_for(tensors: list[schemas.LatentTensor], model: ServedModel) -> tupl
 
 
 def decode_item(req: schemas.DecodeRequest, model: ServedModel, settings: Settings) -> DecodeItem:
-    label = label_for(req.label, model)
+    (o,) = sampling_for(req, model, settings, seeds_for(req.seed, 1))
     return DecodeItem(
         latents=latents_for(req.latents, model),
-        seed=seeds_for(req.seed, 1)[0],
-        temperature=temperature_for(req.temperature, model, settings),
-        label=label,
-        guidance=guidance_for(req.guidance, label, model, settings),
+        seed=o.seed,
+        temperature=o.temperature,
+        label=o.label,
+        guidance=o.guidance,
     )
 
 

@@ -130,7 +130,7 @@ def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, co
     "classes": one row per class (the first 10) at `temperature`;
     "classes-guided": the same seeds with guidance (guidance, guidance)."""
     temps = [1.0, 0.9, 0.8, 0.7, 0.6]
-    rows = [vae.sample(cols, temperature=t, seeds=1000 * i) for i, t in enumerate(temps)]
+    rows = [vae.sample(cols, temperature=t, labels=None, seeds=1000 * i) for i, t in enumerate(temps)]
     grids = {"temperatures": image_grid(torch.cat(rows), ncols=cols)}
     if vae.hp.conditional:
         classes = range(min(vae.hp.num_classes, 10))

@@ -26,6 +26,16 @@ log = logging.getLogger("service.registry")
 
 # Names appear in URLs (/v1/models/{name}) and metric labels: keep them plain.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# An absolute path in a message: a slash after a space, quote or the start, up to the next delimiter.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\":;,()]*")
+
+
+def public_message(message: str, folder: Path) -> str:
+    """An error as clients see it (/health/ready): paths relative to the model directory, never
+    absolute ones (they tell an attacker about the machine; the log keeps the full message)."""
+    for path in sorted({str(folder.resolve()), str(folder.absolute()), str(folder)}, key=len, reverse=True):
+        message = message.replace(path, folder.name)
+    return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name or "/", message)
 
 
 @dataclass
@@ -96,7 +106,7 @@ def load_registry(
         try:
             vae = load_model(folder, device=device)
         except CheckpointError as e:
-            registry.errors[name] = str(e)
+            registry.errors[name] = public_message(str(e), folder)
             log.error("cannot load model %r: %s", name, e)
             continue
         optimize_for_inference(vae, amp=amp, compile=compile)

@@ -22,12 +22,12 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from PIL import Image
 
 from model import HParams
 from model.checkpoint import save_model_folder
 from service import Settings, create_app
+from service.server import GracefulServer, uvicorn_config
 from tests.factories import perturbed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +71,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class RunningServer:
-    """uvicorn serving create_app(settings) on a free loopback port, in a background thread."""
+    """The service's server (service.server: our connection limits included) serving
+    create_app(settings) on a free loopback port, in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.app = create_app(settings)
@@ -79,8 +80,7 @@ class RunningServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
+        self.server = GracefulServer(uvicorn_config(self.app, settings), self.app.state.service)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 120.0) -> RunningServer:

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import torch
 from fastapi import FastAPI
+from starlette.routing import BaseRoute
 
 from model.inference import resolve_device
 
@@ -82,10 +83,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         trimmer=state.trimmer,
     )
     keys = add_access_control(app, settings, metrics)
-    static_paths = frozenset(r.path for r in app.routes if "{" not in getattr(r, "path", "{"))
+    static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
     app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
     install_openapi(app, state, keys_required=bool(keys))
     return app
+
+
+def route_paths(routes: Iterable[BaseRoute]) -> Iterator[str]:
+    """Every route's path template, in included routers too (FastAPI keeps those wrapped)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from route_paths(inner.routes)  # our routers have no prefix
+        elif isinstance(getattr(route, "path", None), str):
+            yield route.path
 
 
 @contextlib.asynccontextmanager

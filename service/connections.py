@@ -14,6 +14,10 @@ open for ever. This subclass adds, per connection:
   request tracking middleware answers with 503 and a close;
 - a problem+json 400 instead of uvicorn's plain-text one for bytes that are not HTTP.
 
+After such an answer the connection stops sending and reads (and drops) what the client still sends
+for LINGER_S before it closes: closing with unread bytes resets the connection, and the client,
+still sending its head, would see the reset instead of the answer.
+
 Time limits are checked by `check_timeouts`, which the server calls on every connection every tick
 (0.1 s), so a request costs no timer of its own.
 """
@@ -37,6 +41,7 @@ from .settings import Settings
 log = logging.getLogger("service.connections")
 
 HEAD_END = b"\r\n\r\n"
+LINGER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_since: float | None = None  # a request head is being received
         self._head_bytes = 0  # of the head being received, in earlier data
         self._in_message = False  # between a request's first byte and its last
-        self._refused = False
+        self._refused_at: float | None = None  # when an answer below the app was sent
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused_at is not None:  # lingering: drop it
             return
         if not self._in_message or self._head_since is not None:  # the bytes start or continue a head
             end = data.find(HEAD_END)
@@ -116,7 +121,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def check_timeouts(self, now: float) -> None:
         """Close a connection whose head is overdue (408) or that has been idle too long."""
-        if self._refused or self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._refused_at is not None:
+            if now - self._refused_at > LINGER_S:
+                self.transport.close()
             return
         if self._head_since is not None and now - self._head_since > self.limits.header_timeout_s:
             timeout = self.limits.header_timeout_s
@@ -125,8 +134,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, error: ServiceError) -> None:
-        """Answer `error` (problem+json) on the wire and close the connection."""
-        self._refused = True
+        """Answer `error` (problem+json) on the wire, then linger and close the connection."""
+        self._refused_at = time.monotonic()
         request_id = uuid.uuid4().hex
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.info("%s: %d %s (request_id %s)", client, error.status, error.detail, request_id)
@@ -138,4 +147,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join([*head, b"\r\n", payload]))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer is complete; what still arrives is dropped
+        else:
+            self.transport.close()

@@ -90,10 +90,12 @@ class RequestTrackingMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:  # shutdown's last step cancels what still runs
-            if not status:
-                error = ShuttingDown("the service stopped before this request was finished; retry")
-                await send_problem(send_with_id, scope, error, self.metrics, close=True)
-            raise
+            if status:  # the answer has begun: uvicorn closes the connection
+                raise
+            log.info("%s %s cancelled at shutdown (request_id %s)", scope["method"], scope["path"], request_id)
+            error = ShuttingDown("the service stopped before this request was finished; retry")
+            await send_problem(send_with_id, scope, error, self.metrics, close=True)
+            # Not raised on: this task ends here, answered, and uvicorn logs no traceback for it.
         except Exception:
             if status:  # the answer has begun: all that is left is closing the connection
                 raise

@@ -14,7 +14,7 @@ import httpx
 
 from service.bench import free_port
 
-from .conftest import metric_value, start_service
+from .conftest import REPO, metric_value, start_service
 
 
 def test_sigterm_drains_in_flight_work_and_exits_0(model_dir: Path) -> None:

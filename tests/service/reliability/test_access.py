@@ -106,10 +106,8 @@ def test_configured_origins_get_cors_and_preflights_need_no_key(model_dir: Path)
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == origin
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
-        r = httpx.post(
-            server.url + "/sample", json={"n": 1}, headers={"Origin": origin, "Authorization": f"Bearer {KEY_A}"},
-            timeout=60,
-        )  # fmt: skip
+        headers = {"Origin": origin, "Authorization": f"Bearer {KEY_A}"}
+        r = httpx.post(server.url + "/sample", json={"n": 1}, headers=headers, timeout=60)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
         assert "x-seeds" in r.headers["access-control-expose-headers"].lower()
         other = httpx.options(

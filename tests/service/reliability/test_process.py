@@ -5,6 +5,7 @@ read-only root filesystem with TMPDIR and HOME pointing at a read-only folder.""
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import signal
 import subprocess
@@ -61,7 +62,8 @@ def test_memory_comes_back_after_a_burst_of_large_bodies(model_dir: Path) -> Non
         deadline = time.monotonic() + 5  # "within a few seconds of the last large request"
         while (now := rss_mb(proc.pid)) > steady + 100 and time.monotonic() < deadline:
             time.sleep(0.1)
-        figures = f"steady {steady:.0f} MB, peak {peak:.0f} MB, {time.monotonic() - deadline + 5:.1f} s later {now:.0f} MB"
+        later = time.monotonic() - deadline + 5
+        figures = f"steady {steady:.0f} MB, peak {peak:.0f} MB, {later:.1f} s later {now:.0f} MB"
         print(figures, f"({codes.count(200)} answered, {codes.count(503)} over the body budget)")
         assert now <= steady + 100, figures
     finally:
@@ -78,18 +80,21 @@ def test_sigterm_with_a_slow_uploader_exits_in_bounded_time(model_dir: Path) -> 
     port = int(url.rsplit(":", 1)[1])
     try:
         sock = connect(port)
-        sock.sendall(
-            b"POST /encode HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
-        )
+        head = "POST /encode HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000"
+        sock.sendall(head.encode() + b"\r\n\r\n{")
         time.sleep(0.5)
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         send_slowly(sock, b" " * 100_000, every_s=0.2, until=sent + 30)  # one byte every 0.2 s
         answer = read_until_closed(sock, timeout_s=10)
+        answered = time.monotonic() - sent
         proc.wait(timeout=30)
         took = time.monotonic() - sent
+        print(f"answered {answered:.1f} s, exited {took:.1f} s after SIGTERM")
         assert proc.returncode == 0
-        assert took < drain_s + close_s + 3, f"exit {took:.1f} s after SIGTERM"
+        # Plus the interpreter's own exit (torch and all: 1.5-2 s on a busy 2-core machine).
+        assert took < drain_s + close_s + 6, f"exit {took:.1f} s after SIGTERM"
+        assert answered < drain_s + close_s + 2, f"answered {answered:.1f} s after SIGTERM"
         response = parse(answer)
         if response is not None:  # a proper answer, or none at all (a closed connection)
             assert response.status == 503, answer[:300]
@@ -102,6 +107,7 @@ def test_sigterm_with_a_slow_uploader_exits_in_bounded_time(model_dir: Path) -> 
         proc.communicate()
 
 
+@functools.cache
 def can_mount_read_only() -> bool:
     try:
         done = subprocess.run(
@@ -118,8 +124,19 @@ def can_mount_read_only() -> bool:
 # they are mounts of their own, read-only, as a container's `read_only: true` without a tmpfs.
 READ_ONLY_ROOT = (
     "mount --bind / / && mount -o remount,bind,ro / && "
-    "for d in /tmp /var/tmp; do if mountpoint -q $d; then mount --bind $d $d && mount -o remount,bind,ro $d; fi; done"
+    "for d in /tmp /var/tmp; do "
+    "if mountpoint -q $d; then mount --bind $d $d && mount -o remount,bind,ro $d; fi; done"
 )
+IN_READ_ONLY_ROOT = [
+    "unshare",
+    "-m",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    READ_ONLY_ROOT + ' && exec "$@"',
+    "sh",
+]
 
 
 @pytest.mark.skipif(not can_mount_read_only(), reason="needs root and mount namespaces (unshare -m)")
@@ -128,8 +145,7 @@ def test_starts_and_serves_on_a_read_only_root(model_dir: Path, tmp_path: Path) 
     home.mkdir()
     env = {**os.environ, "TMPDIR": str(home), "HOME": str(home)}
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT + ' && exec "$@"', "sh"]
-    proc, url = start_service(model_dir, *QUIET, prefix=prefix, env=env, cwd=home)
+    proc, url = start_service(model_dir, *QUIET, prefix=IN_READ_ONLY_ROOT, env=env, cwd=home)
     try:
         with httpx.Client(base_url=url, timeout=60) as c:
             assert c.post("/sample", json={"n": 2, "seed": 0}).status_code == 200
@@ -151,7 +167,7 @@ def test_compile_without_a_writable_directory_stops_with_a_clear_message(
     env = {**os.environ, "TMPDIR": str(tmp_path), "HOME": str(tmp_path)}
     command = [sys.executable, "-m", "service", "--model-dir", str(model_dir), "--compile"]
     done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT + ' && exec "$@"', "sh", *command],
+        [*IN_READ_ONLY_ROOT, *command],
         cwd=tmp_path, env={**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}, capture_output=True,
         text=True, timeout=120,
     )  # fmt: skip

@@ -127,7 +127,7 @@ def test_an_unexpected_error_is_a_500_problem_with_the_request_id_that_closes_th
         assert client.post("/sample", json={"n": 1, "seed": 0}).status_code == 200  # a new connection
 
 
-def test_health_shows_no_absolute_paths(tmp_path, model_dir) -> None:  # noqa: ANN001
+def test_health_shows_no_absolute_paths(tmp_path, model_dir) -> None:
     from ..conftest import running_server, write_test_models
 
     root = write_test_models(tmp_path / "models", conditional=False)

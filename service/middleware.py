@@ -92,7 +92,8 @@ class RequestTrackingMiddleware:
         except asyncio.CancelledError:  # shutdown's last step cancels what still runs
             if status:  # the answer has begun: uvicorn closes the connection
                 raise
-            log.info("%s %s cancelled at shutdown (request_id %s)", scope["method"], scope["path"], request_id)
+            method, path = scope["method"], scope["path"]
+            log.info("%s %s cancelled at shutdown (request_id %s)", method, path, request_id)
             error = ShuttingDown("the service stopped before this request was finished; retry")
             await send_problem(send_with_id, scope, error, self.metrics, close=True)
             # Not raised on: this task ends here, answered, and uvicorn logs no traceback for it.

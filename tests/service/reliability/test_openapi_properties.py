@@ -23,9 +23,11 @@ ANSWERS: dict[int, int] = {}  # status -> count, printed at the end (pytest -s)
 
 
 @pytest.fixture(scope="module")
-def api_schema(server: RunningServer):  # noqa: ANN201 (a schemathesis schema)
+def api_schema(server: RunningServer):
     yield schemathesis.openapi.from_url(server.url + "/openapi.json")
-    print(f"schemathesis: {sum(ANSWERS.values())} requests, answers by status {dict(sorted(ANSWERS.items()))}")
+    print(
+        f"schemathesis: {sum(ANSWERS.values())} requests, answers by status {dict(sorted(ANSWERS.items()))}"
+    )
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -38,7 +40,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     derandomize=True,  # the same cases on every run: a failure here is reproducible
     suppress_health_check=list(HealthCheck),
 )
-def test_generated_requests_get_documented_answers(case) -> None:  # noqa: ANN001
+def test_generated_requests_get_documented_answers(case) -> None:
     response = case.call_and_validate(excluded_checks=[not_a_server_error, positive_data_acceptance])
     ANSWERS[response.status_code] = ANSWERS.get(response.status_code, 0) + 1
     assert response.status_code not in (500, 502), response.text

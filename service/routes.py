@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from model.imageio import image_grid
 
@@ -23,9 +24,10 @@ from . import bodies, schemas, validation
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
 from .images import b64_png, encode_png
-from .items import DecodeItem, EncodeItem, ReconstructItem, SampleItem
+from .items import DecodeItem, SampleItem
 from .parsing import read_body
 from .registry import ServedModel
+from .settings import Settings
 from .state import Phase, ServiceState
 
 router = APIRouter()
@@ -33,6 +35,8 @@ metrics_router = APIRouter()  # left out when metrics_access is closed
 
 MODEL_ERRORS = schemas.problem_responses(400, 404, 408, 413, 415, 422, 503, 504)
 T = TypeVar("T")
+ReqT = TypeVar("ReqT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 
 
 def service(request: Request) -> ServiceState:
@@ -96,20 +100,21 @@ def sample_request(
     return req, model, validation.sample_items(req, model, svc.settings)
 
 
-def reconstruct_request(
-    raw: bytes, content_type: str, svc: ServiceState
-) -> tuple[schemas.ReconstructRequest, ServedModel, ReconstructItem]:
-    req, image = bodies.image_body(raw, content_type, schemas.ReconstructRequest, svc.settings)
-    model = svc.registry.get(req.model)
-    return req, model, validation.reconstruct_item(req, image, model, svc.settings)
+def image_request(
+    model_cls: type[ReqT], make_item: Callable[[ReqT, bytes, ServedModel, Settings], ItemT]
+) -> Callable[[bytes, str, ServiceState], tuple[ReqT, ServedModel, ItemT]]:
+    """The builder of an endpoint that takes an image (JSON with image_b64, or a form)."""
+
+    def build(raw: bytes, content_type: str, svc: ServiceState) -> tuple[ReqT, ServedModel, ItemT]:
+        req, image = bodies.image_body(raw, content_type, model_cls, svc.settings)
+        model = svc.registry.get(req.model)  # type: ignore[attr-defined]
+        return req, model, make_item(req, image, model, svc.settings)
+
+    return build
 
 
-def encode_request(
-    raw: bytes, content_type: str, svc: ServiceState
-) -> tuple[schemas.EncodeRequest, ServedModel, EncodeItem]:
-    req, image = bodies.image_body(raw, content_type, schemas.EncodeRequest, svc.settings)
-    model = svc.registry.get(req.model)
-    return req, model, validation.encode_item(req, image, model, svc.settings)
+reconstruct_request = image_request(schemas.ReconstructRequest, validation.reconstruct_item)
+encode_request = image_request(schemas.EncodeRequest, validation.encode_item)
 
 
 def decode_request(

@@ -10,7 +10,8 @@ latency (target: p99 <= 100 ms under hostile load) and the normal requests' p50/
     python -m service.stress --spawn                      # starts `python -m service` itself
     python -m service.stress --url http://127.0.0.1:8000 --hostile-clients 4 --duration 20
 
-The load generator runs in this process; on a small machine it shares the cores with the server.
+The normal clients and the probe run in this process, each hostile client in a process of its own;
+on a small machine they all share the cores with the server.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import contextlib
 import functools
 import itertools
+import multiprocessing
 import struct
 import threading
 import time
@@ -93,6 +95,22 @@ def loop_until(stop: threading.Event, url: str, step: Callable[[httpx.Client], N
     return thread
 
 
+def attack(url: str, seconds: float, worker: int, answers: multiprocessing.Queue) -> None:
+    """One hostile client, in a process of its own (its GIL is not the normal clients')."""
+    requests = hostile_requests()
+    codes: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for path, kw in itertools.islice(itertools.cycle(requests), worker, None):
+            if time.monotonic() >= deadline:
+                break
+            try:
+                codes[f"{path} {client.post(path, **kw).status_code}"] += 1
+            except httpx.HTTPError as e:
+                codes[f"{path} {type(e).__name__}"] += 1
+    answers.put(codes)
+
+
 def phase(url: str, duration_s: float, normal_clients: int, hostile_clients: int) -> dict:
     """Run one phase; latencies in seconds and answer counts."""
     stop = threading.Event()
@@ -100,8 +118,15 @@ def phase(url: str, duration_s: float, normal_clients: int, hostile_clients: int
     normal_s: list[float] = []
     normal_codes: Counter[str] = Counter()
     hostile_codes: Counter[str] = Counter()
-    hostile = itertools.cycle(hostile_requests()) if hostile_clients else None
-    lock = threading.Lock()
+    # Hostile clients first, forked before this process starts any thread.
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    attackers = [
+        context.Process(target=attack, args=(url, duration_s, i, answers), daemon=True)
+        for i in range(hostile_clients)
+    ]
+    for a in attackers:
+        a.start()
 
     def timed(client: httpx.Client, method: str, path: str, **kw) -> tuple[str, float]:
         t0 = time.perf_counter()
@@ -122,19 +147,15 @@ def phase(url: str, duration_s: float, normal_clients: int, hostile_clients: int
         if code == "200":
             normal_s.append(seconds)
 
-    def attack(client: httpx.Client) -> None:
-        with lock:
-            path, kw = next(hostile)  # type: ignore[arg-type]
-        code, _ = timed(client, "POST", path, **kw)
-        hostile_codes[f"{path} {code}"] += 1
-
     threads = [loop_until(stop, url, probe)]
     threads += [loop_until(stop, url, normal) for _ in range(normal_clients)]
-    threads += [loop_until(stop, url, attack) for _ in range(hostile_clients)]
     time.sleep(duration_s)
     stop.set()
     for t in threads:
         t.join(timeout=120)
+    for a in attackers:
+        hostile_codes.update(answers.get(timeout=300))
+        a.join(timeout=60)
     return {
         "probe": probe_s,
         "normal": normal_s,

@@ -92,8 +92,7 @@ def test_sigterm_with_a_slow_uploader_exits_in_bounded_time(model_dir: Path) -> 
         took = time.monotonic() - sent
         print(f"answered {answered:.1f} s, exited {took:.1f} s after SIGTERM")
         assert proc.returncode == 0
-        # Plus the interpreter's own exit (torch and all: 1.5-2 s on a busy 2-core machine).
-        assert took < drain_s + close_s + 6, f"exit {took:.1f} s after SIGTERM"
+        assert took < drain_s + close_s + 3, f"exit {took:.1f} s after SIGTERM"
         assert answered < drain_s + close_s + 2, f"answered {answered:.1f} s after SIGTERM"
         response = parse(answer)
         if response is not None:  # a proper answer, or none at all (a closed connection)

@@ -3,7 +3,7 @@ parsing thread, so that no body holds up the loop (health checks, other requests
 
 The body's caps (bodies.py, images.py) make the worst small body cheap. At INLINE_BODY_BYTES (4 KiB)
 the worst JSON is some 2,000 temperatures, 0.6 ms to parse and validate; the worst PNG carries 64
-text chunks, 0.3 ms to check and decode (measured on a busy 2-core Xeon). Normal requests are far
+text chunks, 0.3 ms to check and decode (measured on a busy 2-core AMD EPYC). Normal requests are far
 smaller (a /sample body is ~100 bytes, a 32x32 PNG upload ~1 KB) and never pay the hop to a thread
 and back (~15 us of event-loop CPU, and the wait for the thread). Larger bodies (big images,
 latents, hostile lists) go to the thread. It is not the engine's: that one runs the model passes,

@@ -116,6 +116,9 @@ class RequestTrackingMiddleware:
 
 # Methods whose requests carry no body we read: they skip the guard at no cost.
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+# Bodies up to this size are not counted in the byte budget: max_connections of them are a few MB,
+# and slow uploads of large bodies filling the budget must not lock out every small request.
+UNCOUNTED_BODY_BYTES = 4 * 2**10
 
 if sys.version_info >= (3, 11):
 
@@ -176,7 +179,7 @@ class _GuardedRequest:
                 detail = f"the body has {size} bytes; the limit is {guard.max_body_bytes}"
                 await self._reject(BodyTooLarge(detail))
                 return
-            if not self._reserve(size):
+            if size > UNCOUNTED_BODY_BYTES and not self._reserve(size):
                 await self._reject(self._budget_full())
                 return
         try:
@@ -224,7 +227,8 @@ class _GuardedRequest:
             limit = self.guard.max_body_bytes
             await self._reject(BodyTooLarge(f"the request body exceeds the limit of {limit} bytes"))
             return DISCONNECT  # the app stops; whatever it answers is dropped by send()
-        if self.received > self.held and not self._reserve(self.received - self.held):  # no Content-Length
+        over = self.received > UNCOUNTED_BODY_BYTES and self.received > self.held  # no Content-Length
+        if over and not self._reserve(self.received - self.held):
             await self._reject(self._budget_full(), close=more)
             return DISCONNECT
         self.body_done = not more

@@ -4,6 +4,7 @@ label. And a 500 that remains carries the request id and closes its connection."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -127,12 +128,23 @@ def test_an_unexpected_error_is_a_500_problem_with_the_request_id_that_closes_th
         assert client.post("/sample", json={"n": 1, "seed": 0}).status_code == 200  # a new connection
 
 
-def test_health_shows_no_absolute_paths(tmp_path, model_dir) -> None:
-    from ..conftest import running_server, write_test_models
+def test_no_response_shows_an_absolute_path(tmp_path: Path) -> None:
+    """Broken model folders on /health/ready, provenance on /v1/models (written by whoever trained it)."""
+    from model import HParams
+    from model.checkpoint import save_model_folder
+    from tests.factories import perturbed
 
-    root = write_test_models(tmp_path / "models", conditional=False)
+    from ..conftest import SMALL_BLOCKS, running_server
+
+    root = tmp_path / "models"
+    tiny = perturbed(HParams.preset("tiny").replace(**SMALL_BLOCKS), seed=1)
+    save_model_folder(
+        tiny, root / "tiny", provenance={"command": "train --data /secret/place/data --out runs/x"}
+    )
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{}")
     with running_server(root, warmup=False) as server:
-        text = httpx.get(server.url + "/health/ready").text
-        assert "broken" in text and str(tmp_path) not in text and "/tmp" not in text
+        ready = httpx.get(server.url + "/health/ready").text
+        assert "broken" in ready and str(tmp_path) not in ready and "/tmp" not in ready
+        models = httpx.get(server.url + "/v1/models").text
+        assert "/secret" not in models and "--data data --out runs/x" in models

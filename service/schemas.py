@@ -1,9 +1,10 @@
 """Request and response bodies (pydantic), with the examples shown at /docs.
 
-These models check what can be checked without a model: types, finite numbers, static ranges,
-unknown fields (rejected, so a typo such as `temprature` is a 422 and not a silent default).
-Checks that need the model or the settings (n limit, temperature bounds and per-layer length,
-labels, latent shapes) are in validation.py.
+These models check what can be checked without a model: strict types (no "8" for 8, no false for
+0), finite numbers, static ranges, unknown fields (rejected, so a typo such as `temprature` is a 422
+and not a silent default). Checks that need the model or the settings (n limit, temperature bounds
+and per-layer length, labels, latent shapes) are in validation.py; openapi.py writes those same
+bounds into the published schema.
 """
 
 from __future__ import annotations
@@ -78,8 +79,15 @@ TimeoutField = Annotated[
 ]
 
 
+# A 32x32 grey-scale PNG of a 7 (the default model's shape): the examples work as written.
+EXAMPLE_PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAQElEQVR42mNgGAUMDAwMjHDWf+ziTIRMYCLeCiTwn1IrkA0gywQU"
+    "A8gxAdUAMkxAM4B0E9ANINkEDAMImzBCAABeQAghXbLNJQAAAABJRU5ErkJggg=="
+)
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Guidance(StrictModel):
@@ -92,6 +100,7 @@ class Guidance(StrictModel):
 class SampleRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"n": 4, "temperature": 0.8, "seed": 42},
@@ -116,8 +125,9 @@ class ReconstructRequest(StrictModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
-            "examples": [{"image_b64": "iVBORw0KGgo...", "layers": 4, "temperature": 0.9, "seed": 1}]
+            "examples": [{"image_b64": EXAMPLE_PNG_B64, "layers": 4, "temperature": 0.9, "seed": 1}]
         },
     )
 
@@ -142,7 +152,8 @@ class EncodeRequest(StrictModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"image_b64": "iVBORw0KGgo...", "latents": 2, "seed": 0}]},
+        strict=True,
+        json_schema_extra={"examples": [{"image_b64": EXAMPLE_PNG_B64, "latents": 2, "seed": 0}]},
     )
 
     model: ModelField = None
@@ -172,6 +183,7 @@ class LatentTensor(Tensor):
 class DecodeRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -308,6 +320,12 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+def json_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI requestBody of a JSON-only endpoint (its body is read by the route, not by FastAPI)."""
+    schema = {"$ref": f"#/components/schemas/{model_cls.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def image_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:

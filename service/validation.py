@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from .registry import ServedModel
 
 
+def number(x: float) -> str:
+    """A number as typed: every digit that tells it apart (2.0000001, not 2), no trailing .0."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def invalid(field: str, msg: str, kind: str = "value_error") -> InvalidInput:
     """A 422 about one body field."""
     return invalid_input([{"loc": ["body", field], "msg": msg, "type": kind}])
@@ -52,7 +58,9 @@ def temperature_for(value: float | list[float], model: ServedModel, settings: Se
         )
     for t in values:
         if not lo <= t <= hi:
-            raise invalid("temperature", f"temperature {t:g} is out of range [{lo:g}, {hi:g}]")
+            raise invalid(
+                "temperature", f"temperature {number(t)} is out of range [{number(lo)}, {number(hi)}]"
+            )
     return float(value) if isinstance(value, float | int) else tuple(float(t) for t in values)
 
 
@@ -84,7 +92,8 @@ def guidance_for(
     for name in ("mean", "variance"):
         w = getattr(guidance, name)
         if w > settings.max_guidance:
-            raise invalid("guidance", f"guidance.{name} {w:g} is above the limit {settings.max_guidance:g}")
+            limit = number(settings.max_guidance)
+            raise invalid("guidance", f"guidance.{name} {number(w)} is above the limit {limit}")
     return (guidance.mean, guidance.variance)
 
 
@@ -114,8 +123,8 @@ def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Setti
     ]
 
 
-def image_for(data: bytes, model: ServedModel) -> np.ndarray:
-    return decode_image(data, model.hp.image_size, model.hp.image_channels)
+def image_for(data: bytes, model: ServedModel, settings: Settings) -> np.ndarray:
+    return decode_image(data, model.hp.image_size, model.hp.image_channels, settings)
 
 
 def reconstruct_item(
@@ -128,7 +137,7 @@ def reconstruct_item(
             "layers", f"layers={layers} is out of range: model {model.name!r} has {L} latent layers (0..{L})"
         )
     return ReconstructItem(
-        image=image_for(image, model),
+        image=image_for(image, model, settings),
         layers=layers,
         seed=seeds_for(req.seed, 1)[0],
         temperature=temperature_for(req.temperature, model, settings),
@@ -136,14 +145,16 @@ def reconstruct_item(
     )
 
 
-def encode_item(req: schemas.EncodeRequest, image: bytes, model: ServedModel) -> EncodeItem:
+def encode_item(
+    req: schemas.EncodeRequest, image: bytes, model: ServedModel, settings: Settings
+) -> EncodeItem:
     L = model.num_layers
     if req.latents > L:
         raise invalid(
             "latents", f"latents={req.latents} is out of range: model {model.name!r} has {L} latent layers"
         )
     return EncodeItem(
-        image=image_for(image, model),
+        image=image_for(image, model, settings),
         seed=seeds_for(req.seed, 1)[0],
         label=label_for(req.label, model),
         latent_layers=req.latents,

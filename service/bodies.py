@@ -3,12 +3,13 @@
 /reconstruct and /encode accept the same fields either way: a JSON object with the image as base64
 in `image_b64`, or a form with the file field `image` and the other fields as text (parsed as JSON
 where they parse, so `0.8` and `[1, 0.5]` work). Both end in the same pydantic model, so both get
-the same 422 answers.
+the same 422 answers. /interpolate takes its two endpoint images the same way (files `start`, `end`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -36,34 +37,40 @@ def validate(model_cls: type[BaseModel], payload: dict[str, Any]) -> Any:
         raise invalid_input([{**err, "loc": ["body", *err["loc"]]} for err in e.errors()]) from None
 
 
-async def read_image_request(request: Request, model_cls: type[BaseModel]) -> tuple[Any, bytes]:
-    """A JSON body with image_b64, or multipart/form-data with the file field `image` and the same
-    other fields -> (validated request, image bytes)."""
+@dataclass
+class Body:
+    """A request body read: the validated fields, and the files of a multipart form by field name."""
+
+    request: Any
+    uploads: dict[str, bytes]
+    multipart: bool
+
+
+async def read_body(request: Request, model_cls: type[BaseModel], files: tuple[str, ...]) -> Body:
+    """A JSON object, or multipart/form-data whose parts named in `files` may be files, validated
+    with model_cls (a multipart form's text fields parsed as JSON where they parse)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if content_type == "multipart/form-data":
             try:
-                form = await request.form(max_files=1, max_fields=32)
+                form = await request.form(max_files=len(files), max_fields=32)
             except MultiPartException as e:
                 raise MalformedBody(f"the multipart body could not be parsed: {e.message}") from None
-            upload = form.get("image")
-            if not isinstance(upload, UploadFile):
-                raise validation.invalid(
-                    "image", "a multipart request needs the image as a file field named 'image'"
-                )
-            image = await upload.read()
-            fields = {k: form_value(v) for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
-            if "image_b64" in fields:
-                raise validation.invalid(
-                    "image_b64", "send the image once: as the file 'image' or as image_b64"
-                )
-            return validate(model_cls, fields), image
+            uploads, fields = {}, {}
+            for k, v in form.multi_items():
+                if isinstance(v, UploadFile):
+                    if k in files:
+                        uploads[k] = await v.read()
+                else:
+                    fields[k] = form_value(v)
+            return Body(validate(model_cls, fields), uploads, multipart=True)
         if content_type in ("", "application/json") or content_type.endswith("+json"):
             raw = await request.body()
         else:
+            names = " or ".join(repr(f) for f in files)
             raise UnsupportedMediaType(
-                f"unsupported Content-Type {content_type!r}: send application/json with image_b64, "
-                "or multipart/form-data with the file field 'image'"
+                f"unsupported Content-Type {content_type!r}: send application/json, or "
+                f"multipart/form-data with the file field {names}"
             )
     except ClientDisconnect:
         raise Cancelled("the client disconnected while sending the body") from None
@@ -73,7 +80,22 @@ async def read_image_request(request: Request, model_cls: type[BaseModel]) -> tu
         raise MalformedBody(f"the request body is not valid JSON: {e}") from None
     if not isinstance(payload, dict):
         raise MalformedBody(f"the request body must be a JSON object, got {type(payload).__name__}")
-    req = validate(model_cls, payload)
+    return Body(validate(model_cls, payload), {}, multipart=False)
+
+
+async def read_image_request(request: Request, model_cls: type[BaseModel]) -> tuple[Any, bytes]:
+    """A JSON body with image_b64, or multipart/form-data with the file field `image` and the same
+    other fields -> (validated request, image bytes)."""
+    body = await read_body(request, model_cls, files=("image",))
+    req = body.request
+    if body.multipart:
+        if "image" not in body.uploads:
+            raise validation.invalid(
+                "image", "a multipart request needs the image as a file field named 'image'"
+            )
+        if req.image_b64 is not None:
+            raise validation.invalid("image_b64", "send the image once: as the file 'image' or as image_b64")
+        return req, body.uploads["image"]
     if req.image_b64 is None:
         raise validation.invalid(
             "image_b64",

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from model.inference import resolve_device
 
-from . import __version__, interpolate, sample_stream
+from . import __version__, interpolate, playground, sample_stream
 from .batcher import Batcher
 from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
@@ -37,7 +37,7 @@ Samples, reconstructions at any depth, latents and likelihoods from Very Deep VA
 (openai/vdvae compatible), batched across concurrent requests.
 
 Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct,
-/decode and /interpolate returns the PNG itself.
+/decode and /interpolate returns the PNG itself. The playground, a page that uses this API, is at `/`.
 """
 
 
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(sample_stream.router)
     app.include_router(interpolate.router)
+    playground.install(app)
     # Added last = outermost: the request id and metrics see every answer, the 413s included.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     static_paths = frozenset(r.path for r in app.routes if "{" not in getattr(r, "path", "{"))

@@ -61,6 +61,19 @@ def test_the_page_fetches_nothing_from_elsewhere() -> None:
         assert not re.search(r"""(src|href)=["'](?!/static/|/docs|data:)""", text), path
 
 
+def test_the_page_ships_with_the_package() -> None:
+    """Every file of the page matches a package-data pattern of pyproject.toml (so a wheel has it)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    patterns = tomllib.loads((STATIC.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["service"]
+    for path in STATIC.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(STATIC.parent)
+            assert any(relative.match(p) for p in patterns), f"{relative} is missing from package-data"
+
+
 def test_the_page_is_served_with_a_policy_that_allows_only_this_service(client: httpx.Client) -> None:
     for path in ("/", "/playground"):
         r = client.get(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import RunningServer, metric_value, run_async, running_server
+from .conftest import RunningServer, metric_value, post_raw, run_async, running_server
 
 BODY = {"n": 3, "seed": 40, "label": 6, "temperature": 0.9, "guidance": {"mean": 1.0, "variance": 0.5}}
 
@@ -107,38 +107,38 @@ def slow(model_dir: Path) -> Iterator[RunningServer]:
                 h.remove()
 
 
-def stages(server: RunningServer, outcome: str) -> float:
-    return metric_value(server.metrics(), "vae_stream_stages_total", model="tiny", outcome=outcome)
+def counts(server: RunningServer) -> dict[str, float]:
+    text = server.metrics()
+    return {
+        "sent": metric_value(text, "vae_stream_stages_total", model="tiny", outcome="sent"),
+        "dropped": metric_value(text, "vae_stream_stages_total", model="tiny", outcome="dropped"),
+        "images": metric_value(text, "vae_images_total", model="tiny", operation="sample_stream"),
+        "cancelled": metric_value(text, "vae_request_failures_total", reason="cancelled"),
+    }
 
 
 def test_a_client_that_leaves_stops_the_pass_at_the_next_resolution(slow: RunningServer) -> None:
-    images = lambda: metric_value(slow.metrics(), "vae_images_total", operation="sample_stream")  # noqa: E731
-    cancelled = lambda: metric_value(slow.metrics(), "vae_request_failures_total", reason="cancelled")  # noqa: E731
-    before = (stages(slow, "sent"), stages(slow, "dropped"), images(), cancelled())
-    body = b'{"model": "tiny", "n": 1, "seed": 3}'
+    before = counts(slow)
     with socket.create_connection(("127.0.0.1", slow.port)) as sock:
-        sock.sendall(
-            b"POST /sample/stream HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        post_raw(sock, "/sample/stream", b'{"model": "tiny", "n": 1, "seed": 3}')
         received = b""
         while b"event: preview" not in received:  # the first resolution's preview, then leave
             received += sock.recv(65536)
     # The stage being computed when the client left is computed, finds nobody, and the pass stops.
     deadline = time.monotonic() + 10
-    while stages(slow, "dropped") == before[1]:
+    while counts(slow)["dropped"] == before["dropped"]:
         assert time.monotonic() < deadline, "the pass never noticed the client had gone"
         time.sleep(0.05)
     time.sleep(1.0)  # long enough for the rest of the pass (and its previews) had it gone on
-    sent, dropped = stages(slow, "sent") - before[0], stages(slow, "dropped") - before[1]
-    assert (sent, dropped) == (1, 1)  # tiny has 5 resolutions: a whole pass sends 4 previews
-    assert images() == before[2]  # no final images: the pass never reached its last layer
-    assert cancelled() == before[3] + 1
+    after = counts(slow)
+    # tiny has 5 resolutions: a whole pass sends 4 previews, then 1 final image.
+    assert (after["sent"] - before["sent"], after["dropped"] - before["dropped"]) == (1, 1)
+    assert after["images"] == before["images"]  # the pass never reached its last layer
+    assert after["cancelled"] == before["cancelled"] + 1
 
 
 def test_a_missed_deadline_is_an_error_event_and_stops_the_pass(slow: RunningServer) -> None:
-    dropped = stages(slow, "dropped")
+    dropped = counts(slow)["dropped"]
     with slow.client() as c:
         r = c.post("/sample/stream", json={"model": "tiny", "n": 1, "seed": 1, "timeout_ms": 300})
     events = parse_events(r.text)
@@ -147,6 +147,6 @@ def test_a_missed_deadline_is_an_error_event_and_stops_the_pass(slow: RunningSer
     assert problem["status"] == 504 and problem["type"] == "/problems/deadline-exceeded"
     assert "deadline" in problem["detail"]
     deadline = time.monotonic() + 10
-    while stages(slow, "dropped") == dropped:
+    while counts(slow)["dropped"] == dropped:
         assert time.monotonic() < deadline, "the pass went on after the deadline"
         time.sleep(0.05)

@@ -22,7 +22,7 @@ import pytest
 
 from service.playground import STATIC
 
-from .conftest import RunningServer
+from .conftest import RunningServer, digit_like, png_bytes
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -263,7 +263,9 @@ def test_the_kl_chart_renders_grouped_by_resolution(page: webdriver.Chrome) -> N
 
 
 @needs_browser
-def test_an_interpolation_appears_between_seeds_and_between_drawings(page: webdriver.Chrome) -> None:
+def test_an_interpolation_appears_between_seeds_drawings_and_uploads(
+    page: webdriver.Chrome, tmp_path: Path
+) -> None:
     by_id(page, "tab-interpolate").click()
     set_value(page, "interp-steps", "6")
     by_id(page, "interp-go").click()
@@ -277,6 +279,17 @@ def test_an_interpolation_appears_between_seeds_and_between_drawings(page: webdr
     set_value(page, "interp-steps", "3")
     by_id(page, "interp-go").click()
     wait(page, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#interp-row img")) == 3)
+    assert not by_id(page, "interp-error").is_displayed()
+    # Uploads of any size and colour are scaled and converted in the page to what the model takes.
+    page.find_element(By.CSS_SELECTOR, 'input[name="interp-mode"][value="upload"]').click()
+    for pad, image in (("a", digit_like(size=64, channels=3)), ("b", digit_like(seed=5)[::-1].copy())):
+        path = tmp_path / f"{pad}.png"
+        path.write_bytes(png_bytes(image))
+        page.find_element(By.CSS_SELECTOR, f"#interp-pad-{pad} input[type=file]").send_keys(str(path))
+        wait(page, lambda b, pad=pad: "32\u00d732 grey-scale PNG" in by_id(b, f"interp-pad-{pad}").text)
+    set_value(page, "interp-steps", "4")
+    by_id(page, "interp-go").click()
+    wait(page, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#interp-row img")) == 4)
     assert not by_id(page, "interp-error").is_displayed()
     assert console_errors(page) == []
 

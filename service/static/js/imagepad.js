@@ -4,7 +4,7 @@
 import { encodePng, toPixels } from "./png.js";
 import { el } from "./ui.js";
 
-const PAD_PIXELS = 256; // the canvas's own resolution; the drawing is scaled down to the model's
+const PAD_PIXELS = 256; // about the canvas's own resolution: a whole number of pixels per model pixel
 const STROKE = 2.4; // brush width in model pixels: about a handwritten digit's stroke
 
 let padCount = 0;
@@ -55,6 +55,8 @@ export class ImagePad {
   setModel(info) {
     this.size = info.image_size;
     this.channels = info.image_channels;
+    const side = this.size * Math.max(1, Math.round(PAD_PIXELS / this.size)); // sized to the model
+    this.canvas.width = this.canvas.height = side;
     this.colorField.hidden = this.channels === 1;
     this.reset();
     if (this.upload) this.refresh();
@@ -72,7 +74,7 @@ export class ImagePad {
   reset() {
     const ctx = this.canvas.getContext("2d");
     ctx.fillStyle = "#000";
-    ctx.fillRect(0, 0, PAD_PIXELS, PAD_PIXELS);
+    ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
     this.drawn = false;
     this.refresh();
   }
@@ -81,12 +83,12 @@ export class ImagePad {
     let last = null;
     const at = (e) => {
       const box = this.canvas.getBoundingClientRect();
-      return [((e.clientX - box.left) / box.width) * PAD_PIXELS, ((e.clientY - box.top) / box.height) * PAD_PIXELS];
+      return [((e.clientX - box.left) / box.width) * this.canvas.width, ((e.clientY - box.top) / box.height) * this.canvas.height];
     };
     const line = (from, to) => {
       const ctx = this.canvas.getContext("2d");
       ctx.strokeStyle = this.channels === 1 ? "#fff" : this.color.value;
-      ctx.lineWidth = (STROKE * PAD_PIXELS) / this.size;
+      ctx.lineWidth = (STROKE * this.canvas.width) / this.size;
       ctx.lineCap = ctx.lineJoin = "round";
       ctx.beginPath();
       ctx.moveTo(...from);

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 
 from model.decoder import resolution_stops
+from model.inference import optimize_for_inference
 from model.options import guidance_rows
 
 
@@ -72,3 +76,22 @@ def test_stopping_early_computes_no_more_layers(tiny) -> None:
     assert after_first == first.layers + (L - first.layers)
     # The whole pass: every layer once, and every preview the layers below its stage.
     assert full == L + sum(L - stop for stop in stops[:-1])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"channels_last": True}, id="channels-last"),
+        pytest.param(
+            {"device": "cuda", "amp": "bf16"},
+            id="cuda-bf16",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ),
+    ],
+)
+def test_the_inference_form_ends_in_its_own_samples_too(tiny_cond, options) -> None:
+    device = options.pop("device", "cpu")
+    fast = optimize_for_inference(copy.deepcopy(tiny_cond).to(device), **options)
+    kw = dict(labels=[1, None, 3], guidance=(1.0, 2.0), temperature=0.8, seeds=[7, 8, 9])
+    *_, last = fast.sample_stages(3, **kw)
+    assert torch.equal(last.images, fast.sample(3, **kw))

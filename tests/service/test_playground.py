@@ -38,7 +38,7 @@ except ImportError:  # the dev extra installs it
 
 needs_browser = pytest.mark.skipif(
     webdriver is None or not (CHROMIUM and CHROMEDRIVER),
-    reason="needs selenium, and Debian's chromium and chromium-driver (apt-get install ...)",
+    reason="needs selenium, chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
 )
 
 LAPTOP = (1100, 900)

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from model.inference import resolve_device
 
-from . import __version__
+from . import __version__, interpolate, playground, sample_stream
 from .access import add_access_control
 from .batcher import Batcher
 from .engine import Engine, cpu_threads
@@ -42,8 +42,8 @@ DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs
 (openai/vdvae compatible), batched across concurrent requests.
 
-Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct
-and /decode returns the PNG itself.
+Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct,
+/decode and /interpolate returns the PNG itself. The playground, a page that uses this API, is at `/`.
 """
 
 
@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = state
     register_exception_handlers(app)
     app.include_router(router)
+    app.include_router(sample_stream.router)
+    app.include_router(interpolate.router)
+    playground.install(app)
     if settings.metrics_access != "closed":
         app.include_router(metrics_router)
     # Added last = outermost. Inside out: body limits, then the key check (before any body is

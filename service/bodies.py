@@ -5,7 +5,7 @@ an image file. Plain functions of the body's bytes, so that they can run off the
 /reconstruct and /encode accept the same fields either way: a JSON object with the image as base64
 in `image_b64`, or a form with the file field `image` and the other fields as text (parsed as JSON
 where they parse, so `0.8` and `[1, 0.5]` work). Both end in the same pydantic model, so both get
-the same 422 answers.
+the same 422 answers. /interpolate takes its two endpoint images the same way (files `start`, `end`).
 
 Cheap caps come first, in C-speed byte counts: a body with more JSON values than max_json_values or
 nested deeper than max_json_depth is refused (413) before it is parsed, so no body makes the parser
@@ -101,11 +101,14 @@ def form_value(value: str, settings: Settings) -> Any:
         return value
 
 
-def multipart_form(raw: bytes, content_type: str) -> tuple[dict[str, str], bytes | None]:
-    """multipart/form-data -> (text fields, the bytes of the file field `image`), held in memory."""
+def multipart_form(
+    raw: bytes, content_type: str, files: tuple[str, ...] = ("image",)
+) -> tuple[dict[str, str], dict[str, bytes]]:
+    """multipart/form-data -> (text fields, the bytes of each file field named in `files`), held in
+    memory; a file field sent twice is refused."""
     _, options = parse_options_header(content_type)
     fields: dict[str, str] = {}
-    image: list[bytes] = []
+    uploads: dict[str, bytes] = {}
     parts = 0
 
     def count_part() -> None:
@@ -120,10 +123,11 @@ def multipart_form(raw: bytes, content_type: str) -> tuple[dict[str, str], bytes
 
     def on_file(file: File) -> None:
         count_part()
-        if file.field_name == b"image":
-            if image:
-                raise MalformedBody("the form has more than one file; send the image once")
-            image.append(file.file_object.getvalue())
+        name = (file.field_name or b"").decode("utf-8", "replace")
+        if name in files:
+            if name in uploads:
+                raise MalformedBody(f"the form has more than one file {name!r}; send it once")
+            uploads[name] = file.file_object.getvalue()
 
     boundary = options.get(b"boundary")
     try:
@@ -137,7 +141,24 @@ def multipart_form(raw: bytes, content_type: str) -> tuple[dict[str, str], bytes
         raise
     except Exception as e:  # python-multipart's parse errors
         raise MalformedBody(f"the multipart body could not be parsed: {e}") from None
-    return fields, (image[0] if image else None)
+    return fields, uploads
+
+
+def form_or_json_body(
+    raw: bytes, content_type: str, model_cls: type[ModelT], settings: Settings, files: tuple[str, ...]
+) -> tuple[ModelT, dict[str, bytes]]:
+    """A JSON object, or multipart/form-data whose parts named in `files` may be files -> (the
+    validated request, the uploaded files by field name)."""
+    if media_type(content_type) == "multipart/form-data":
+        fields, uploads = multipart_form(raw, content_type, files)
+        return validate(model_cls, {k: form_value(v, settings) for k, v in fields.items()}), uploads
+    if not is_json(content_type):
+        names = " or ".join(repr(f) for f in files)
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media_type(content_type)!r}: send application/json, or "
+            f"multipart/form-data with the file field {names}"
+        )
+    return json_body(raw, content_type, model_cls, settings), {}
 
 
 def image_body(
@@ -145,21 +166,15 @@ def image_body(
 ) -> tuple[ModelT, bytes]:
     """A JSON body with image_b64, or multipart/form-data with the file field `image` and the same
     other fields -> (validated request, image bytes)."""
+    req, uploads = form_or_json_body(raw, content_type, model_cls, settings, files=("image",))
     if media_type(content_type) == "multipart/form-data":
-        fields, image = multipart_form(raw, content_type)
-        if image is None:
+        if "image" not in uploads:
             raise validation.invalid(
                 "image", "a multipart request needs the image as a file field named 'image'"
             )
-        if "image_b64" in fields:
+        if req.image_b64 is not None:  # type: ignore[attr-defined]
             raise validation.invalid("image_b64", "send the image once: as the file 'image' or as image_b64")
-        return validate(model_cls, {k: form_value(v, settings) for k, v in fields.items()}), image
-    if not is_json(content_type):
-        raise UnsupportedMediaType(
-            f"unsupported Content-Type {media_type(content_type)!r}: send application/json with image_b64, "
-            "or multipart/form-data with the file field 'image'"
-        )
-    req = json_body(raw, content_type, model_cls, settings)
+        return req, uploads["image"]
     if req.image_b64 is None:  # type: ignore[attr-defined]
         raise validation.invalid(
             "image_b64",

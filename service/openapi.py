@@ -11,6 +11,7 @@ before that it is built without per-model bounds on each request.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI
@@ -84,9 +85,10 @@ def write_bounds(schema: dict[str, Any], state: ServiceState) -> None:
         props = obj["properties"]
         if per_model and "model" in props:
             obj["description"] = (obj.get("description", "") + f"\n\nPer model: {per_model}.").strip()
-        if "n" in props:
-            for p in _typed(props["n"], "integer"):
-                p["maximum"] = settings.max_images_per_request
+        for name in ("n", "steps"):  # images a request asks for (steps: /interpolate's)
+            if name in props:
+                for p in _typed(props[name], "integer"):
+                    p["maximum"] = min(p.get("maximum", math.inf), settings.max_images_per_request)
         if "temperature" in props:
             for p in _typed(props["temperature"], "number"):
                 p.update(temperature)

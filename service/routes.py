@@ -43,17 +43,32 @@ def service(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-async def accepting(request: Request) -> AsyncIterator[ServiceState]:
-    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
-    svc = service(request)
+def admit(svc: ServiceState) -> Callable[[], None]:
+    """503 unless the service is ready; else count a model request in flight, until the returned
+    call (which may be called more than once) ends it."""
     svc.check_accepting()
     svc.inflight.requests += 1
     svc.metrics.inflight.inc()
+    done = False
+
+    def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            svc.inflight.requests -= 1
+            svc.metrics.inflight.dec()
+
+    return release
+
+
+async def accepting(request: Request) -> AsyncIterator[ServiceState]:
+    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
+    svc = service(request)
+    release = admit(svc)
     try:
         yield svc
     finally:
-        svc.inflight.requests -= 1
-        svc.metrics.inflight.dec()
+        release()
 
 
 Accepting = Annotated[ServiceState, Depends(accepting)]
@@ -62,6 +77,16 @@ Accepting = Annotated[ServiceState, Depends(accepting)]
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def request_context(request: Request, svc: ServiceState, timeout_ms: int | None) -> RequestContext:
+    """The request's context, its deadline counted from its arrival; 504 if that has already passed."""
+    timeout = validation.timeout_s(timeout_ms, svc.settings)
+    arrival = getattr(request.state, "arrival", time.monotonic())
+    ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
+    if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
+        raise ctx.deadline_exceeded()
+    return ctx
 
 
 async def compute(
@@ -73,11 +98,7 @@ async def compute(
     timeout_ms: int | None,
 ) -> list[Any]:
     """Queue the items on their batcher and wait for their results (deadline from arrival)."""
-    timeout = validation.timeout_s(timeout_ms, svc.settings)
-    arrival = getattr(request.state, "arrival", time.monotonic())
-    ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
-    if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
-        raise ctx.deadline_exceeded()
+    ctx = request_context(request, svc, timeout_ms)
     svc.inflight.queued += 1  # from here until its results are back, it cannot join another batch
     try:
         futures = svc.batcher(model.name, operation).submit(items, ctx)
@@ -146,15 +167,19 @@ def prefers_png(request: Request) -> bool:
 
 
 def png_response(
-    images: list[np.ndarray], seeds: list[int], headers: dict[str, str] | None = None
+    images: list[np.ndarray],
+    seeds: list[int],
+    headers: dict[str, str] | None = None,
+    columns: int | None = None,
 ) -> Response:
-    """One PNG, or a row-major grid of them (X-Grid-Columns) when there are several."""
+    """One PNG, or a row-major grid of them (X-Grid-Columns; square unless `columns` is given)
+    when there are several."""
     headers = dict(headers or {})
     if len(images) == 1:
         body = encode_png(images[0])
         headers["X-Seed"] = str(seeds[0])
     else:
-        columns = math.ceil(math.sqrt(len(images)))
+        columns = columns or math.ceil(math.sqrt(len(images)))
         body = encode_png(image_grid(np.stack(images), ncols=columns))
         headers["X-Grid-Columns"] = str(columns)
     headers["X-Seeds"] = ",".join(map(str, seeds))

@@ -328,6 +328,22 @@ def json_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def inlined_schema(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """model_cls's JSON schema with its nested models written in place (a route's own request body
+    schema cannot add entries to the document's components)."""
+    schema = model_cls.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
 def image_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI requestBody accepting the JSON model or the same fields as multipart with an `image` file."""
     schema = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")

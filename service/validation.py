@@ -108,12 +108,30 @@ def timeout_s(timeout_ms: int | None, settings: Settings) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
-    if req.n > settings.max_images_per_request:
+def within_image_limit(field: str, count: int, settings: Settings) -> None:
+    """The images a request asks for (n, steps), against the service's limit per request."""
+    if count > settings.max_images_per_request:
         raise invalid(
-            "n",
-            f"n={req.n} is above this service's limit of {settings.max_images_per_request} images a request",
+            field,
+            f"{field}={count} is above this service's limit of {settings.max_images_per_request} images a "
+            "request",
         )
+
+
+def layers_for(field: str, layers: int | None, model: ServedModel) -> int:
+    """A count of top latent layers (all of them when None), checked against the model."""
+    L = model.num_layers
+    if layers is None:
+        return L
+    if layers > L:
+        raise invalid(
+            field, f"{field}={layers} is out of range: model {model.name!r} has {L} latent layers (0..{L})"
+        )
+    return layers
+
+
+def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
+    within_image_limit("n", req.n, settings)
     temperature = temperature_for(req.temperature, model, settings)
     label = label_for(req.label, model)
     guidance = guidance_for(req.guidance, label, model, settings)
@@ -130,15 +148,9 @@ def image_for(data: bytes, model: ServedModel, settings: Settings) -> np.ndarray
 def reconstruct_item(
     req: schemas.ReconstructRequest, image: bytes, model: ServedModel, settings: Settings
 ) -> ReconstructItem:
-    L = model.num_layers
-    layers = L if req.layers is None else req.layers
-    if layers > L:
-        raise invalid(
-            "layers", f"layers={layers} is out of range: model {model.name!r} has {L} latent layers (0..{L})"
-        )
     return ReconstructItem(
         image=image_for(image, model, settings),
-        layers=layers,
+        layers=layers_for("layers", req.layers, model),
         seed=seeds_for(req.seed, 1)[0],
         temperature=temperature_for(req.temperature, model, settings),
         label=label_for(req.label, model),

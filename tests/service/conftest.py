@@ -193,6 +193,12 @@ def digit_like(size: int = 32, channels: int = 1, seed: int = 0) -> np.ndarray:
     return np.repeat(img[..., None], channels, axis=2)
 
 
+def post_raw(sock: socket.socket, path: str, body: bytes) -> None:
+    """A JSON POST sent on a bare socket, which the test can close mid-request: a client that leaves."""
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    sock.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families

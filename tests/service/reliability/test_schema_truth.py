@@ -88,7 +88,8 @@ def request_examples(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 
 def test_every_example_works_as_written(schema: dict[str, Any], client: httpx.Client) -> None:
     examples = request_examples(schema)
-    assert {path for path, _ in examples} == {"/sample", "/reconstruct", "/encode", "/decode"}
+    paths = {"/sample", "/sample/stream", "/reconstruct", "/encode", "/decode", "/interpolate"}
+    assert {path for path, _ in examples} == paths
     for path, example in examples:
         r = client.post(path, json=example)
         assert r.status_code == 200, (path, example, r.text)

@@ -85,8 +85,8 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from_cli(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    settings = settings_from_cli(argv, prog)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -161,11 +161,17 @@ def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespac
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
+class ExamplesHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the examples laid out as written."""
+
+
+def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.training.evaluate",
+        prog=prog,
         description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"examples:\n  {prog} weights/mnist --data mnist --split test --out eval/\n"
+        f"  {prog} cifar10-seed0-iter-900000-model-ema.th --data cifar-10-batches-py/ --limit 1000",
+        formatter_class=ExamplesHelpFormatter,
     )
     p.add_argument("model", help="model folder, or an official .th file (with --preset)")
     p.add_argument("--preset", default=None, help="preset of an official .th file (default: inferred)")
@@ -196,13 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="class-conditional models: draw N samples per class and report how many have a "
-        "nearest training image of their class (default: 0, off)",
+        "nearest training image of their class (0: off)",
     )
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
 
     try:
         vae = load_model(args.model, preset=args.preset, device=args.device)

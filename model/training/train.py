@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m model.trainin
     """Train as the command line says; 2 for bad data, hyperparameters or a missing checkpoint."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = parse_args(argv, prog=prog, description=__doc__)
+        cfg = parse_args(argv, prog=prog, description=__doc__.replace("python -m model.training.train", prog))
         trainer = Trainer(cfg, argv)
     except (DataError, HParamsError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

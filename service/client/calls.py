@@ -177,13 +177,16 @@ class RetryPolicy:
     """Retries of 503 answers and failed connections: exponential backoff with jitter, at least
     Retry-After, never past the call's deadline."""
 
-    retries: int = 5
+    retries: int = 5  # of 503 answers: the service is there, and says when to come back
+    connect_retries: int = 2  # of failed connections: a restart, or a wrong URL that should fail fast
     backoff_s: float = 0.25
     max_wait_s: float = 30.0  # a longer Retry-After ends the call with the 503
 
     def wait(self, attempt: int, response: httpx.Response | None, deadline: float | None) -> float | None:
         """Seconds before the next try, or None to stop (response None: the connection failed)."""
-        if attempt >= self.retries or (response is not None and response.status_code != 503):
+        if response is not None and response.status_code != 503:
+            return None
+        if attempt >= (self.retries if response is not None else self.connect_retries):
             return None
         wait = min(self.max_wait_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
         hinted = retry_after_s(response) if response is not None else None

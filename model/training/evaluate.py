@@ -21,19 +21,26 @@ from ..imageio import image_grid, save_png
 from ..likelihoods import LN2
 from ..vae import VDVAE
 from .data import DataError, ImageSet, load_split
+from .progress import progress_bar
 
 
 def evaluate_elbo(
-    vae: VDVAE, data: ImageSet, batch_size: int = 100, seed: int = 0, conditional: bool = True
+    vae: VDVAE,
+    data: ImageSet,
+    batch_size: int = 100,
+    seed: int = 0,
+    conditional: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Mean negative ELBO over `data`: bits/dim, nats/dim, distortion, rate and per-layer rate.
 
     For a class-conditional model `conditional` uses the true labels (a bound on -log p(x | y));
-    otherwise the null label (a bound on -log p(x)).
+    otherwise the null label (a bound on -log p(x)). `progress`: a bar of images done (stderr).
     """
     totals = {"elbo": 0.0, "distortion": 0.0, "rate": 0.0}
     layer_bits = torch.zeros(vae.hp.num_layers, dtype=torch.float64)
     n = len(data)
+    bar = progress_bar(n, enabled=progress, desc="evaluate", unit="img", leave=False)
     for start in range(0, n, batch_size):
         x = torch.from_numpy(np.ascontiguousarray(data.images[start : start + batch_size]))
         labels = None
@@ -45,6 +52,8 @@ def evaluate_elbo(
         totals["distortion"] += enc.distortion.double().sum().item()
         totals["rate"] += enc.rate.double().sum().item()
         layer_bits += enc.kl_bits.double().sum(dim=0).cpu()
+        bar.update(len(x))
+    bar.close()
     mean = {k: v / n for k, v in totals.items()}
     return {
         "bits_per_dim": mean["elbo"] / LN2,
@@ -125,12 +134,17 @@ def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, co
     return grids
 
 
-def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+def save_grids(grids: dict[str, np.ndarray], folder: Path, prefix: str = "") -> list[Path]:
+    """Each grid as folder/<prefix><name>.png."""
     paths = []
-    for name, grid in sample_grids(vae, **kwargs).items():
+    for name, grid in grids.items():
         paths.append(folder / f"{prefix}{name}.png")
         save_png(grid, paths[-1])
     return paths
+
+
+def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+    return save_grids(sample_grids(vae, **kwargs), folder, prefix)
 
 
 def default_depths(num_layers: int) -> list[int]:
@@ -225,7 +239,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m model.training.ev
         "model": str(args.model),
         "data": args.data,
         "split": args.split,
-        **evaluate_elbo(vae, data, args.batch_size, args.seed, conditional=not args.unconditional),
+        **evaluate_elbo(vae, data, args.batch_size, args.seed, not args.unconditional, progress=True),
         "labels": "null (unconditional)" if args.unconditional or not hp.conditional else "true labels",
     }
     if args.label_agreement and hp.conditional:

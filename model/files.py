@@ -8,6 +8,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# The mode a plain open() would give a new file: mkstemp's 0600 would hide written models and
+# samples from other users (a service running as another user, a shared results folder).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+NEW_FILE_MODE = 0o666 & ~_UMASK
+
 
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call write(tmp_path) and rename onto `path`: readers see the old file or the new one, never
@@ -17,7 +23,8 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        write(tmp)  # (a writer may replace the file: set its mode after)
+        os.chmod(tmp, NEW_FILE_MODE)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

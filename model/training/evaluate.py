@@ -19,9 +19,28 @@ import torch
 from ..checkpoint import CheckpointError, load_model
 from ..imageio import image_grid, save_png
 from ..likelihoods import LN2
-from ..vae import VDVAE
+from ..vae import VDVAE, Encoding
+from .config import DATA_FORMATS
 from .data import DataError, ImageSet, load_split
 from .progress import progress_bar
+
+
+def uses_labels(vae: VDVAE, data: ImageSet, conditional: bool = True) -> bool:
+    """Whether images are encoded with their true labels: a class-conditional model, `conditional`
+    asked for and labelled data; otherwise the null label."""
+    return vae.hp.conditional and conditional and data.labels is not None
+
+
+def encode_images(
+    vae: VDVAE, data: ImageSet, index: range, seed: int = 0, conditional: bool = True
+) -> Encoding:
+    """The posterior of images `index` of `data`; image i's posterior noise comes from seed + i, so
+    an image's figures do not depend on the batch it is encoded in. Labels as `uses_labels` says."""
+    x = torch.from_numpy(np.ascontiguousarray(data.images[index.start : index.stop]))
+    labels = None
+    if uses_labels(vae, data, conditional):
+        labels = torch.from_numpy(data.labels[index.start : index.stop])
+    return vae.encode(x, seeds=[seed + i for i in index], labels=labels)
 
 
 def evaluate_elbo(
@@ -42,17 +61,13 @@ def evaluate_elbo(
     n = len(data)
     bar = progress_bar(n, enabled=progress, desc="evaluate", unit="img", leave=False)
     for start in range(0, n, batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(data.images[start : start + batch_size]))
-        labels = None
-        if vae.hp.conditional and conditional and data.labels is not None:
-            labels = torch.from_numpy(data.labels[start : start + batch_size])
-        seeds = [seed + i for i in range(start, start + len(x))]
-        enc = vae.encode(x, seeds=seeds, labels=labels if vae.hp.conditional else None)
+        index = range(start, min(start + batch_size, n))
+        enc = encode_images(vae, data, index, seed, conditional)
         totals["elbo"] += enc.elbo.double().sum().item()
         totals["distortion"] += enc.distortion.double().sum().item()
         totals["rate"] += enc.rate.double().sum().item()
         layer_bits += enc.kl_bits.double().sum(dim=0).cpu()
-        bar.update(len(x))
+        bar.update(len(index))
     bar.close()
     mean = {k: v / n for k, v in totals.items()}
     return {
@@ -179,6 +194,28 @@ class ExamplesHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.Raw
     """Defaults in the help, and the examples laid out as written."""
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """Which images are encoded, and how: the data, its split, the posterior noise's seed, labels."""
+    p.add_argument(
+        "--data", default="mnist", help="'mnist', a folder of images, a CIFAR-10 folder or a .npy file"
+    )
+    p.add_argument("--data-format", default="auto", choices=DATA_FORMATS, help="force the data format")
+    p.add_argument("--test-data", default=None, help="separate test folder/.npy (else a seeded hold-out)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--seed", type=int, default=0, help="image i's posterior noise uses seed + i")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    p.add_argument("--unconditional", action="store_true", help="use the null label (bound on -log p(x))")
+
+
+def load_data(args: argparse.Namespace, vae: VDVAE) -> ImageSet:
+    """The images that add_data_options' options name, checked against the model's image shape."""
+    hp = vae.hp
+    data = load_split(
+        args.data, args.split, hp.image_size, hp.image_channels, args.data_format, args.test_data
+    )
+    return data.subset(np.arange(min(args.limit, len(data)))) if args.limit else data
+
+
 def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -189,16 +226,8 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
     )
     p.add_argument("model", help="model folder, or an official .th file (with --preset)")
     p.add_argument("--preset", default=None, help="preset of an official .th file (default: inferred)")
-    p.add_argument(
-        "--data", default="mnist", help="'mnist', a folder of images, a CIFAR-10 folder or a .npy file"
-    )
-    p.add_argument("--data-format", default="auto", help="auto, mnist, folder, cifar10 or npy")
-    p.add_argument("--test-data", default=None, help="separate test folder/.npy (else a seeded hold-out)")
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    add_data_options(p)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0, help="image i's posterior noise uses seed + i")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--unconditional", action="store_true", help="use the null label (bound on -log p(x))")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument(
         "--out", default=None, help="folder for reconstructions at several depths and sample grids"
@@ -227,14 +256,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m model.training.ev
     try:
         vae = load_model(args.model, preset=args.preset, device=args.device)
         hp = vae.hp
-        data = load_split(
-            args.data, args.split, hp.image_size, hp.image_channels, args.data_format, args.test_data
-        )
+        data = load_data(args, vae)
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.limit:
-        data = data.subset(np.arange(min(args.limit, len(data))))
     result = {
         "model": str(args.model),
         "data": args.data,

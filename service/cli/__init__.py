@@ -1,7 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
-    vdvae serve | train | evaluate | convert | bench model | bench service    (the existing tools)
-    vdvae sample | reconstruct | encode | decode | models                     (the service's client)
+    vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model | bench service
+    vdvae sample | reconstruct | encode | decode | models          (the service's client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
 serve flags from Settings); `vdvae NAME ARGS` hands ARGS to them unchanged and imports nothing else,
@@ -60,6 +60,10 @@ COMMANDS: dict[str, Tool | ClientTool] = {
     "train": Tool("model.training.train", "train a VDVAE on your own images"),
     "evaluate": Tool("model.training.evaluate", "ELBO in bits per dim, per-layer rate, reconstructions"),
     "convert": Tool("model.tools.convert", "import an official openai/vdvae checkpoint"),
+    "generate": Tool("model.training.generate", "bulk samples as a (torchrun) job: sharded, resumable"),
+    "encode-dataset": Tool(
+        "model.training.encode_dataset", "a dataset's per-image KL, bits/dim, latents: a (torchrun) job"
+    ),
 }
 
 OVERVIEW = """usage: vdvae COMMAND [ARGS...]      (vdvae COMMAND --help: its options and examples)
@@ -68,9 +72,6 @@ Very Deep VAEs: serve them, sample, reconstruct and encode with them, train them
 
 commands:
 {commands}
-  bench model  {bench_model}
-  bench service
-               {bench_service}
 
 The client commands (sample, reconstruct, encode, decode, models) talk to a running service
 (--url, default $VDVAE_URL or http://127.0.0.1:8000) or, with --local FOLDER, run the service
@@ -87,10 +88,8 @@ examples:
 
 
 def overview() -> str:
-    commands = "\n".join(f"  {name:<12} {c.summary}" for name, c in COMMANDS.items())
-    return OVERVIEW.format(
-        commands=commands, bench_model=BENCHES["model"].summary, bench_service=BENCHES["service"].summary
-    )
+    tools = {**COMMANDS, **{f"bench {name}": tool for name, tool in BENCHES.items()}}
+    return OVERVIEW.format(commands="\n".join(f"  {name:<14} {c.summary}" for name, c in tools.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -113,3 +113,14 @@ def test_saved_folder_round_trip_keeps_hparams_and_provenance(tmp_path, tiny_con
     back = load_model(tmp_path / "c", device="cpu")
     assert back.hp == tiny_cond.hp and back.provenance == {"steps": 7}
     assert torch.equal(back.sample(2, labels=[1, 2], seeds=0), tiny_cond.sample(2, labels=[1, 2], seeds=0))
+
+
+def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path, tiny_cond):
+    import os
+
+    from model.files import NEW_FILE_MODE
+
+    save_model_folder(tiny_cond, tmp_path / "c", {"steps": 7})
+    for name in ("model.safetensors", "config.json", "README.md"):
+        mode = os.stat(tmp_path / "c" / name).st_mode & 0o777
+        assert mode == NEW_FILE_MODE and mode & 0o044  # readable by group and others under umask 022

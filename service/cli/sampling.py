@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "-o",
         "--out",
         default="sample.png",
-        help="a .png file: the images' grid (default: sample.png); a folder (no .png suffix, or "
-        "--each): one PNG per image, resumable",
+        help="a .png file: the images' grid (default: sample.png); a folder (a name without a "
+        "suffix, or --each): one PNG per image, resumable",
     )
     p.add_argument("--each", action="store_true", help="one PNG per image: --out is a folder")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight for large n (default: 4)")
@@ -196,7 +196,9 @@ async def run(client: AsyncClient, args: argparse.Namespace) -> None:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
     info = await served_model(client, args.model)
     out = Path(args.out)
-    if args.each or out.is_dir() or out.suffix.lower() != ".png":
+    if args.each or out.is_dir() or not out.suffix:
         await sample_folder(client, args, info)
-    else:
+    elif out.suffix.lower() == ".png":
         await sample_grid(client, args, info)
+    else:
+        raise UsageError(f"-o {out}: a grid is a .png file, and one PNG per image goes into a folder")

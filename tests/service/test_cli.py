@@ -119,6 +119,8 @@ def test_errors_are_sentences_with_exit_codes(tmp_path, server) -> None:
     assert down.returncode == 1 and "no answer from" in down.stderr and "Traceback" not in down.stderr
     nowhere = vdvae("models", "--local", str(tmp_path), cwd=tmp_path, check=False)
     assert nowhere.returncode == 2 and "no model folder there" in nowhere.stderr
+    jpg = vdvae("sample", "-o", "x.jpg", cwd=tmp_path, url=server.url, check=False)
+    assert jpg.returncode == 2 and "a grid is a .png file" in jpg.stderr and not (tmp_path / "x.jpg").exists()
     unknown = vdvae("smaple", cwd=tmp_path, check=False)
     assert unknown.returncode == 2 and "unknown command 'smaple'" in unknown.stderr
 

@@ -43,11 +43,11 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> NoReturn:
     """Serve, then end the process at once: everything is answered, stopped and logged by then, and
     the interpreter's own teardown (torch and every module) took 2-4 s more on a busy 2-core
     machine, time a stop's grace period would otherwise spend on nothing."""
-    settings = settings_from_cli(argv)
+    settings = settings_from_cli(argv, prog)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

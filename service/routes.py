@@ -7,7 +7,6 @@ for `Accept: image/png`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Annotated, Any, TypeVar
@@ -18,7 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
-from model.imageio import image_grid
+from model.imageio import grid_columns, grid_png
 
 from . import bodies, schemas, validation
 from .context import RequestContext, wait_for_results
@@ -179,8 +178,8 @@ def png_response(
         body = encode_png(images[0])
         headers["X-Seed"] = str(seeds[0])
     else:
-        columns = columns or math.ceil(math.sqrt(len(images)))
-        body = encode_png(image_grid(np.stack(images), ncols=columns))
+        columns = columns or grid_columns(len(images))
+        body = grid_png(np.stack(images), columns)
         headers["X-Grid-Columns"] = str(columns)
     headers["X-Seeds"] = ",".join(map(str, seeds))
     return Response(body, media_type="image/png", headers=headers)
@@ -295,7 +294,14 @@ async def decode(request: Request, svc: Accepting) -> Any:
 
 
 def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
-    return schemas.ModelInfo(default=model.name == svc.registry.default_name, **model.info())
+    s = svc.settings
+    limits = schemas.ServingLimits(
+        max_batch_size=s.max_batch_size,
+        max_images_per_request=s.max_images_per_request,
+        max_queue_images=s.max_queue_images,
+        request_timeout_s=s.request_timeout_s,
+    )
+    return schemas.ModelInfo(default=model.name == svc.registry.default_name, limits=limits, **model.info())
 
 
 @router.get("/v1/models", response_model=schemas.ModelList, tags=["models"], summary="The served models")

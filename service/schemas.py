@@ -264,6 +264,15 @@ class EncodeResponse(BaseModel):
     latents: list[LatentTensor] = Field(default_factory=list)
 
 
+class ServingLimits(BaseModel):
+    """How the service serves a model: what a client sizes and times its requests by."""
+
+    max_batch_size: int = Field(description="Most images in one model pass; a bulk client's request size.")
+    max_images_per_request: int = Field(description="Largest n of one /sample request.")
+    max_queue_images: int = Field(description="Images that may wait per model and operation (503 above).")
+    request_timeout_s: float = Field(description="Default deadline of a request; timeout_ms may shorten it.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -282,6 +291,7 @@ class ModelInfo(BaseModel):
     device: str
     amp: str
     provenance: dict[str, Any]
+    limits: ServingLimits
 
 
 class ModelList(BaseModel):

@@ -248,8 +248,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve every Very Deep VAE model folder under --model-dir over HTTP.",
+        epilog=f"examples:\n  {prog}                                  # weights/*/ on http://127.0.0.1:8000\n"
+        f"  {prog} --model-dir my_models --port 9000\n"
+        f"  VDVAE_MAX_BATCH_SIZE=64 {prog} --host 0.0.0.0 --cpu-threads 4",
         argument_default=argparse.SUPPRESS,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for name, field in Settings.model_fields.items():
         env = ENV_PREFIX + name.upper()
@@ -266,9 +269,9 @@ def _is_literal(annotation: Any) -> bool:
     return getattr(annotation, "__origin__", None) is Literal
 
 
-def settings_from_cli(argv: Sequence[str] | None = None) -> Settings:
+def settings_from_cli(argv: Sequence[str] | None = None, prog: str | None = None) -> Settings:
     """Settings from environment variables overridden by the flags in `argv`; exits 2 on bad values."""
-    parser = build_parser()
+    parser = build_parser(prog)
     flags = vars(parser.parse_args(argv))
     try:
         return Settings(**flags)

@@ -7,9 +7,6 @@ would raise a ValueError for most of these too, but only after the item had join
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
 import secrets
 from typing import TYPE_CHECKING
 
@@ -22,6 +19,7 @@ from .errors import InvalidInput, invalid_input
 from .images import decode_image
 from .items import DecodeItem, EncodeItem, ReconstructItem, SampleItem, Temperature
 from .settings import Settings
+from .wire import tensor_b64, tensor_from_b64
 
 if TYPE_CHECKING:
     from .registry import ServedModel
@@ -190,15 +188,9 @@ def latents_for(tensors: list[schemas.LatentTensor], model: ServedModel) -> tupl
         if tuple(t.shape) != tuple(shape):
             raise invalid(where, f"layer {i} of model {model.name!r} has shape {list(shape)}, got {t.shape}")
         try:
-            raw = base64.b64decode(t.data, validate=True)
-        except (binascii.Error, ValueError):
-            raise invalid(where, "data is not valid base64") from None
-        expected = 4 * math.prod(shape)
-        if len(raw) != expected:
-            raise invalid(
-                where, f"data holds {len(raw)} bytes; shape {list(shape)} of float32 needs {expected}"
-            )
-        z = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+            z = tensor_from_b64(t.data, shape)
+        except ValueError as e:
+            raise invalid(where, str(e)) from None
         if not np.isfinite(z).all():
             raise invalid(where, "latents must be finite (no NaN or infinity)")
         out.append(z)
@@ -217,5 +209,4 @@ def decode_item(req: schemas.DecodeRequest, model: ServedModel, settings: Settin
 
 
 def latent_tensor(layer: int, z: np.ndarray) -> schemas.LatentTensor:
-    data = base64.b64encode(np.ascontiguousarray(z, dtype="<f4").tobytes()).decode("ascii")
-    return schemas.LatentTensor(layer=layer, shape=list(z.shape), dtype="float32", data=data)
+    return schemas.LatentTensor(layer=layer, shape=list(z.shape), dtype="float32", data=tensor_b64(z))

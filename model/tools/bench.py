@@ -52,8 +52,8 @@ def time_sample(
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m model.tools.bench", description=__doc__,
+def build_parser(prog: str = "python -m model.tools.bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.replace("python -m model.tools.bench", prog),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--preset",
@@ -96,8 +96,8 @@ def bench_batch(eager: VDVAE, fast: VDVAE, n: int, args: argparse.Namespace) -> 
             "speedup": wall["eager"] / wall["optimized"], "eager_cpu_s_per_img": cpu / n}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m model.tools.bench") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

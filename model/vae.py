@@ -5,7 +5,9 @@ Two layers of calls:
     (a list of standard-normal tensors, one per latent layer, top-down): `preprocess`, `elbo`,
     `encode`, `decode`, `params_to_images`; tests/model/test_parity.py drives these calls;
   - user-level calls on uint8 images with per-image seeds and parameters, run under
-    inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8).
+    inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8),
+    `sample_stages` (a sample resolution by resolution, with previews), `draws` and `interpolate`
+    (in each latent layer's standardized prior noise; model.interpolation).
     What `sample` and `reconstruct` are not given (DEFAULT) comes from the model's sampling
     defaults (`self.sampling`, config.json's "sampling" section; model.sampling).
 """
@@ -15,17 +17,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .decoder import Decoder, TopDown
+from .decoder import Decoder, resolution_stops
 from .encoder import Encoder
 from .heads import DmolHead, GaussianHead
 from .hparams import HParams
+from .interpolation import path_draws, path_temperature, steps_t
 from .likelihoods import LN2
-from .noise import NoiseSource, seed_list
+from .noise import Draws, GivenNoise, NoiseSource, seed_list
 from .options import (
     GuidanceSpec,
     LabelSpec,
@@ -35,62 +37,13 @@ from .options import (
     label_rows,
     log_temperature,
 )
+from .outputs import Encoding, Reconstruction, Stage
 from .sampling import DEFAULT, SamplingDefaults
 
 # Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).
 Seeds = int | Sequence[int] | NoiseSource | None
 # Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
 Noise = Sequence[torch.Tensor] | None
-
-
-@dataclass
-class Encoding:
-    """Posterior of a batch: behaves as the list of z (one (n, Z, r, r) tensor per layer)."""
-
-    z: list[torch.Tensor]
-    mean: list[torch.Tensor]  # posterior means, per layer
-    std: list[torch.Tensor]  # posterior standard deviations, per layer
-    kl: torch.Tensor  # (n, L) nats per layer
-    distortion: torch.Tensor | None  # (n,) nats/dim, when the 8-bit target was known
-    dims: int  # H * W * C
-
-    def __len__(self) -> int:
-        return len(self.z)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return iter(self.z)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.z[i]
-
-    @property
-    def kl_bits(self) -> torch.Tensor:
-        """(n, L) KL of each latent layer in bits."""
-        return self.kl / LN2
-
-    @property
-    def rate(self) -> torch.Tensor:
-        """(n,) total KL in nats per dim."""
-        return self.kl.sum(dim=1) / self.dims
-
-    @property
-    def elbo(self) -> torch.Tensor | None:
-        """(n,) negative ELBO in nats per dim (None without a target)."""
-        return None if self.distortion is None else self.distortion + self.rate
-
-    @property
-    def bits_per_dim(self) -> torch.Tensor | None:
-        """(n,) negative ELBO in bits per dim (None without a target)."""
-        return None if self.distortion is None else self.elbo / LN2
-
-
-@dataclass
-class Reconstruction:
-    """Partial posterior reconstructions of a batch."""
-
-    images: torch.Tensor  # (n, H, W, C) uint8
-    bits: torch.Tensor  # (n,) bits of KL taken from the image's posterior (the bits it used)
-    seeds: list[int]
 
 
 class VDVAE(nn.Module):
@@ -216,6 +169,8 @@ class VDVAE(nn.Module):
                 kl=torch.stack(td.kl, dim=1),
                 distortion=distortion,
                 dims=self.hp.image_dims,
+                prior_mean=[m.float() for m in td.p_mean],
+                prior_std=[s.float().exp() for s in td.p_logstd],
             )
 
     def decode(
@@ -237,13 +192,13 @@ class VDVAE(nn.Module):
             n = n if n is not None else (latents[0].shape[0] if len(latents) else 1)
             if noise is None and seeds is not None:
                 noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
-            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
-            return self.head(td.px_z)
+            args = self._decode_args(latents, latent_layers, n, temperature, noise, labels, guidance)
+            return self.head(self.decoder.top_down(n, **args).px_z)
 
     def _noise(self, seeds: Seeds, n: int) -> NoiseSource:
         return seeds if isinstance(seeds, NoiseSource) else NoiseSource(seed_list(seeds, n))
 
-    def _decode(
+    def _decode_args(
         self,
         latents: Sequence[torch.Tensor],
         latent_layers: Sequence[int] | None,
@@ -252,15 +207,15 @@ class VDVAE(nn.Module):
         noise: Noise,
         labels: LabelSpec,
         guidance: GuidanceSpec,
-    ) -> TopDown:
+    ) -> dict:
+        """The checked keyword arguments of Decoder.top_down for decoding and sampling."""
         latents = checked_latents(latents, self.latent_shapes(), n, self.device)
         if latent_layers is not None:
             latent_layers = [int(k) for k in latent_layers]
             if len(latent_layers) != n or any(not 0 <= k <= len(latents) for k in latent_layers):
                 raise ValueError(f"latent_layers must give one count in 0..{len(latents)} per image")
         y = self._label_rows(labels, n)
-        return self.decoder.top_down(
-            n,
+        return dict(
             latents=latents,
             latent_layers=latent_layers,
             noise=noise,
@@ -268,6 +223,10 @@ class VDVAE(nn.Module):
             cond=self.decoder.embed(y),
             guidance=guidance_rows(self.hp, guidance, y, n, self.decoder.embed),
         )
+
+    def _pixel_shapes(self) -> list[tuple[int, ...]]:
+        """Per-image shapes of the output layer's uniform draws (none for the Gaussian head)."""
+        return [s[1:] for s in self.head.noise_shapes(1, self.hp.image_size)]
 
     def params_to_images(
         self,
@@ -330,8 +289,8 @@ class VDVAE(nn.Module):
             opts = self.sampling_options(src.seeds, temperature, labels, guidance)
             temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
             noise = src.normal(self.latent_shapes(), self.device)
-            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance)
-            return self.params_to_images(self.head(td.px_z), seeds=src)
+            args = self._decode_args(latents, latent_layers, n, temperature, noise, labels, guidance)
+            return self.params_to_images(self.head(self.decoder.top_down(n, **args).px_z), seeds=src)
 
     def reconstruct(
         self,
@@ -366,6 +325,99 @@ class VDVAE(nn.Module):
             images = self.params_to_images(self.head(td.px_z), seeds=src)
             bits = torch.stack(td.kl, dim=1).sum(dim=1) / LN2
             return Reconstruction(images=images, bits=bits, seeds=src.seeds)
+
+    def sample_stages(
+        self,
+        n: int,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
+        seeds: Seeds = None,
+    ) -> Iterator[Stage]:
+        """`sample`, resolution by resolution: after the latent layers of each resolution, a preview
+        of the final images given the layers drawn so far, with every layer below at its prior mean
+        (temperature 0) and the images' own output-layer draws; the last stage holds the samples,
+        exactly `sample`'s for the same arguments. Stop iterating and the rest is not computed.
+
+        A preview runs the rest of the pass from the current streams, so previews cost up to one
+        pass per resolution; their latents never feed the pass itself.
+        """
+        src = self._noise(seeds, n)
+        opts = self.sampling_options(src.seeds, temperature, labels, guidance)
+        temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
+        with self._inference():
+            noise = src.normal(self.latent_shapes(), self.device)
+            pixel = src.uniform(self._pixel_shapes(), self.device) if self._pixel_shapes() else None
+            args = self._decode_args((), None, n, temperature, noise, labels, guidance)
+            mean = {**args, "noise": [torch.zeros_like(e) for e in noise]}  # z = mu_p: eps = 0
+        streams = None
+        stops = resolution_stops(self.hp.layer_resolutions)
+        for resolution, stop in stops:
+            with self._inference():
+                td = self.decoder.top_down(n, **args, start=streams, stop=stop)
+                streams = td.streams
+                final = stop == self.hp.num_layers
+                px_z = td.px_z if final else self.decoder.top_down(n, **mean, start=streams).px_z
+                images = self.params_to_images(self.head(px_z), noise=pixel)
+            yield Stage(resolution=resolution, layers=stop, images=images, final=final)
+
+    def draws(self, seeds: Seeds, images: torch.Tensor | None = None, labels: LabelSpec = None) -> Draws:
+        """Every random draw that makes each image (model.noise.Draws). Without `images`: the draws
+        of the seeds, which `sample` decodes. With uint8 `images` (n, H, W, C): per latent layer the
+        standardized prior noise (z - mu_p) / sigma_p of the image's posterior sample z (its noise
+        from the seed), and the seed's output-layer draws, so that `sample` at temperature 1 with
+        these draws (GivenNoise) gives the image's full reconstruction."""
+        n = len(seeds)
+        if images is not None and images.shape[0] != n:
+            raise ValueError(f"got {images.shape[0]} images and {n} seeds")
+        src = self._noise(seeds, n)
+        with self._inference():
+            latent = src.normal(self.latent_shapes(), self.device)
+            pixel = src.uniform(self._pixel_shapes(), self.device) if self._pixel_shapes() else []
+            if images is not None:
+                latent = self.encode(images, noise=latent, labels=labels).prior_noise
+        return Draws(latent, pixel)
+
+    def interpolate(
+        self,
+        start: int | torch.Tensor,
+        end: int | torch.Tensor,
+        steps: int,
+        layers: int | None = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        seed: int = 0,
+        guidance: GuidanceSpec = DEFAULT,
+    ) -> torch.Tensor:
+        """`steps` images (uint8, NHWC) from `start` to `end`, each a seed or a uint8 image (H, W, C):
+        the top `layers` latent layers (default all) interpolated spherically in their standardized
+        prior noise and decoded at temperature 1, the layers below drawn from `seed` at
+        `temperature`. With every layer interpolated the ends are the endpoint images: `sample` of a
+        seed, or the full reconstruction of an image (its posterior noise and output-layer draws
+        from `seed`). labels: one label for the path (or None); left out, the model's label rule
+        applied to a seed start (so the path begins at `sample`'s image of that seed), else None.
+        Left out, temperature and guidance are the model's sampling defaults."""
+        L = self.hp.num_layers
+        k = L if layers is None else int(layers)
+        if labels is DEFAULT:
+            rule = self.sampling_options([start])["labels"] if isinstance(start, int) else None
+            labels = rule[0] if rule else None
+        temperature = self.sampling_options([seed], temperature=temperature)["temperature"]
+        ends = [
+            self.draws([e]) if isinstance(e, int) else self.draws([seed], e.unsqueeze(0), labels)
+            for e in (start, end)
+        ]
+        t = torch.tensor(steps_t(steps))
+        rows = [0] * steps
+        below = self.draws([seed]).rows(rows)
+        given = path_draws(ends[0].rows(rows), ends[1].rows(rows), below, t, [k] * steps)
+        return self.sample(
+            steps,
+            temperature=path_temperature([k] * steps, [temperature] * steps, L),
+            labels=labels,
+            guidance=guidance if labels is not None else None,
+            seeds=GivenNoise(given, [seed] * steps),
+        )
 
     # ---- execution context -----------------------------------------------------------------------
 

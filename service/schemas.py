@@ -1,9 +1,10 @@
 """Request and response bodies (pydantic), with the examples shown at /docs.
 
-These models check what can be checked without a model: types, finite numbers, static ranges,
-unknown fields (rejected, so a typo such as `temprature` is a 422 and not a silent default).
-Checks that need the model or the settings (n limit, temperature bounds and per-layer length,
-labels, latent shapes) are in validation.py.
+These models check what can be checked without a model: strict types (no "8" for 8, no false for
+0), finite numbers, static ranges, unknown fields (rejected, so a typo such as `temprature` is a 422
+and not a silent default). Checks that need the model or the settings (n limit, temperature bounds
+and per-layer length, labels, latent shapes) are in validation.py; openapi.py writes those same
+bounds into the published schema.
 
 Sampling options left out of a request (temperature, label, guidance) take the model's sampling
 defaults (GET /v1/models: `sampling`; validation.sampling_for). An explicit `"label": null` asks for
@@ -89,8 +90,15 @@ TimeoutField = Annotated[
 ]
 
 
+# A 32x32 grey-scale PNG of a 7 (the default model's shape): the examples work as written.
+EXAMPLE_PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAQElEQVR42mNgGAUMDAwMjHDWf+ziTIRMYCLeCiTwn1IrkA0gywQU"
+    "A8gxAdUAMkxAM4B0E9ANINkEDAMImzBCAABeQAghXbLNJQAAAABJRU5ErkJggg=="
+)
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Guidance(StrictModel):
@@ -103,6 +111,7 @@ class Guidance(StrictModel):
 class SampleRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"n": 4, "seed": 42},
@@ -128,8 +137,9 @@ class ReconstructRequest(StrictModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
-            "examples": [{"image_b64": "iVBORw0KGgo...", "layers": 4, "temperature": 0.9, "seed": 1}]
+            "examples": [{"image_b64": EXAMPLE_PNG_B64, "layers": 4, "temperature": 0.9, "seed": 1}]
         },
     )
 
@@ -159,7 +169,8 @@ class EncodeRequest(StrictModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"image_b64": "iVBORw0KGgo...", "latents": 2, "seed": 0}]},
+        strict=True,
+        json_schema_extra={"examples": [{"image_b64": EXAMPLE_PNG_B64, "latents": 2, "seed": 0}]},
     )
 
     model: ModelField = None
@@ -194,6 +205,7 @@ class LatentTensor(Tensor):
 class DecodeRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -292,6 +304,15 @@ class SamplingDefaults(BaseModel):
     chosen_by: str = Field(description="How these values were chosen.")
 
 
+class ServingLimits(BaseModel):
+    """How the service serves a model: what a client sizes and times its requests by."""
+
+    max_batch_size: int = Field(description="Most images in one model pass; a bulk client's request size.")
+    max_images_per_request: int = Field(description="Largest n of one /sample request.")
+    max_queue_images: int = Field(description="Images that may wait per model and operation (503 above).")
+    request_timeout_s: float = Field(description="Default deadline of a request; timeout_ms may shorten it.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -311,6 +332,7 @@ class ModelInfo(BaseModel):
     amp: str
     sampling: SamplingDefaults
     provenance: dict[str, Any]
+    limits: ServingLimits
 
 
 class ModelList(BaseModel):
@@ -349,6 +371,28 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+def json_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI requestBody of a JSON-only endpoint (its body is read by the route, not by FastAPI)."""
+    schema = {"$ref": f"#/components/schemas/{model_cls.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def inlined_schema(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """model_cls's JSON schema with its nested models written in place (a route's own request body
+    schema cannot add entries to the document's components)."""
+    schema = model_cls.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
 
 
 def image_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from ..vae import VDVAE, Encoding
 from .config import DATA_FORMATS
 from .data import DataError, ImageSet, load_split
 from .judge import JudgeError
+from .progress import progress_bar
 from .quality import DEFAULT, INCEPTION_NOTE, Setting, draw, judge_path_for, load_quality_judge
 
 
@@ -47,22 +48,31 @@ def encode_images(
 
 
 def evaluate_elbo(
-    vae: VDVAE, data: ImageSet, batch_size: int = 100, seed: int = 0, conditional: bool = True
+    vae: VDVAE,
+    data: ImageSet,
+    batch_size: int = 100,
+    seed: int = 0,
+    conditional: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Mean negative ELBO over `data`: bits/dim, nats/dim, distortion, rate and per-layer rate.
 
     For a class-conditional model `conditional` uses the true labels (a bound on -log p(x | y));
-    otherwise the null label (a bound on -log p(x)).
+    otherwise the null label (a bound on -log p(x)). `progress`: a bar of images done (stderr).
     """
     totals = {"elbo": 0.0, "distortion": 0.0, "rate": 0.0}
     layer_bits = torch.zeros(vae.hp.num_layers, dtype=torch.float64)
     n = len(data)
+    bar = progress_bar(n, enabled=progress, desc="evaluate", unit="img", leave=False)
     for start in range(0, n, batch_size):
-        enc = encode_images(vae, data, range(start, min(start + batch_size, n)), seed, conditional)
+        index = range(start, min(start + batch_size, n))
+        enc = encode_images(vae, data, index, seed, conditional)
         totals["elbo"] += enc.elbo.double().sum().item()
         totals["distortion"] += enc.distortion.double().sum().item()
         totals["rate"] += enc.rate.double().sum().item()
         layer_bits += enc.kl_bits.double().sum(dim=0).cpu()
+        bar.update(len(index))
+    bar.close()
     mean = {k: v / n for k, v in totals.items()}
     return {
         "bits_per_dim": mean["elbo"] / LN2,
@@ -143,12 +153,17 @@ def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, co
     return grids
 
 
-def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+def save_grids(grids: dict[str, np.ndarray], folder: Path, prefix: str = "") -> list[Path]:
+    """Each grid as folder/<prefix><name>.png."""
     paths = []
-    for name, grid in sample_grids(vae, **kwargs).items():
+    for name, grid in grids.items():
         paths.append(folder / f"{prefix}{name}.png")
         save_png(grid, paths[-1])
     return paths
+
+
+def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+    return save_grids(sample_grids(vae, **kwargs), folder, prefix)
 
 
 def default_depths(num_layers: int) -> list[int]:
@@ -201,6 +216,10 @@ def sample_quality(vae: VDVAE, data: ImageSet, args: argparse.Namespace) -> dict
     }
 
 
+class ExamplesHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the examples laid out as written."""
+
+
 def add_data_options(p: argparse.ArgumentParser) -> None:
     """Which images are encoded, and how: the data, its split, the posterior noise's seed, labels."""
     p.add_argument(
@@ -223,15 +242,18 @@ def load_data(args: argparse.Namespace, vae: VDVAE) -> ImageSet:
     return data.subset(np.arange(min(args.limit, len(data)))) if args.limit else data
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.training.evaluate",
+        prog=prog,
         description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions, "
         "and with --fid sample quality in a judge's feature space.",
-        epilog="--fid uses a judge (model.training.judge): for --data mnist the bundled digit judge "
+        epilog=f"examples:\n  {prog} weights/mnist --data mnist --split test --out eval/\n"
+        f"  {prog} weights/mnist --data mnist --fid --samples 1000\n"
+        f"  {prog} cifar10-seed0-iter-900000-model-ema.th --data cifar-10-batches-py/ --limit 1000\n\n"
+        "--fid uses a judge (model.training.judge): for --data mnist the bundled digit judge "
         "(weights/judges/mnist.safetensors); for other data, a judge file you train or provide. "
         f"Note: {INCEPTION_NOTE}.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=ExamplesHelpFormatter,
     )
     p.add_argument("model", help="model folder, or an official .th file (with --preset)")
     p.add_argument("--preset", default=None, help="preset of an official .th file (default: inferred)")
@@ -254,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="class-conditional models: draw N samples per class and report how many have a "
-        "nearest training image of their class (default: 0, off)",
+        "nearest training image of their class (0: off)",
     )
     q = p.add_argument_group("sample quality (--fid)")
     q.add_argument(
@@ -284,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
 
     try:
         if args.fid:
@@ -303,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model),
         "data": args.data,
         "split": args.split,
-        **evaluate_elbo(vae, data, args.batch_size, args.seed, conditional=not args.unconditional),
+        **evaluate_elbo(vae, data, args.batch_size, args.seed, not args.unconditional, progress=True),
         "labels": "null (unconditional)" if args.unconditional or not hp.conditional else "true labels",
     }
     if args.label_agreement and hp.conditional:

@@ -148,7 +148,7 @@ def prepare(args: argparse.Namespace, dist: Dist) -> shards.Job:
 
 
 def build_parser(prog: str = "python -m model.training.generate") -> argparse.ArgumentParser:
-    p = shards.job_parser(prog, __doc__)
+    p = shards.job_parser(prog, __doc__.replace("python -m model.training.generate", prog))
     # Not --n: torchrun would take it for an abbreviation of its own --nnodes / --nproc-per-node.
     p.add_argument("--num-samples", type=int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")

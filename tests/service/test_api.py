@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 
 import httpx
@@ -69,7 +70,7 @@ def test_health_endpoints(client: httpx.Client) -> None:
 def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    for path in ("/sample", "/reconstruct", "/encode", "/decode"):
+    for path in ("/sample", "/sample/stream", "/reconstruct", "/encode", "/decode", "/interpolate"):
         assert "post" in spec["paths"][path], path
     for path in ("/v1/models", "/v1/models/{name}", "/health/live", "/health/ready", "/metrics"):
         assert "get" in spec["paths"][path], path
@@ -78,6 +79,10 @@ def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None
     assert set(body) == {"application/json", "multipart/form-data"}
     assert body["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
     assert "422" in spec["paths"]["/sample"]["post"]["responses"]
+    assert "text/event-stream" in spec["paths"]["/sample/stream"]["post"]["responses"]["200"]["content"]
+    interpolate = spec["paths"]["/interpolate"]["post"]["requestBody"]["content"]
+    assert "$ref" not in json.dumps(interpolate)  # written out in full: nothing left dangling
+    assert interpolate["application/json"]["schema"]["properties"]["start"]["anyOf"]
 
 
 def test_request_id_is_echoed_in_header_and_problem(client: httpx.Client) -> None:

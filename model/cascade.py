@@ -9,7 +9,7 @@ noise added. A cascade folder names its stages in config.json:
                  {"model": "sr16to32", "low_res_noise": 0.1}]}
 
 Each "model" is a model folder's path relative to the cascade folder's parent (a sibling's name);
-the other keys are the stage's default options (StageOptions). Stage k of an image runs on a seed
+the other keys are the stage's default options (StageOptions). CascadeStage k of an image runs on a seed
 derived from the image's seed and k (`stage_seeds`), so every stage of every image depends on that
 image's seed and options only, never on its batch: a server may batch each stage on its own.
 """
@@ -73,7 +73,7 @@ class StageOptions:
 
 
 @dataclass
-class Stage:
+class CascadeStage:
     name: str  # the model folder's path as config.json gives it
     vae: VDVAE
     options: StageOptions
@@ -85,7 +85,7 @@ def stage_seeds(seeds: Sequence[int], stage: int) -> list[int]:
     return [int(s) for s in seeds] if stage == 0 else [derived_seed(s, stage) for s in seeds]
 
 
-def check_stages(stages: Sequence[Stage]) -> None:
+def check_stages(stages: Sequence[CascadeStage]) -> None:
     """Raise ValueError unless stage 0 is a plain model and each later stage super-resolves the
     previous one's images (its low_res is their size, same channels)."""
     if not stages:
@@ -104,7 +104,7 @@ def check_stages(stages: Sequence[Stage]) -> None:
         _check_options(stage)
 
 
-def _check_options(stage: Stage) -> None:
+def _check_options(stage: CascadeStage) -> None:
     """A stage's default options, checked as VDVAE.sample would check them (for one image)."""
     opts, hp = stage.options, stage.vae.hp
     try:
@@ -120,7 +120,7 @@ def _check_options(stage: Stage) -> None:
 
 
 def run_stages(
-    stages: Sequence[Stage],
+    stages: Sequence[CascadeStage],
     n: int,
     labels: LabelSpec = None,
     seeds: int | Sequence[int] | None = None,
@@ -156,7 +156,7 @@ def run_stages(
 class Cascade:
     """Stages loaded and checked; `sample` gives the last stage's images, as VDVAE.sample does."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[CascadeStage]) -> None:
         check_stages(stages)
         self.stages = list(stages)
 
@@ -188,14 +188,14 @@ def load_cascade(folder: str | Path, device: str | torch.device | None = None) -
                 f"{where}: 'model' must be relative to {folder.parent}, got {entry['model']!r}"
             )
         vae = load_model(folder.parent / entry["model"], device=device)
-        stages.append(Stage(entry["model"], vae, StageOptions.from_json(entry, where)))
+        stages.append(CascadeStage(entry["model"], vae, StageOptions.from_json(entry, where)))
     try:
         return Cascade(stages)
     except ValueError as e:
         raise CheckpointError(f"{folder}: {e}") from None
 
 
-def save_cascade_folder(folder: str | Path, stages: Sequence[Stage], note: str = "") -> Path:
+def save_cascade_folder(folder: str | Path, stages: Sequence[CascadeStage], note: str = "") -> Path:
     """Write config.json (stage names and options) and a README.md card; the stages' model folders
     must already sit where their names point (relative to the folder's parent)."""
     check_stages(stages)

@@ -2,7 +2,8 @@
 
 Our format is a folder:
   model.safetensors  the EMA weights the service uses (safetensors: loading runs no code)
-  config.json        {"format": ..., "hparams": {...}, "provenance": {...}}
+  config.json        {"format": ..., "hparams": {...}, "sampling": {...}, "provenance": {...}}
+                     ("sampling": the defaults of model.sampling; optional, see SamplingDefaults)
   README.md          the model card
 Official `*-model-ema.th` / `*-model.th` state dicts (with or without DDP's `module.` prefix) load
 with `torch.load(weights_only=True)`, given a preset or inferred from their tensor shapes.
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .files import atomic_write, atomic_write_text
 from .hparams import PRESETS, HParams, HParamsError
 from .inference import resolve_device
+from .sampling import SamplingDefaults
 from .vae import VDVAE
 
 FORMAT = "vdvae-serve/1"
@@ -186,11 +188,13 @@ def load_model(
         sd = read_safetensors(path / WEIGHTS_FILE)
         check_state_dict(sd, hp, str(path / WEIGHTS_FILE), f"the architecture in {CONFIG_FILE}")
         provenance = config.get("provenance", {})
+        sampling = read_sampling(config, hp, path / CONFIG_FILE)
     elif path.is_file():
         sd = read_official_state_dict(path)
         hp, name = _resolve_hparams(preset, sd, str(path))
         check_state_dict(sd, hp, str(path), f"preset {name!r}" if name else "the given hyperparameters")
         provenance = {"source": "openai/vdvae", "file": path.name, "preset": name}
+        sampling = SamplingDefaults.for_model(hp)
     else:
         raise CheckpointError(
             f"no checkpoint at {path}: expected a model folder ({WEIGHTS_FILE} + {CONFIG_FILE}) "
@@ -199,6 +203,7 @@ def load_model(
     vae = VDVAE(hp)
     vae.load_state_dict(sd, strict=True)
     vae.provenance = provenance
+    vae.sampling = sampling
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -212,12 +217,46 @@ def save_model_folder(
     folder = Path(folder)
     sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in vae.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
-    config = {"format": FORMAT, "hparams": vae.hp.to_dict(), "provenance": dict(provenance)}
+    config = {
+        "format": FORMAT,
+        "hparams": vae.hp.to_dict(),
+        "sampling": vae.sampling.to_dict(),
+        "provenance": dict(provenance),
+    }
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     atomic_write_text(
         folder / CARD_FILE, card if card is not None else default_card(vae, provenance, folder.name)
     )
     return folder
+
+
+def read_sampling(config: Mapping[str, Any], hp: HParams, source: Path) -> SamplingDefaults:
+    """config.json's "sampling" section; a folder without one gets SamplingDefaults.for_model."""
+    if config.get("sampling") is None:
+        return SamplingDefaults.for_model(hp)
+    try:
+        return SamplingDefaults.from_dict(config["sampling"], hp)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{source}: invalid sampling defaults: {e}") from None
+
+
+def write_sampling_defaults(folder: str | Path, sampling: SamplingDefaults) -> Path:
+    """Replace the "sampling" section of a model folder's config.json (atomically), keeping the rest."""
+    folder = Path(folder)
+    config = read_config(folder)
+    try:
+        SamplingDefaults.from_dict(sampling.to_dict(), HParams.from_dict(config["hparams"]))
+    except (HParamsError, ValueError) as e:
+        raise CheckpointError(f"{folder}: these sampling defaults do not fit the model: {e}") from None
+    config = {k: v for k, v in config.items() if k != "sampling"}
+    config = {
+        "format": config.pop("format", FORMAT),
+        "hparams": config.pop("hparams"),
+        "sampling": sampling.to_dict(),
+        **config,
+    }
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    return folder / CONFIG_FILE
 
 
 def default_card(vae: VDVAE, provenance: Mapping[str, Any], name: str) -> str:

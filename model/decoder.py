@@ -4,6 +4,8 @@ A single loop, `Decoder.top_down`, serves every use: the posterior pass of train
 prior sampling, decoding from given latents, partial reconstruction (posterior for an image's top
 k layers, prior below, in one pass), and classifier-free guidance (a second, unconditional stream
 for the guided images, fed the same z). Each image can have its own k, temperature and guidance.
+A pass can also run in pieces (`stop`, then `start` from the `Streams` it stopped at), and branch
+off at a piece's end: progressive previews resolution by resolution (VDVAE.sample_stages).
 """
 
 from __future__ import annotations
@@ -87,14 +89,45 @@ class Guidance:
 
 
 @dataclass
-class TopDown:
-    """What one top-down pass produced."""
+class Streams:
+    """A top-down pass between two layers: `layer` layers done, the stream of each resolution reached,
+    and the unconditional streams of the guided images."""
 
-    px_z: torch.Tensor  # (n, width, H, W): the stream at image resolution after gain and bias
+    layer: int
+    xs: dict[int, torch.Tensor]
+    xs_u: dict[int, torch.Tensor]
+
+    def copy(self) -> Streams:
+        """Streams a resumed pass may change in place without touching these (the in-place adds of
+        the loop write into the stream of the block's own resolution)."""
+        return Streams(
+            self.layer,
+            {r: x.clone() for r, x in self.xs.items()},
+            {r: x.clone() for r, x in self.xs_u.items()},
+        )
+
+
+@dataclass
+class TopDown:
+    """What one top-down pass (or the piece of it one call ran) produced; the per-layer lists hold
+    the layers that call ran."""
+
+    px_z: torch.Tensor | None  # (n, width, H, W): the stream at image resolution after gain and bias
+    streams: Streams  # where the pass stopped: resume it with top_down(start=...)
     kl: list[torch.Tensor] = field(default_factory=list)  # per layer (n,) nats; zeros where not posterior
     z: list[torch.Tensor] = field(default_factory=list)  # per layer (n, Z, r, r) (when kept)
     q_mean: list[torch.Tensor] = field(default_factory=list)
     q_logstd: list[torch.Tensor] = field(default_factory=list)
+    p_mean: list[torch.Tensor] = field(default_factory=list)  # the prior each z was drawn against (kept)
+    p_logstd: list[torch.Tensor] = field(default_factory=list)
+
+
+def resolution_stops(resolutions: Sequence[int]) -> list[tuple[int, int]]:
+    """(resolution, end layer) of each run of consecutive latent layers at one resolution, top-down:
+    where a pass can stop to show what it has drawn so far."""
+    return [
+        (r, i + 1) for i, r in enumerate(resolutions) if i + 1 == len(resolutions) or resolutions[i + 1] != r
+    ]
 
 
 def _guided_prior(pm, pv, pm_u, pv_u, g: Guidance):
@@ -203,6 +236,8 @@ class Decoder(nn.Module):
         guidance: Guidance | None = None,
         keep_posterior: bool = False,
         low_res: dict[int, torch.Tensor] | None = None,
+        start: Streams | None = None,
+        stop: int | None = None,
     ) -> TopDown:
         """Run the decoder once for a batch of n images.
 
@@ -213,6 +248,11 @@ class Decoder(nn.Module):
         (n, Z, r, r) holds the standard normal draws; without it they come from the global RNG.
         `low_res` (super-resolution models): features (n, w_r, r, r) added to the initial state of
         resolution r, of both streams under guidance.
+
+        `stop` ends the pass before layer `stop` (px_z is then None) and `start` resumes one from
+        the streams another call stopped at, with the same arguments: the pieces compute exactly
+        what one call does (`low_res` only enters the initial state, so a resumed call may omit it).
+        `start` itself is left unchanged, so several calls can branch off it.
         """
         ref = self.gain
         src = LayerSources.plan(n, posterior_layers, latent_layers, len(latents), ref.device)
@@ -220,15 +260,21 @@ class Decoder(nn.Module):
             raise ValueError("posterior layers need encoder activations")
         g = guidance
         n_g = 0 if g is None else g.rows.numel()
-        xs = self._initial_streams(n, low_res)
-        xs_u = {}
-        if g is not None:
-            xs_u = self._initial_streams(
-                n_g, {r: f.index_select(0, g.rows) for r, f in (low_res or {}).items()}
-            )
-        out = TopDown(px_z=ref)
+        if start is None:
+            xs_u = {}
+            if g is not None:
+                xs_u = self._initial_streams(
+                    n_g, {r: f.index_select(0, g.rows) for r, f in (low_res or {}).items()}
+                )
+            start = Streams(0, self._initial_streams(n, low_res), xs_u)
+        else:
+            start = start.copy()
+        xs, xs_u = start.xs, start.xs_u
+        stop = len(self.dec_blocks) if stop is None else stop
+        out = TopDown(px_z=None, streams=Streams(stop, xs, xs_u))
 
-        for i, block in enumerate(self.dec_blocks):
+        for i in range(start.layer, stop):
+            block = self.dec_blocks[i]
             x = block.stream_input(xs, n, ref)
             x_u = block.stream_input(xs_u, n_g, ref) if g is not None else None
             feats, feats_u = _prior_features(block, x, x_u, cond, g)
@@ -240,6 +286,8 @@ class Decoder(nn.Module):
             z, kl = self._layer_z(i, block, src, pm, pv, feats_u, q, latents, noise, log_temperature, g)
             if keep_posterior:
                 out.z.append(z)
+                out.p_mean.append(pm)
+                out.p_logstd.append(pv)
                 if q is not None:
                     out.q_mean.append(q[0])
                     out.q_logstd.append(q[1])
@@ -248,7 +296,8 @@ class Decoder(nn.Module):
             if g is not None:
                 xs_u[block.base] = x_u
 
-        out.px_z = xs[self.hp.image_size] * self.gain + self.bias
+        if stop == len(self.dec_blocks):
+            out.px_z = xs[self.hp.image_size] * self.gain + self.bias
         return out
 
     def _initial_streams(

@@ -1,17 +1,28 @@
 """Images in and out of numpy: PNG encoding, grids of uint8 NHWC batches (no torchvision), and
-the channel counts of Pillow's modes."""
+the channel counts of Pillow's modes.
+
+Torch tensors are accepted wherever arrays are, but torch is never imported here, so the Python
+client and the `vdvae` command share this module without loading torch.
+"""
 
 from __future__ import annotations
 
 import io
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
+
+# zlib's cheapest level: the service encodes a PNG on every request, and the `vdvae` command
+# encodes its grids the same way, so a grid has the same bytes whichever made it.
+FAST_PNG_LEVEL = 1
 
 # Channels of the common Pillow modes (P is a palette of indices: one channel until expanded).
 MODE_CHANNELS = {
@@ -29,11 +40,24 @@ MODE_CHANNELS = {
 }
 
 
+def as_numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """An array, or a torch tensor on any device, as a numpy array."""
+    if isinstance(images, np.ndarray):
+        return images
+    cpu = getattr(images, "cpu", None)  # a torch tensor, told apart without importing torch
+    return cpu().numpy() if cpu is not None else np.asarray(images)
+
+
+def grid_columns(n: int) -> int:
+    """Columns of a grid of n images: as square as it gets, row-major."""
+    return math.ceil(math.sqrt(n))
+
+
 def image_grid(images: torch.Tensor | np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
     """(n, H, W, C) uint8 -> one (rows*(H+pad)+pad, cols*(W+pad)+pad, C) uint8 image, row-major."""
-    images = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    images = as_numpy(images)
     n, h, w, c = images.shape
-    ncols = ncols or math.ceil(math.sqrt(n))
+    ncols = ncols or grid_columns(n)
     nrows = math.ceil(n / ncols)
     grid = np.zeros((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), dtype=np.uint8)
     for i, im in enumerate(images):
@@ -45,16 +69,29 @@ def image_grid(images: torch.Tensor | np.ndarray, ncols: int | None = None, pad:
 
 def to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
     """(H, W, C) uint8 with C = 1 or 3 -> a Pillow image (L or RGB)."""
-    arr = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    arr = as_numpy(image)
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, "L" if arr.shape[-1] == 1 else "RGB")
 
 
 def png_bytes(image: np.ndarray | torch.Tensor, compress_level: int = 6) -> bytes:
     """(H, W, C) uint8 -> PNG bytes at zlib `compress_level` (6, Pillow's default; the service
-    uses 1, the cheapest, since it encodes on every request)."""
+    uses FAST_PNG_LEVEL)."""
     buf = io.BytesIO()
     to_pil(image).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
+
+
+def grid_png(images: np.ndarray | torch.Tensor, columns: int | None = None) -> bytes:
+    """(n, H, W, C) uint8 -> the PNG of their grid (`columns` wide, default grid_columns(n)), as the
+    service sends it."""
+    return png_bytes(image_grid(images, ncols=columns), compress_level=FAST_PNG_LEVEL)
+
+
+def png_array(data: bytes) -> np.ndarray:
+    """PNG (or JPEG) bytes -> uint8 (H, W, C), C = 1 for grey-scale."""
+    with Image.open(io.BytesIO(data)) as img:
+        array = np.asarray(img, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def save_png(image: np.ndarray | torch.Tensor, path: str | Path) -> None:

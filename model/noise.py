@@ -3,12 +3,15 @@
 Every image of a batch draws from its own CPU generator seeded from its seed, always in the same
 order (all latent layers in one draw, then the output layer's uniforms), so an image depends on its
 seed and parameters only: not on its position, the batch size, the other images or the device.
+The draws can also be given as tensors (`Draws`, replayed by `GivenNoise`): an interpolation
+decodes draws that lie between two images'.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -119,6 +122,70 @@ class NoiseSource:
         return self._draw(
             self._pixel, shapes, device, lambda row, gen: row.uniform_(low, high, generator=gen)
         )
+
+
+@dataclass
+class Draws:
+    """Every random draw that makes a batch of images, as tensors: one standard normal (n, Z, r, r)
+    per latent layer, top-down, and the output layer's uniforms (n, *shape) (none for the Gaussian
+    head, which shows its mean)."""
+
+    latent: list[torch.Tensor]
+    pixel: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.latent[0].shape[0]
+
+    def rows(self, index: Sequence[int] | torch.Tensor) -> Draws:
+        """The draws of the images at `index`, in that order (repeats allowed)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return Draws(
+            [t.index_select(0, index.to(t.device)) for t in self.latent],
+            [t.index_select(0, index.to(t.device)) for t in self.pixel],
+        )
+
+    @classmethod
+    def cat(cls, parts: Sequence[Draws]) -> Draws:
+        """The images of several Draws, one after the other."""
+        return cls(
+            [torch.cat(ts) for ts in zip(*(p.latent for p in parts))],
+            [torch.cat(ts) for ts in zip(*(p.pixel for p in parts))],
+        )
+
+
+class GivenNoise(NoiseSource):
+    """A noise source whose draws were made in advance: `normal` returns the latent draws and
+    `uniform` the pixel draws of a `Draws`, checked against the shapes the model asks for."""
+
+    def __init__(self, draws: Draws, seeds: Sequence[int]) -> None:
+        self.seeds = list(seeds)  # reported with the images; only the conditioning stream uses them
+        self.draws = draws
+        self._conditioning = None
+        if len(draws) != len(self.seeds):
+            raise ValueError(f"got draws for {len(draws)} images and {len(self.seeds)} seeds")
+
+    def _given(
+        self, given: list[torch.Tensor], shapes: Sequence[tuple[int, ...]], device: torch.device | str
+    ) -> list[torch.Tensor]:
+        n = len(self.seeds)
+        got = [tuple(t.shape) for t in given]
+        if got != [(n, *s) for s in shapes]:
+            raise ValueError(f"given draws have shapes {got}, expected {[(n, *s) for s in shapes]}")
+        return [t.to(device, torch.float32) for t in given]
+
+    def normal(
+        self, shapes: Sequence[tuple[int, ...]], device: torch.device | str = "cpu"
+    ) -> list[torch.Tensor]:
+        return self._given(self.draws.latent, shapes, device)
+
+    def uniform(
+        self,
+        shapes: Sequence[tuple[int, ...]],
+        device: torch.device | str = "cpu",
+        low: float = 1e-5,
+        high: float = 1.0 - 1e-5,
+    ) -> list[torch.Tensor]:
+        return self._given(self.draws.pixel, shapes, device)
 
 
 # Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).

@@ -5,25 +5,30 @@ Two layers of calls:
     (a list of standard-normal tensors, one per latent layer, top-down): `preprocess`, `elbo`,
     `encode`, `decode`, `params_to_images`; tests/model/test_parity.py drives these calls;
   - user-level calls on uint8 images with per-image seeds and parameters, run under
-    inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8).
+    inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8),
+    `sample_stages` (a sample resolution by resolution, with previews), `draws` and `interpolate`
+    (in each latent layer's standardized prior noise; model.interpolation).
+    What `sample` and `reconstruct` are not given (DEFAULT) comes from the model's sampling
+    defaults (`self.sampling`, config.json's "sampling" section; model.sampling).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .decoder import Decoder, TopDown
+from .decoder import Decoder, resolution_stops
 from .encoder import Encoder
 from .heads import DmolHead, GaussianHead
 from .hparams import HParams
+from .interpolation import path_draws, path_temperature, steps_t
 from .likelihoods import LN2
 from .lowres import LowResEncoder
-from .noise import NoiseSource, Seeds, seed_list
+from .noise import Draws, GivenNoise, NoiseSource, Seeds, seed_list
 from .options import (
     GuidanceSpec,
     LabelSpec,
@@ -35,7 +40,8 @@ from .options import (
     label_rows,
     log_temperature,
 )
-from .results import Encoding, Reconstruction
+from .outputs import Encoding, Reconstruction, Stage
+from .sampling import DEFAULT, SamplingDefaults
 
 # Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
 Noise = Sequence[torch.Tensor] | None
@@ -53,6 +59,8 @@ class VDVAE(nn.Module):
         self.amp_dtype: torch.dtype | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
         self.provenance: dict = {}
+        # What sample / reconstruct use for options a caller leaves out (config.json's "sampling").
+        self.sampling = SamplingDefaults.for_model(hp)
 
     @property
     def device(self) -> torch.device:
@@ -198,6 +206,8 @@ class VDVAE(nn.Module):
                 kl=torch.stack(td.kl, dim=1),
                 distortion=distortion,
                 dims=self.hp.image_dims,
+                prior_mean=[m.float() for m in td.p_mean],
+                prior_std=[s.float().exp() for s in td.p_logstd],
             )
 
     def decode(
@@ -223,13 +233,15 @@ class VDVAE(nn.Module):
             if noise is None and src is not None:
                 noise = src.normal(self.latent_shapes(), self.device)
             features = self.low_res_features(low_res, low_res_noise, n, src)
-            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance, features)
-            return self.head(td.px_z)
+            args = self._decode_args(
+                latents, latent_layers, n, temperature, noise, labels, guidance, features
+            )
+            return self.head(self.decoder.top_down(n, **args).px_z)
 
     def _noise(self, seeds: Seeds, n: int) -> NoiseSource:
         return seeds if isinstance(seeds, NoiseSource) else NoiseSource(seed_list(seeds, n))
 
-    def _decode(
+    def _decode_args(
         self,
         latents: Sequence[torch.Tensor],
         latent_layers: Sequence[int] | None,
@@ -238,16 +250,16 @@ class VDVAE(nn.Module):
         noise: Noise,
         labels: LabelSpec,
         guidance: GuidanceSpec,
-        low_res: dict[int, torch.Tensor] | None,
-    ) -> TopDown:
+        low_res: dict[int, torch.Tensor] | None = None,
+    ) -> dict:
+        """The checked keyword arguments of Decoder.top_down for decoding and sampling."""
         latents = checked_latents(latents, self.latent_shapes(), n, self.device)
         if latent_layers is not None:
             latent_layers = [int(k) for k in latent_layers]
             if len(latent_layers) != n or any(not 0 <= k <= len(latents) for k in latent_layers):
                 raise ValueError(f"latent_layers must give one count in 0..{len(latents)} per image")
         y = self._label_rows(labels, n)
-        return self.decoder.top_down(
-            n,
+        return dict(
             latents=latents,
             latent_layers=latent_layers,
             noise=noise,
@@ -256,6 +268,10 @@ class VDVAE(nn.Module):
             guidance=guidance_rows(self.hp, guidance, y, n, self.decoder.embed),
             low_res=low_res,
         )
+
+    def _pixel_shapes(self) -> list[tuple[int, ...]]:
+        """Per-image shapes of the output layer's uniform draws (none for the Gaussian head)."""
+        return [s[1:] for s in self.head.noise_shapes(1, self.hp.image_size)]
 
     def params_to_images(
         self,
@@ -281,12 +297,24 @@ class VDVAE(nn.Module):
 
     # ---- user level ----------------------------------------------------------------------------
 
+    def sampling_options(
+        self,
+        seeds: Sequence[int],
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
+    ) -> dict:
+        """{"temperature", "labels", "guidance"} for images drawn with `seeds`: what is given, and the
+        model's sampling defaults for what is DEFAULT (labels: one per seed under the "seed" rule).
+        The one place defaults are applied; the service calls it too."""
+        return self.sampling.options(seeds, self.hp.num_classes, temperature, labels, guidance)
+
     def sample(
         self,
         n: int,
-        temperature: TemperatureSpec = 1.0,
-        labels: LabelSpec = None,
-        guidance: GuidanceSpec = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
         seeds: Seeds = None,
         latents: Sequence[torch.Tensor] = (),
         latent_layers: Sequence[int] | None = None,
@@ -296,34 +324,43 @@ class VDVAE(nn.Module):
         """n images (uint8, NHWC) from the prior, optionally class-conditional and guided.
 
         labels: one int for all, or one per image (None/-1: unconditional). guidance:
-        (w_mean, w_var), 0 = plain conditional sampling. seeds: image i uses seeds[i] (an int s
-        means s + i); the same seed and parameters give the same image in any batch. latents:
-        fixed z for the top layers (decoding from given latents); latent_layers: how many of them
-        each image takes (default all), so requests of different depths share one pass.
+        (w_mean, w_var), 0 or None = plain conditional sampling. Left out (DEFAULT), temperature,
+        labels and guidance come from `self.sampling` (see sampling_options); pass labels=None for
+        the unconditional prior. seeds: image i uses seeds[i] (an int s means s + i); the same seed
+        and parameters give the same image in any batch. latents: fixed z for the top layers
+        (decoding from given latents); latent_layers: how many of them each image takes (default
+        all), so requests of different depths share one pass.
         Super-resolution models: `low_res` uint8 (n, s, s, C), `low_res_noise` the std of the noise
         added to it in [-1, 1] (default HParams.low_res_noise), drawn from each image's seed.
         """
         with self._inference():
             src = self._noise(seeds, n)
+            opts = self.sampling_options(src.seeds, temperature, labels, guidance)
+            temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
             noise = src.normal(self.latent_shapes(), self.device)
             features = self.low_res_features(low_res, low_res_noise, n, src)
-            td = self._decode(latents, latent_layers, n, temperature, noise, labels, guidance, features)
-            return self.params_to_images(self.head(td.px_z), seeds=src)
+            args = self._decode_args(
+                latents, latent_layers, n, temperature, noise, labels, guidance, features
+            )
+            return self.params_to_images(self.head(self.decoder.top_down(n, **args).px_z), seeds=src)
 
     def reconstruct(
         self,
         x: torch.Tensor,
         layers: int | Sequence[int],
-        temperature: TemperatureSpec = 1.0,
+        temperature: TemperatureSpec = DEFAULT,
         seeds: Seeds = None,
         labels: LabelSpec = None,
         low_res: LowRes = None,
         low_res_noise: NoiseLevelSpec = None,
     ) -> Reconstruction:
         """Partial posterior reconstruction: the top `layers` latent layers from the image's
-        posterior, the rest from the prior (temperature applies to those). layers = L gives a full
-        reconstruction, 0 an unconditional sample. One top-down pass. A super-resolution model
-        conditions on `low_res`, or on x average-pooled."""
+        posterior, the rest from the prior (temperature applies to those; DEFAULT: the model's
+        recommended one). layers = L gives a full reconstruction, 0 a prior sample. `labels` say
+        what the images show (None: the null label); they are never drawn from seeds. One pass.
+        A super-resolution model conditions on `low_res`, or on x average-pooled."""
+        if temperature is DEFAULT:
+            temperature = self.sampling.temperature
         with self._inference():
             x_in, _ = self.preprocess(x)
             n, L = x_in.shape[0], self.hp.num_layers
@@ -344,6 +381,103 @@ class VDVAE(nn.Module):
             images = self.params_to_images(self.head(td.px_z), seeds=src)
             bits = torch.stack(td.kl, dim=1).sum(dim=1) / LN2
             return Reconstruction(images=images, bits=bits, seeds=src.seeds)
+
+    def sample_stages(
+        self,
+        n: int,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
+        seeds: Seeds = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
+    ) -> Iterator[Stage]:
+        """`sample`, resolution by resolution: after the latent layers of each resolution, a preview
+        of the final images given the layers drawn so far, with every layer below at its prior mean
+        (temperature 0) and the images' own output-layer draws; the last stage holds the samples,
+        exactly `sample`'s for the same arguments. Stop iterating and the rest is not computed.
+
+        A preview runs the rest of the pass from the current streams, so previews cost up to one
+        pass per resolution; their latents never feed the pass itself. Super-resolution models take
+        `low_res` and `low_res_noise` as `sample` does.
+        """
+        src = self._noise(seeds, n)
+        opts = self.sampling_options(src.seeds, temperature, labels, guidance)
+        temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
+        with self._inference():
+            noise = src.normal(self.latent_shapes(), self.device)
+            pixel = src.uniform(self._pixel_shapes(), self.device) if self._pixel_shapes() else None
+            features = self.low_res_features(low_res, low_res_noise, n, src)
+            args = self._decode_args((), None, n, temperature, noise, labels, guidance, features)
+            mean = {**args, "noise": [torch.zeros_like(e) for e in noise]}  # z = mu_p: eps = 0
+        streams = None
+        stops = resolution_stops(self.hp.layer_resolutions)
+        for resolution, stop in stops:
+            with self._inference():
+                td = self.decoder.top_down(n, **args, start=streams, stop=stop)
+                streams = td.streams
+                final = stop == self.hp.num_layers
+                px_z = td.px_z if final else self.decoder.top_down(n, **mean, start=streams).px_z
+                images = self.params_to_images(self.head(px_z), noise=pixel)
+            yield Stage(resolution=resolution, layers=stop, images=images, final=final)
+
+    def draws(self, seeds: Seeds, images: torch.Tensor | None = None, labels: LabelSpec = None) -> Draws:
+        """Every random draw that makes each image (model.noise.Draws). Without `images`: the draws
+        of the seeds, which `sample` decodes. With uint8 `images` (n, H, W, C): per latent layer the
+        standardized prior noise (z - mu_p) / sigma_p of the image's posterior sample z (its noise
+        from the seed), and the seed's output-layer draws, so that `sample` at temperature 1 with
+        these draws (GivenNoise) gives the image's full reconstruction."""
+        n = len(seeds)
+        if images is not None and images.shape[0] != n:
+            raise ValueError(f"got {images.shape[0]} images and {n} seeds")
+        src = self._noise(seeds, n)
+        with self._inference():
+            latent = src.normal(self.latent_shapes(), self.device)
+            pixel = src.uniform(self._pixel_shapes(), self.device) if self._pixel_shapes() else []
+            if images is not None:
+                latent = self.encode(images, noise=latent, labels=labels).prior_noise
+        return Draws(latent, pixel)
+
+    def interpolate(
+        self,
+        start: int | torch.Tensor,
+        end: int | torch.Tensor,
+        steps: int,
+        layers: int | None = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        seed: int = 0,
+        guidance: GuidanceSpec = DEFAULT,
+    ) -> torch.Tensor:
+        """`steps` images (uint8, NHWC) from `start` to `end`, each a seed or a uint8 image (H, W, C):
+        the top `layers` latent layers (default all) interpolated spherically in their standardized
+        prior noise and decoded at temperature 1, the layers below drawn from `seed` at
+        `temperature`. With every layer interpolated the ends are the endpoint images: `sample` of a
+        seed, or the full reconstruction of an image (its posterior noise and output-layer draws
+        from `seed`). labels: one label for the path (or None); left out, the model's label rule
+        applied to a seed start (so the path begins at `sample`'s image of that seed), else None.
+        Left out, temperature and guidance are the model's sampling defaults."""
+        L = self.hp.num_layers
+        k = L if layers is None else int(layers)
+        if labels is DEFAULT:
+            rule = self.sampling_options([start])["labels"] if isinstance(start, int) else None
+            labels = rule[0] if rule else None
+        temperature = self.sampling_options([seed], temperature=temperature)["temperature"]
+        ends = [
+            self.draws([e]) if isinstance(e, int) else self.draws([seed], e.unsqueeze(0), labels)
+            for e in (start, end)
+        ]
+        t = torch.tensor(steps_t(steps))
+        rows = [0] * steps
+        below = self.draws([seed]).rows(rows)
+        given = path_draws(ends[0].rows(rows), ends[1].rows(rows), below, t, [k] * steps)
+        return self.sample(
+            steps,
+            temperature=path_temperature([k] * steps, [temperature] * steps, L),
+            labels=labels,
+            guidance=guidance if labels is not None else None,
+            seeds=GivenNoise(given, [seed] * steps),
+        )
 
     # ---- execution context -----------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """HTTP inference service for Very Deep VAEs: batched sampling, reconstruction, encoding, decoding.
 
 Start it with `python -m service` (or `vdvae-serve`); build an app in code with `create_app(Settings(...))`.
-A request goes: middleware.py -> routes.py -> bodies.py, validation.py (-> items.py) -> batcher.py
--> engine.py -> operations.py -> model; errors.py turns any failure into its problem answer.
+A request goes: connections.py -> middleware.py, access.py -> routes.py -> parsing.py (bodies.py,
+validation.py -> items.py) -> batcher.py -> engine.py -> operations.py -> model; errors.py turns any
+failure into its problem answer.
 """
 
 from __future__ import annotations

@@ -1,61 +1,23 @@
-"""`python -m service` (or `vdvae-serve`): read the settings, then serve with uvicorn.
-
-Shutdown on SIGTERM (or Ctrl+C): readiness turns 503 and new model requests get 503 while the
-socket stays open; once nothing is queued or computing (or after shutdown_timeout_s) uvicorn's
-graceful shutdown finishes the open responses, the lifespan drains the batchers, and the process
-exits 0. A second signal stops at once.
-"""
+"""`python -m service` (or `vdvae-serve`): read the settings, then serve (server.py: uvicorn with
+our connection limits, and the SIGTERM drain)."""
 
 from __future__ import annotations
 
 import logging
-import signal
+import os
 import sys
-import time
 from collections.abc import Sequence
-from types import FrameType
-
-import uvicorn
+from typing import NoReturn
 
 from model.checkpoint import model_folders
 
+from .access import KeyFileError
 from .app import create_app
+from .runtime import RuntimeDirError, prepare_runtime_dirs
+from .server import GracefulServer, uvicorn_config
 from .settings import Settings, log_settings, settings_from_cli
-from .state import Phase, ServiceState
 
 log = logging.getLogger("service")
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn, with a draining phase between the first SIGTERM and the close of the socket."""
-
-    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
-        super().__init__(config)
-        self.state = state
-        self.drain_deadline: float | None = None
-        self.startup_failed = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.drain_deadline is None and sig in (signal.SIGTERM, signal.SIGINT):
-            # Only a flag here: a signal handler must not take locks (metrics) the main thread may hold.
-            self.drain_deadline = time.monotonic() + self.state.settings.shutdown_timeout_s
-            return
-        super().handle_exit(sig, frame)
-
-    async def on_tick(self, counter: int) -> bool:
-        """Every 0.1 s: move a requested drain along, and stop when startup failed."""
-        if self.drain_deadline is not None and not self.should_exit:
-            if self.state.phase is not Phase.DRAINING:
-                log.info("signal received: draining (readiness 503, new requests 503)")
-                self.state.start_draining()
-            timed_out = time.monotonic() >= self.drain_deadline
-            if self.state.idle or timed_out:
-                log.info("drained; shutting down" if not timed_out else "drain timed out; shutting down")
-                self.should_exit = True
-        if self.state.phase is Phase.FAILED and not self.should_exit:
-            self.startup_failed = True
-            self.should_exit = True
-        return await super().on_tick(counter)
 
 
 def serve(settings: Settings) -> int:
@@ -67,17 +29,13 @@ def serve(settings: Settings) -> int:
             settings.model_dir.resolve(), settings.model_dir,
         )  # fmt: skip
         return 2
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s)),
-        lifespan="on",
-    )
-    server = GracefulServer(config, app.state.service)
+    try:
+        prepare_runtime_dirs(settings)
+        app = create_app(settings)
+    except (KeyFileError, RuntimeDirError) as e:
+        log.error("%s", e)
+        return 2
+    server = GracefulServer(uvicorn_config(app, settings), app.state.service)
     server.run()
     if server.startup_failed:
         log.error("exiting: %s", app.state.service.problem)
@@ -85,14 +43,21 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from_cli(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> NoReturn:
+    """Serve, then end the process at once: everything is answered, stopped and logged by then, and
+    the interpreter's own teardown (torch and every module) took 2-4 s more on a busy 2-core
+    machine, time a stop's grace period would otherwise spend on nothing."""
+    settings = settings_from_cli(argv, prog)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log_settings(settings, log)
-    return serve(settings)
+    code = serve(settings)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

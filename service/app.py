@@ -11,22 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import torch
 from fastapi import FastAPI
+from starlette.routing import BaseRoute
 
 from model.inference import resolve_device
 
-from . import __version__
+from . import __version__, interpolate, playground, sample_stream
+from .access import add_access_control
 from .batcher import Batcher
 from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
+from .memory import ByteBudget, HeapTrimmer
 from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, RequestTrackingMiddleware
+from .middleware import BodyGuardMiddleware, RequestTrackingMiddleware
+from .openapi import install_openapi
 from .operations import OPERATIONS
+from .parsing import Parser
 from .registry import load_registry
-from .routes import router
+from .routes import metrics_router, router
 from .settings import Settings
 from .state import Phase, ServiceState
 
@@ -36,8 +42,8 @@ DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs
 (openai/vdvae compatible), batched across concurrent requests.
 
-Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct
-and /decode returns the PNG itself.
+Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct,
+/decode and /interpolate returns the PNG itself. The playground, a page that uses this API, is at `/`.
 """
 
 
@@ -45,20 +51,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app for `settings` (defaults and VDVAE_* environment variables when None)."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics(settings.max_batch_size)
+    docs = settings.docs_access != "closed"
     app = FastAPI(
         title="vdvae-serve",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
-    app.state.service = ServiceState(settings=settings, metrics=metrics)
+    state = ServiceState(
+        settings=settings,
+        metrics=metrics,
+        parser=Parser(),
+        body_budget=ByteBudget(settings.max_body_bytes_in_flight),
+        trimmer=HeapTrimmer(settings.memory_trim_after_s),
+    )
+    app.state.service = state
     register_exception_handlers(app)
     app.include_router(router)
-    # Added last = outermost: the request id and metrics see every answer, the 413s included.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    static_paths = frozenset(r.path for r in app.routes if "{" not in getattr(r, "path", "{"))
+    app.include_router(sample_stream.router)
+    app.include_router(interpolate.router)
+    playground.install(app)
+    if settings.metrics_access != "closed":
+        app.include_router(metrics_router)
+    # Added last = outermost. Inside out: body limits, then the key check (before any body is
+    # read), CORS (preflights carry no key), and the request id and metrics around every answer.
+    app.add_middleware(
+        BodyGuardMiddleware,
+        settings=settings,
+        metrics=metrics,
+        budget=state.body_budget,
+        trimmer=state.trimmer,
+    )
+    keys = add_access_control(app, settings, metrics)
+    static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
     app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
+    install_openapi(app, state, keys_required=bool(keys))
     return app
+
+
+def route_paths(routes: Iterable[BaseRoute]) -> Iterator[str]:
+    """Every route's path template, in included routers too (FastAPI keeps those wrapped)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from route_paths(inner.routes)  # our routers have no prefix
+        elif isinstance(getattr(route, "path", None), str):
+            yield route.path
 
 
 @contextlib.asynccontextmanager
@@ -88,7 +129,7 @@ async def start_models(state: ServiceState) -> None:
         state.registry = registry
         if not registry.models:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
-            raise RuntimeError(f"no model could be loaded from {settings.model_dir.resolve()} ({errors})")
+            raise RuntimeError(f"no model could be loaded from the model folder ({errors})")
         if settings.warmup:
             state.set_phase(Phase.WARMING_UP, "warming up")
             for model in registry.models.values():
@@ -128,8 +169,11 @@ async def stop(state: ServiceState, starting: asyncio.Task) -> None:
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starting
-    timeout = state.settings.shutdown_timeout_s
+    # What is left of the drain (the server may have used it all), and the time the last answers get.
+    timeout = max(0.0, state.drain_deadline - time.monotonic()) + state.settings.shutdown_close_s
     await asyncio.gather(*(b.drain(timeout) for b in state.batchers.values()))
+    state.trimmer.cancel()
+    state.parser.shutdown()
     if state.engine is not None:
         await asyncio.to_thread(state.engine.shutdown)
     log.info("stopped")

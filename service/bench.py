@@ -284,8 +284,12 @@ def parse_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m service.bench", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "python -m service.bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.replace("python -m service.bench", prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add = p.add_argument
     add("--url", default="http://127.0.0.1:8000", help="Server to drive (without --spawn).")
     add("--concurrency", type=parse_ints, default=[1, 4, 16, 32], help="Comma-separated client counts.")
@@ -305,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench") -> int:
+    args = build_parser(prog).parse_args(argv)
     server_flags = [f for f in args.server_flags if f != "--"]
     print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
     print(load_line())

@@ -80,3 +80,5 @@ async def wait_for_results(
             gathered.exception()  # mark retrieved: the error (if any) was raised above
         else:
             gathered.cancel()
+            # Cancelling the items ends it with their CancelledError: retrieved, nobody waits for it.
+            gathered.add_done_callback(lambda f: f.cancelled() or f.exception())

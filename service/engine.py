@@ -125,7 +125,8 @@ class Engine:
             )  # fmt: skip
         else:
             if record:
-                self._record(model, op, len(items), time.perf_counter() - t0)
+                produced = sum(not isinstance(r, ServiceError) for r in results)  # a stream may stop early
+                self._record(model, op, len(items), produced, time.perf_counter() - t0)
             return results
         mid = len(items) // 2
         return self._isolate(model, op, items[:mid], record) + self._isolate(model, op, items[mid:], record)
@@ -138,9 +139,11 @@ class Engine:
             f"the model failed on this request ({type(e).__name__}); the log has the details"
         )
 
-    def _record(self, model: ServedModel, op: Operation[ItemT, ResultT], size: int, seconds: float) -> None:
+    def _record(
+        self, model: ServedModel, op: Operation[ItemT, ResultT], size: int, produced: int, seconds: float
+    ) -> None:
         labels = {"model": model.name, "operation": op.name}
         self.metrics.compute_duration.labels(**labels).observe(seconds)
         self.metrics.batch_size.labels(**labels).observe(size)
-        self.metrics.images.labels(**labels).inc(size)
+        self.metrics.images.labels(**labels).inc(produced)
         self.metrics.batches.labels(**labels).inc()

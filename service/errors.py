@@ -9,6 +9,7 @@ never to the client.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, ClassVar
 
@@ -72,6 +73,53 @@ class BodyTooLarge(ServiceError):
     description = "The body is larger than the service's max_body_bytes."
 
 
+class BodyTooComplex(ServiceError):
+    status, slug, title, reason = 413, "body-too-complex", "Request body too complex", "too_large"
+    description = (
+        "The JSON body nests deeper than max_json_depth or holds more than max_json_values values; "
+        "no valid request comes near either."
+    )
+
+
+class HeadersTooLarge(ServiceError):
+    status, slug, title, reason = 431, "headers-too-large", "Request headers too large", "too_large"
+    description = "The request line and headers are larger than the service's max_header_bytes."
+
+
+class RequestTimeout(ServiceError):
+    status, slug, title, reason = 408, "request-timeout", "Request timeout", "timeout"
+    description = (
+        "The client did not send its headers within header_timeout_s, or its body within body_timeout_s "
+        "(or the request deadline); the connection is closed."
+    )
+
+
+class MalformedRequest(ServiceError):
+    status, slug, title, reason = 400, "malformed-request", "Malformed HTTP request", "invalid"
+    description = "The bytes received are not an HTTP/1.1 request; the connection is closed."
+
+
+class Unauthorized(ServiceError):
+    status, slug, title, reason = 401, "unauthorized", "Unauthorized", "unauthorized"
+    description = (
+        "This service needs an API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`. Health "
+        "checks need none."
+    )
+
+
+class BodyBudgetFull(ServiceError):
+    status, slug, title, reason = 503, "body-budget-full", "Too many request bytes in flight", "budget"
+    description = (
+        "The request bodies being read and processed already fill max_body_bytes_in_flight; retry after "
+        "Retry-After seconds."
+    )
+
+
+class TooManyConnections(ServiceError):
+    status, slug, title, reason = 503, "too-many-connections", "Too many connections", "connections"
+    description = "The service holds max_connections open connections; this one is closed after the answer."
+
+
 class QueueFull(ServiceError):
     status, slug, title, reason = 503, "queue-full", "Queue full", "queue_full"
     description = "Too many images are waiting for this model and operation; retry after Retry-After seconds."
@@ -112,7 +160,9 @@ PROBLEM_TYPES: dict[str, type[ServiceError]] = {
     cls.slug: cls
     for cls in (
         InvalidInput, InvalidImage, MalformedBody, UnsupportedMediaType, ModelNotFound, BodyTooLarge,
-        QueueFull, NotReady, ShuttingDown, DeadlineExceeded, OutOfMemory, InternalError, Cancelled,
+        BodyTooComplex, HeadersTooLarge, RequestTimeout, MalformedRequest, Unauthorized, BodyBudgetFull,
+        TooManyConnections, QueueFull, NotReady, ShuttingDown, DeadlineExceeded, OutOfMemory,
+        InternalError, Cancelled,
     )
 }  # fmt: skip
 
@@ -139,6 +189,11 @@ def problem_body(
     return body
 
 
+def problem_headers(error: ServiceError) -> dict[str, str]:
+    """The error's own headers; a 500 also closes the connection, whose state is then unknown."""
+    return {**error.headers, "Connection": "close"} if error.status == 500 else error.headers
+
+
 def problem_response(request: Request, error: ServiceError) -> JSONResponse:
     body = problem_body(
         error.status,
@@ -149,7 +204,31 @@ def problem_response(request: Request, error: ServiceError) -> JSONResponse:
         request_id=getattr(request.state, "request_id", None),
         **error.extra,
     )
-    return JSONResponse(body, status_code=error.status, headers=error.headers, media_type=PROBLEM_MEDIA_TYPE)
+    return JSONResponse(
+        body, status_code=error.status, headers=problem_headers(error), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def problem_bytes(
+    error: ServiceError, instance: str, request_id: str | None, close: bool = False
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers and body of a problem answer, for the layers below the app (middleware, protocol)."""
+    body = problem_body(
+        error.status, error.title, error.detail, slug=error.slug, instance=instance,
+        request_id=request_id, **error.extra,
+    )  # fmt: skip
+    payload = json.dumps(body).encode()
+    headers = {**problem_headers(error), **({"Connection": "close"} if close else {})}
+    return [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(payload)).encode()),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+    ], payload
+
+
+def internal_error() -> InternalError:
+    """The answer to an exception nobody expected (the log has it, under the request id)."""
+    return InternalError("unexpected server error; the log has the details (see request_id)")
 
 
 def count_failure(request: Request, reason: str) -> None:
@@ -226,10 +305,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Last resort: the request tracking middleware answers unexpected errors before this sees them."""
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return await _service_error(
-        request, InternalError("unexpected server error; the log has the details (see request_id)")
-    )
+    return await _service_error(request, internal_error())
 
 
 def register_exception_handlers(app: FastAPI) -> None:

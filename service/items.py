@@ -2,13 +2,15 @@
 the engine and the operations.
 
 An item carries one image's own parameters (seed, temperature, label, guidance, depth, given
-latents), so items of different requests can share a batch; a result is that image's answer.
-NumPy only: building an item needs neither torch nor the model.
+latents, interpolation path), so items of different requests can share a batch; a result is that
+image's answer. A streaming item also names where its previews go (a StageSink, which the engine
+thread calls after each resolution). NumPy only: building an item needs neither torch nor the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -52,8 +54,60 @@ class DecodeItem:
     guidance: GuidanceWeights | None = None
 
 
-# An image is a uint8 (H, W, C) array: the result of a sample or decode item.
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of an interpolation: the image a seed samples, or an image (its posterior noise and
+    output-layer draws from `seed`)."""
+
+    seed: int
+    image: np.ndarray | None = None  # uint8 (H, W, C)
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a request's items share one
+class InterpolationPath:
+    start: Endpoint
+    end: Endpoint
+    layers: int  # top latent layers interpolated
+    seed: int  # the layers below (and their output-layer draws)
+    temperature: Temperature = 1.0  # of the layers below
+    label: int | None = None
+    guidance: GuidanceWeights | None = None
+
+
+@dataclass(frozen=True)
+class InterpolateItem:
+    path: InterpolationPath
+    t: float  # 0 at the start, 1 at the end
+
+
+# An image is a uint8 (H, W, C) array: the result of a sample, decode or interpolate item.
 Image = np.ndarray
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One resolution of a progressive sample."""
+
+    index: int  # 0 .. count - 1
+    count: int  # resolutions in the pass; the last one gives the final images
+    resolution: int
+    layers: int  # latent layers drawn so far
+
+
+class StageSink(Protocol):
+    """Where a streaming request's previews go."""
+
+    def send(self, stage: StageInfo, images: dict[int, Image]) -> bool:
+        """Previews of some of the request's images, by their place in the request. Called on the
+        engine thread; returns whether the request still wants them (False: its client has gone)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    sample: SampleItem
+    sink: StageSink  # shared by the request's items
+    index: int  # the image's place in its request
 
 
 @dataclass

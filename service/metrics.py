@@ -81,6 +81,14 @@ class Metrics:
         self.batches = Counter(
             "vae_batch_executions", "Model passes (batches) run.", ["model", "operation"], registry=r
         )
+        self.stream_stages = Counter(
+            "vae_stream_stages",
+            "Previews (one per resolution) of streaming samples computed for a request: sent, or "
+            "dropped because its client had gone or its deadline had passed. A pass whose every "
+            "request has dropped a stage stops there.",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.ready = Gauge(
             "vae_ready", "1 when every model is loaded and warmed up and not draining.", registry=r
         )

@@ -5,11 +5,14 @@ guidance, reconstruction depth, given latents). `run_*` collates a list of items
 of the model's user-level API, which takes per-image rows for all of them, and splits the output.
 Because every image draws from its own seeded generator, an item's result does not depend on which
 other items share its batch; the engine relies on that when it re-runs parts of a failed batch.
-These functions are blocking and run on the engine's device thread.
+These functions are blocking and run on the engine's device thread. Two of them do more than one
+call: `sample_stream` hands each resolution's previews to its items' sinks during the pass (and
+stops when none wants them), and `interpolate` draws the endpoints of every path in the batch once.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -17,23 +20,33 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from model.decoder import resolution_stops
+from model.interpolation import path_draws, path_temperature
 from model.likelihoods import LN2
+from model.noise import Draws, GivenNoise
 from model.vae import VDVAE
 
+from .errors import Cancelled, ServiceError
 from .items import (
     DecodeItem,
     EncodeItem,
     EncodeResult,
+    Endpoint,
     Image,
+    InterpolateItem,
+    InterpolationPath,
     ReconstructItem,
     ReconstructResult,
     SampleItem,
+    StageInfo,
+    StageSink,
+    StreamItem,
 )
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 # Items that carry sampling options (temperature, label, guidance, seed).
-SamplingItem = SampleItem | DecodeItem
+SamplingItem = SampleItem | DecodeItem | InterpolationPath
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,6 +159,72 @@ def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[Image]:
     return list(images.cpu().numpy())
 
 
+def run_sample_stream(vae: VDVAE, items: Sequence[StreamItem]) -> list[Image | ServiceError]:
+    """The samples of `run_sample`, with each resolution's previews handed to the items' sinks on the
+    way. When no item's request wants them any more, the pass stops there."""
+    count = len(resolution_stops(vae.hp.layer_resolutions))
+    stages = vae.sample_stages(len(items), **sampling_options(vae, [it.sample for it in items]))
+    with contextlib.closing(stages):
+        for index, stage in enumerate(stages):
+            images = list(stage.images.cpu().numpy())
+            if stage.final:
+                return images
+            info = StageInfo(index=index, count=count, resolution=stage.resolution, layers=stage.layers)
+            if not deliver(items, info, images):
+                return [Cancelled("every client of this streaming pass had gone; it stopped")] * len(items)
+    raise RuntimeError("sample_stages ended without its final stage")
+
+
+def deliver(items: Sequence[StreamItem], stage: StageInfo, images: list[Image]) -> bool:
+    """Each request's previews to its sink, in one call per request; whether any still wants them."""
+    by_sink: dict[int, tuple[StageSink, dict[int, Image]]] = {}
+    for it, image in zip(items, images):
+        by_sink.setdefault(id(it.sink), (it.sink, {}))[1][it.index] = image
+    wanted = [sink.send(stage, rows) for sink, rows in by_sink.values()]
+    return any(wanted)
+
+
+def run_interpolate(vae: VDVAE, items: Sequence[InterpolateItem]) -> list[Image]:
+    """Images on interpolation paths (model.interpolation), every path's endpoints drawn once per
+    batch: seeds from their generators, images through one posterior pass."""
+    paths = list({id(it.path): it.path for it in items}.values())
+    seeds: list[int] = []  # seed endpoints, and each path's seed for the layers below
+    images: list[tuple[Endpoint, InterpolationPath]] = []  # image endpoints
+    where: dict[tuple[int, str], tuple[bool, int]] = {}  # (path, end) -> (is an image, index)
+    for p in paths:
+        for name, end in (("start", p.start), ("end", p.end), ("below", Endpoint(p.seed))):
+            where[(id(p), name)] = (
+                end.image is not None,
+                len(images) if end.image is not None else len(seeds),
+            )
+            if end.image is None:
+                seeds.append(end.seed)
+            else:
+                images.append((end, p))
+    parts = [vae.draws(seeds)]
+    if images:
+        x = torch.from_numpy(np.stack([e.image for e, _ in images]))
+        parts.append(vae.draws([e.seed for e, _ in images], x, labels(vae, [p for _, p in images])))
+    draws = Draws.cat(parts)  # the seed rows, then the image rows
+
+    def rows(name: str) -> Draws:
+        index = [(len(seeds) if img else 0) + i for img, i in (where[(id(it.path), name)] for it in items)]
+        return draws.rows(index)
+
+    layers = [it.path.layers for it in items]
+    given = path_draws(
+        rows("start"), rows("end"), rows("below"), torch.tensor([it.t for it in items]), layers
+    )
+    out = vae.sample(
+        len(items),
+        temperature=path_temperature(layers, [it.path.temperature for it in items], vae.hp.num_layers),
+        labels=labels(vae, [it.path for it in items]),
+        guidance=guidance([it.path for it in items]),
+        seeds=GivenNoise(given, [it.path.seed for it in items]),
+    )
+    return list(out.cpu().numpy())
+
+
 @dataclass(frozen=True)
 class Operation(Generic[ItemT, ResultT]):
     """One batched operation: its runner (items in, one result per item out, in order) and the
@@ -179,6 +258,25 @@ def _warm_decode(vae: VDVAE) -> list[DecodeItem]:
     return [DecodeItem(latents=(z,), seed=0), DecodeItem(latents=(z,), seed=1, temperature=0.5)]
 
 
+class _Discard:
+    """The sink of warm-up streams: wants every preview, keeps none."""
+
+    def send(self, stage: StageInfo, images: dict[int, Image]) -> bool:
+        return True
+
+
+def _warm_stream(vae: VDVAE) -> list[StreamItem]:
+    sink = _Discard()
+    return [StreamItem(SampleItem(seed=0), sink, 0), StreamItem(SampleItem(seed=1, temperature=0.5), sink, 1)]
+
+
+def _warm_interpolate(vae: VDVAE) -> list[InterpolateItem]:
+    L = vae.hp.num_layers
+    seeds = InterpolationPath(Endpoint(0), Endpoint(1), layers=L, seed=2)
+    images = InterpolationPath(Endpoint(0, _blank(vae)), Endpoint(1), layers=L // 2, seed=2, temperature=0.5)
+    return [InterpolateItem(seeds, 0.0), InterpolateItem(seeds, 0.5), InterpolateItem(images, 1.0)]
+
+
 OPERATIONS: dict[str, Operation[Any, Any]] = {
     op.name: op
     for op in (
@@ -186,5 +284,7 @@ OPERATIONS: dict[str, Operation[Any, Any]] = {
         Operation[ReconstructItem, ReconstructResult]("reconstruct", run_reconstruct, _warm_reconstruct),
         Operation[EncodeItem, EncodeResult]("encode", run_encode, _warm_encode),
         Operation[DecodeItem, Image]("decode", run_decode, _warm_decode),
+        Operation[StreamItem, Image]("sample_stream", run_sample_stream, _warm_stream),
+        Operation[InterpolateItem, Image]("interpolate", run_interpolate, _warm_interpolate),
     )
 }

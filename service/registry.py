@@ -26,6 +26,27 @@ log = logging.getLogger("service.registry")
 
 # Names appear in URLs (/v1/models/{name}) and metric labels: keep them plain.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# An absolute path in a message: a slash after a space, quote or the start, up to the next delimiter.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/[^\s'\":;,()]*")
+
+
+def without_absolute_paths(value: Any) -> Any:
+    """`value` (a string, or JSON-like lists and dicts of them) with each absolute path cut to its
+    last part: paths tell an attacker about the machine (the log keeps them)."""
+    if isinstance(value, str):
+        return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name or "/", value)
+    if isinstance(value, list):
+        return [without_absolute_paths(v) for v in value]
+    if isinstance(value, dict):
+        return {k: without_absolute_paths(v) for k, v in value.items()}
+    return value
+
+
+def public_message(message: str, folder: Path) -> str:
+    """An error as clients see it (/health/ready): paths relative to the model directory."""
+    for path in sorted({str(folder.resolve()), str(folder.absolute()), str(folder)}, key=len, reverse=True):
+        message = message.replace(path, folder.name)
+    return without_absolute_paths(message)
 
 
 @dataclass
@@ -60,7 +81,8 @@ class ServedModel:
             "dataset": hp.dataset,
             "device": str(self.vae.device),
             "amp": str(self.vae.amp_dtype).removeprefix("torch.") if self.vae.amp_dtype else "none",
-            "provenance": self.vae.provenance,
+            "sampling": self.vae.sampling.to_dict(),
+            "provenance": without_absolute_paths(self.vae.provenance),  # written by whoever trained it
         }
 
 
@@ -96,7 +118,7 @@ def load_registry(
         try:
             vae = load_model(folder, device=device)
         except CheckpointError as e:
-            registry.errors[name] = str(e)
+            registry.errors[name] = public_message(str(e), folder)
             log.error("cannot load model %r: %s", name, e)
             continue
         optimize_for_inference(vae, amp=amp, compile=compile)

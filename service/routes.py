@@ -1,50 +1,73 @@
-"""The HTTP endpoints. Each model endpoint reads its body, resolves the model, turns the request into
-per-image items (validation.py), queues them on the (model, operation) batcher, waits for the
-results (context.py: deadline and disconnect), and encodes the answer: JSON with base64 PNGs by
-default, the PNG itself for `Accept: image/png`.
+"""The HTTP endpoints. Each model endpoint reads its body and turns it into per-image items
+(bodies.py -> registry -> validation.py; inline for small bodies, else on the parsing thread:
+parsing.py), queues them on the (model, operation) batcher, waits for the results (context.py:
+deadline and disconnect), and encodes the answer: JSON with base64 PNGs by default, the PNG itself
+for `Accept: image/png`.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
-from model.imageio import image_grid
+from model.imageio import grid_columns, grid_png
 
 from . import bodies, schemas, validation
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
 from .images import b64_png, encode_png
+from .items import DecodeItem, SampleItem
+from .parsing import read_body
 from .registry import ServedModel
+from .settings import Settings
 from .state import Phase, ServiceState
 
 router = APIRouter()
+metrics_router = APIRouter()  # left out when metrics_access is closed
 
-MODEL_ERRORS = schemas.problem_responses(400, 404, 413, 415, 422, 503, 504)
+MODEL_ERRORS = schemas.problem_responses(400, 404, 408, 413, 415, 422, 503, 504)
+T = TypeVar("T")
+ReqT = TypeVar("ReqT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 
 
 def service(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-async def accepting(request: Request) -> AsyncIterator[ServiceState]:
-    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
-    svc = service(request)
+def admit(svc: ServiceState) -> Callable[[], None]:
+    """503 unless the service is ready; else count a model request in flight, until the returned
+    call (which may be called more than once) ends it."""
     svc.check_accepting()
     svc.inflight.requests += 1
     svc.metrics.inflight.inc()
+    done = False
+
+    def release() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            svc.inflight.requests -= 1
+            svc.metrics.inflight.dec()
+
+    return release
+
+
+async def accepting(request: Request) -> AsyncIterator[ServiceState]:
+    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
+    svc = service(request)
+    release = admit(svc)
     try:
         yield svc
     finally:
-        svc.inflight.requests -= 1
-        svc.metrics.inflight.dec()
+        release()
 
 
 Accepting = Annotated[ServiceState, Depends(accepting)]
@@ -53,6 +76,16 @@ Accepting = Annotated[ServiceState, Depends(accepting)]
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def request_context(request: Request, svc: ServiceState, timeout_ms: int | None) -> RequestContext:
+    """The request's context, its deadline counted from its arrival; 504 if that has already passed."""
+    timeout = validation.timeout_s(timeout_ms, svc.settings)
+    arrival = getattr(request.state, "arrival", time.monotonic())
+    ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
+    if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
+        raise ctx.deadline_exceeded()
+    return ctx
 
 
 async def compute(
@@ -64,17 +97,52 @@ async def compute(
     timeout_ms: int | None,
 ) -> list[Any]:
     """Queue the items on their batcher and wait for their results (deadline from arrival)."""
-    timeout = validation.timeout_s(timeout_ms, svc.settings)
-    arrival = getattr(request.state, "arrival", time.monotonic())
-    ctx = RequestContext(request_id=request.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
-    if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
-        raise ctx.deadline_exceeded()
+    ctx = request_context(request, svc, timeout_ms)
     svc.inflight.queued += 1  # from here until its results are back, it cannot join another batch
     try:
         futures = svc.batcher(model.name, operation).submit(items, ctx)
         return await wait_for_results(request, ctx, futures)
     finally:
         svc.inflight.queued -= 1
+
+
+async def prepare(request: Request, svc: ServiceState, build: Callable[[bytes, str, ServiceState], T]) -> T:
+    """Read the body and turn it into (request, model, items) with `build`, off the loop when large."""
+    raw = await read_body(request)
+    return await svc.parser.run(len(raw), build, raw, request.headers.get("content-type", ""), svc)
+
+
+def sample_request(
+    raw: bytes, content_type: str, svc: ServiceState
+) -> tuple[schemas.SampleRequest, ServedModel, list[SampleItem]]:
+    req = bodies.json_body(raw, content_type, schemas.SampleRequest, svc.settings)
+    model = svc.registry.get(req.model)
+    return req, model, validation.sample_items(req, model, svc.settings)
+
+
+def image_request(
+    model_cls: type[ReqT], make_item: Callable[[ReqT, bytes, ServedModel, Settings], ItemT]
+) -> Callable[[bytes, str, ServiceState], tuple[ReqT, ServedModel, ItemT]]:
+    """The builder of an endpoint that takes an image (JSON with image_b64, or a form)."""
+
+    def build(raw: bytes, content_type: str, svc: ServiceState) -> tuple[ReqT, ServedModel, ItemT]:
+        req, image = bodies.image_body(raw, content_type, model_cls, svc.settings)
+        model = svc.registry.get(req.model)  # type: ignore[attr-defined]
+        return req, model, make_item(req, image, model, svc.settings)
+
+    return build
+
+
+reconstruct_request = image_request(schemas.ReconstructRequest, validation.reconstruct_item)
+encode_request = image_request(schemas.EncodeRequest, validation.encode_item)
+
+
+def decode_request(
+    raw: bytes, content_type: str, svc: ServiceState
+) -> tuple[schemas.DecodeRequest, ServedModel, DecodeItem]:
+    req = bodies.json_body(raw, content_type, schemas.DecodeRequest, svc.settings)
+    model = svc.registry.get(req.model)
+    return req, model, validation.decode_item(req, model, svc.settings)
 
 
 def prefers_png(request: Request) -> bool:
@@ -97,27 +165,46 @@ def prefers_png(request: Request) -> bool:
     return png > 0 and png >= weights.get("application/json", 0.0)
 
 
+def labels_header(labels: Sequence[int | None]) -> dict[str, str]:
+    """X-Labels: each image's label, comma-separated, "null" for the unconditional prior."""
+    return {"X-Labels": ",".join("null" if y is None else str(y) for y in labels)}
+
+
 def png_response(
-    images: list[np.ndarray], seeds: list[int], headers: dict[str, str] | None = None
+    images: list[np.ndarray],
+    seeds: list[int],
+    headers: dict[str, str] | None = None,
+    columns: int | None = None,
 ) -> Response:
-    """One PNG, or a row-major grid of them (X-Grid-Columns) when there are several."""
+    """One PNG, or a row-major grid of them (X-Grid-Columns; square unless `columns` is given)
+    when there are several."""
     headers = dict(headers or {})
     if len(images) == 1:
         body = encode_png(images[0])
         headers["X-Seed"] = str(seeds[0])
     else:
-        columns = math.ceil(math.sqrt(len(images)))
-        body = encode_png(image_grid(np.stack(images), ncols=columns))
+        columns = columns or grid_columns(len(images))
+        body = grid_png(np.stack(images), columns)
         headers["X-Grid-Columns"] = str(columns)
     headers["X-Seeds"] = ",".join(map(str, seeds))
     return Response(body, media_type="image/png", headers=headers)
 
 
-def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int]) -> schemas.ImageResponse:
+def sampled_response(
+    request: Request, model: ServedModel, images: list[np.ndarray], items: Sequence[Any]
+) -> Any:
+    """The answer of an endpoint that samples: JSON with each image's seed and label, or the PNG
+    (a grid for several) with X-Seeds and X-Labels."""
+    seeds, labels = [it.seed for it in items], [it.label for it in items]
+    if prefers_png(request):
+        return png_response(images, seeds, labels_header(labels))
     return schemas.ImageResponse(
         created=int(time.time()),
         model=model.name,
-        data=[schemas.EncodedImage(b64_json=b64_png(img), seed=s) for img, s in zip(images, seeds)],
+        data=[
+            schemas.SampledImage(b64_json=b64_png(img), seed=s, label=y)
+            for img, s, y in zip(images, seeds, labels)
+        ],
     )
 
 
@@ -134,18 +221,18 @@ def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int
         200: {"content": {"image/png": {}}, "description": "JSON, or the PNG (a grid when n > 1)"},
         **MODEL_ERRORS,
     },
+    openapi_extra=schemas.json_request_body(schemas.SampleRequest),
     tags=["images"],
 )
-async def sample(body: schemas.SampleRequest, request: Request, svc: Accepting) -> Any:
-    """n images from the model's prior, optionally class-conditional and guided. Image i uses seed + i;
-    the seeds used are returned. `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds."""
-    model = svc.registry.get(body.model)
-    items = validation.sample_items(body, model, svc.settings)
+async def sample(request: Request, svc: Accepting) -> Any:
+    """n images from the model's prior. Image i uses seed + i; the seeds used are returned, and the
+    label each image was drawn with. Options left out take the model's sampling defaults (GET
+    /v1/models: `sampling`): for a class-conditional model, image i's label is seed_i mod
+    num_classes unless `label` is given; `"label": null` draws from the unconditional prior.
+    `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds and X-Labels."""
+    body, model, items = await prepare(request, svc, sample_request)
     images = await compute(request, svc, "sample", model, items, body.timeout_ms)
-    seeds = [it.seed for it in items]
-    if prefers_png(request):
-        return png_response(images, seeds)
-    return image_response(model, images, seeds)
+    return sampled_response(request, model, images, items)
 
 
 @router.post(
@@ -159,9 +246,7 @@ async def sample(body: schemas.SampleRequest, request: Request, svc: Accepting) 
 async def reconstruct(request: Request, svc: Accepting) -> Any:
     """The top `layers` latent layers from the image's posterior, the rest from the prior (at the
     given temperature), in one pass. Returns the reconstruction and the bits it took from the image."""
-    req, image = await bodies.read_image_request(request, schemas.ReconstructRequest)
-    model = svc.registry.get(req.model)
-    item = validation.reconstruct_item(req, image, model, svc.settings)
+    req, model, item = await prepare(request, svc, reconstruct_request)
     (result,) = await compute(request, svc, "reconstruct", model, [item], req.timeout_ms)
     if prefers_png(request):
         return png_response([result.image], [item.seed], {"X-Bits": f"{result.bits:.6g}"})
@@ -184,9 +269,7 @@ async def reconstruct(request: Request, svc: Accepting) -> Any:
 async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
     """The image's posterior: KL of each latent layer in bits, rate, distortion and the ELBO bound in
     bits per dim, and on request (`latents: k`) the z of the top k layers as float32 tensors."""
-    req, image = await bodies.read_image_request(request, schemas.EncodeRequest)
-    model = svc.registry.get(req.model)
-    item = validation.encode_item(req, image, model)
+    req, model, item = await prepare(request, svc, encode_request)
     (result,) = await compute(request, svc, "encode", model, [item], req.timeout_ms)
     return schemas.EncodeResponse(
         created=int(time.time()),
@@ -207,17 +290,16 @@ async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
     summary="Decode an image from top-layer latents",
     response_model=schemas.ImageResponse,
     responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
+    openapi_extra=schemas.json_request_body(schemas.DecodeRequest),
     tags=["latents"],
 )
-async def decode(body: schemas.DecodeRequest, request: Request, svc: Accepting) -> Any:
+async def decode(request: Request, svc: Accepting) -> Any:
     """The image whose top latent layers are the given z (as /encode returns them); the layers
-    below come from the prior at the given temperature and seed."""
-    model = svc.registry.get(body.model)
-    item = validation.decode_item(body, model, svc.settings)
+    below come from the prior at the given temperature and seed. Options left out take the model's
+    sampling defaults, as in /sample."""
+    body, model, item = await prepare(request, svc, decode_request)
     images = await compute(request, svc, "decode", model, [item], body.timeout_ms)
-    if prefers_png(request):
-        return png_response(images, [item.seed])
-    return image_response(model, images, [item.seed])
+    return sampled_response(request, model, images, [item])
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +308,14 @@ async def decode(body: schemas.DecodeRequest, request: Request, svc: Accepting) 
 
 
 def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
-    return schemas.ModelInfo(default=model.name == svc.registry.default_name, **model.info())
+    s = svc.settings
+    limits = schemas.ServingLimits(
+        max_batch_size=s.max_batch_size,
+        max_images_per_request=s.max_images_per_request,
+        max_queue_images=s.max_queue_images,
+        request_timeout_s=s.request_timeout_s,
+    )
+    return schemas.ModelInfo(default=model.name == svc.registry.default_name, limits=limits, **model.info())
 
 
 @router.get("/v1/models", response_model=schemas.ModelList, tags=["models"], summary="The served models")
@@ -277,7 +366,9 @@ async def ready(request: Request) -> Any:
     return problem_response(request, error)  # not counted as a failed request: probes poll this
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
+@metrics_router.get(
+    "/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse
+)
 async def metrics(request: Request) -> Response:
     return Response(service(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

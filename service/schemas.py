@@ -1,9 +1,14 @@
 """Request and response bodies (pydantic), with the examples shown at /docs.
 
-These models check what can be checked without a model: types, finite numbers, static ranges,
-unknown fields (rejected, so a typo such as `temprature` is a 422 and not a silent default).
-Checks that need the model or the settings (n limit, temperature bounds and per-layer length,
-labels, latent shapes) are in validation.py.
+These models check what can be checked without a model: strict types (no "8" for 8, no false for
+0), finite numbers, static ranges, unknown fields (rejected, so a typo such as `temprature` is a 422
+and not a silent default). Checks that need the model or the settings (n limit, temperature bounds
+and per-layer length, labels, latent shapes) are in validation.py; openapi.py writes those same
+bounds into the published schema.
+
+Sampling options left out of a request (temperature, label, guidance) take the model's sampling
+defaults (GET /v1/models: `sampling`; validation.sampling_for). An explicit `"label": null` asks for
+the unconditional prior, an explicit `"guidance": null` for no guidance.
 """
 
 from __future__ import annotations
@@ -56,17 +61,24 @@ TemperatureField = Annotated[
                 {"type": "array", "items": {"type": "number", "minimum": 0}},
             ],
             "description": "Prior temperature: one number for every latent layer, or one per latent "
-            "layer (top-down; as many as the model's num_layers).",
-            "default": 1.0,
+            "layer (top-down; as many as the model's num_layers). Omitted: the model's recommended "
+            "temperature (GET /v1/models: sampling.temperature).",
         }
     ),
 ]
 LabelField = Annotated[
     int | None,
     Field(
-        ge=0, description="Class label, for class-conditional models only; omit for an unconditional draw."
+        ge=0,
+        description="Class label, for class-conditional models only. Omitted: the model's label rule "
+        '(sampling.label; "seed": image i gets label seed_i mod num_classes, reported per image). '
+        "null: the unconditional prior (the null label).",
     ),
 ]
+SamplingGuidanceDescription = (
+    "Guidance weights, for images with a label. Omitted: the model's recommended guidance "
+    "(sampling.guidance); null: none."
+)
 TimeoutField = Annotated[
     int | None,
     Field(
@@ -78,8 +90,15 @@ TimeoutField = Annotated[
 ]
 
 
+# A 32x32 grey-scale PNG of a 7 (the default model's shape): the examples work as written.
+EXAMPLE_PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAQElEQVR42mNgGAUMDAwMjHDWf+ziTIRMYCLeCiTwn1IrkA0gywQU"
+    "A8gxAdUAMkxAM4B0E9ANINkEDAMImzBCAABeQAghXbLNJQAAAABJRU5ErkJggg=="
+)
+
+
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Guidance(StrictModel):
@@ -92,10 +111,12 @@ class Guidance(StrictModel):
 class SampleRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
-                {"n": 4, "temperature": 0.8, "seed": 42},
+                {"n": 4, "seed": 42},
                 {"model": "mnist", "n": 1, "label": 7, "guidance": {"mean": 1.0, "variance": 0.5}, "seed": 7},
+                {"n": 4, "label": None, "temperature": 0.8, "seed": 42},
             ]
         },
     )
@@ -104,10 +125,10 @@ class SampleRequest(StrictModel):
     n: int = Field(
         1, ge=1, le=4096, description="Number of images (at most the service's max_images_per_request)."
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description="Guidance weights; needs a label.")
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
     timeout_ms: TimeoutField = None
 
 
@@ -116,8 +137,9 @@ class ReconstructRequest(StrictModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
-            "examples": [{"image_b64": "iVBORw0KGgo...", "layers": 4, "temperature": 0.9, "seed": 1}]
+            "examples": [{"image_b64": EXAMPLE_PNG_B64, "layers": 4, "temperature": 0.9, "seed": 1}]
         },
     )
 
@@ -129,11 +151,16 @@ class ReconstructRequest(StrictModel):
         None,
         ge=0,
         description="How many top latent layers come from the image's posterior (the rest from the prior); "
-        "all of them when omitted, 0 gives an unconditional sample.",
+        "all of them when omitted, 0 gives a sample from the prior.",
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
-    label: LabelField = None
+    label: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The class the image shows (class-conditional models); omitted: the null label."
+        ),
+    ] = None
     timeout_ms: TimeoutField = None
 
 
@@ -142,7 +169,8 @@ class EncodeRequest(StrictModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"image_b64": "iVBORw0KGgo...", "latents": 2, "seed": 0}]},
+        strict=True,
+        json_schema_extra={"examples": [{"image_b64": EXAMPLE_PNG_B64, "latents": 2, "seed": 0}]},
     )
 
     model: ModelField = None
@@ -153,7 +181,12 @@ class EncodeRequest(StrictModel):
         0, ge=0, description="Return the posterior samples z of this many top latent layers."
     )
     seed: SeedField = None
-    label: LabelField = None
+    label: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The class the image shows (class-conditional models); omitted: the null label."
+        ),
+    ] = None
     timeout_ms: TimeoutField = None
 
 
@@ -172,6 +205,7 @@ class LatentTensor(Tensor):
 class DecodeRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -197,10 +231,10 @@ class DecodeRequest(StrictModel):
         description="z of the top k latent layers, as /encode returns them (layers 0..k-1 in order); "
         "the layers below come from the prior.",
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = None
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
     timeout_ms: TimeoutField = None
 
 
@@ -214,12 +248,19 @@ class EncodedImage(BaseModel):
     seed: int
 
 
+class SampledImage(EncodedImage):
+    label: int | None = Field(
+        description="The class label the image was drawn with (given, or from its seed under the "
+        "model's label rule); null: the unconditional prior."
+    )
+
+
 class ImageResponse(BaseModel):
     """OpenAI-style image list."""
 
     created: int = Field(description="Unix time of the response.")
     model: str
-    data: list[EncodedImage]
+    data: list[SampledImage]
 
 
 class ReconstructedImage(EncodedImage):
@@ -252,6 +293,26 @@ class EncodeResponse(BaseModel):
     latents: list[LatentTensor] = Field(default_factory=list)
 
 
+class SamplingDefaults(BaseModel):
+    """What /sample and /decode use for options a request leaves out (config.json's "sampling")."""
+
+    temperature: float
+    guidance: Guidance | None
+    label: Literal["seed", "null"] = Field(
+        description='"seed": image i gets label seed_i mod num_classes; "null": the unconditional prior.'
+    )
+    chosen_by: str = Field(description="How these values were chosen.")
+
+
+class ServingLimits(BaseModel):
+    """How the service serves a model: what a client sizes and times its requests by."""
+
+    max_batch_size: int = Field(description="Most images in one model pass; a bulk client's request size.")
+    max_images_per_request: int = Field(description="Largest n of one /sample request.")
+    max_queue_images: int = Field(description="Images that may wait per model and operation (503 above).")
+    request_timeout_s: float = Field(description="Default deadline of a request; timeout_ms may shorten it.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -269,7 +330,9 @@ class ModelInfo(BaseModel):
     dataset: str
     device: str
     amp: str
+    sampling: SamplingDefaults
     provenance: dict[str, Any]
+    limits: ServingLimits
 
 
 class ModelList(BaseModel):
@@ -308,6 +371,28 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+def json_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI requestBody of a JSON-only endpoint (its body is read by the route, not by FastAPI)."""
+    schema = {"$ref": f"#/components/schemas/{model_cls.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def inlined_schema(model_cls: type[BaseModel]) -> dict[str, Any]:
+    """model_cls's JSON schema with its nested models written in place (a route's own request body
+    schema cannot add entries to the document's components)."""
+    schema = model_cls.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return inline(schema)
 
 
 def image_request_body(model_cls: type[BaseModel]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "VDVAE_"
@@ -112,6 +112,99 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         30.0, ge=0.0, description="Longest the service drains queued and in-flight work on SIGTERM."
     )
+    # After the drain, the last answers are written and the connections closed; whatever still runs
+    # then is cancelled (its client gets a 503 problem). Drain + this stays under compose's 40 s and
+    # Kubernetes' 60 s grace periods.
+    shutdown_close_s: float = Field(
+        3.0, ge=0.1, le=30.0, description="Longest the last answers may take once the drain has ended."
+    )
+
+    # --- connections (checked before a request reaches the app) ----------------------------
+    # 16 KiB is what h11 and Node accept; our requests need a few hundred bytes of headers.
+    max_header_bytes: int = Field(
+        16 * 2**10, ge=1024, description="Largest request line plus headers (431 above it)."
+    )
+    # A client on a slow link sends its headers in well under a second; slowloris clients that
+    # trickle them are cut here (nginx allows 60 s, Apache's mod_reqtimeout 20-40 s).
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, description="Longest a client may take to send its request headers (408)."
+    )
+    # The whole body, not the gap between reads: a client sending one byte a second never idles.
+    # 30 s moves the largest body (16 MiB) at 4.5 Mbit/s. The request deadline also covers it.
+    body_timeout_s: float = Field(
+        30.0, gt=0.0, description="Longest a client may take to send its request body (408)."
+    )
+    # uvicorn's default. Also closes connections that never send a request.
+    keepalive_timeout_s: float = Field(
+        5.0, gt=0.0, description="Idle connections (between requests, or before the first) close after this."
+    )
+    # Below the usual limit of 1,024 open files, with room for the model files and the log.
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections; requests on connections beyond it get 503 and a close."
+    )
+    # Eight of the largest bodies at once: request bodies and what is parsed from them stay a few
+    # hundred MB at most beside the model, under the cpu overlay's 2 GiB limit.
+    max_body_bytes_in_flight: int = Field(
+        128 * 2**20,
+        ge=1024,
+        description="Request body bytes held at once, over all requests (503 with Retry-After above it).",
+    )
+
+    # --- parsing (cheap caps, checked before the expensive work) ----------------------------
+    # The deepest valid body is 4 levels ({"latents": [{"shape": [...]}]}).
+    max_json_depth: int = Field(32, ge=4, le=200, description="Deepest JSON nesting accepted (413).")
+    # The largest valid bodies list one temperature or one latent tensor per latent layer (a few
+    # hundred at most, each tensor 5 values); a 16 MiB list of floats would be 4 million.
+    max_json_values: int = Field(
+        4096, ge=64, description="Most JSON values (array items and object members) in one body (413)."
+    )
+    # PNG ancillary chunks / JPEG APPn and COM segments: colour profiles, EXIF, text. Pillow reads
+    # each one in Python before the first pixel; a real photo has a handful of a few KB each.
+    max_image_metadata_chunks: int = Field(
+        64, ge=1, description="Most metadata chunks (PNG ancillary, JPEG APPn/COM) in an image (422)."
+    )
+    max_image_metadata_bytes: int = Field(
+        2**20, ge=1024, description="Most bytes of metadata chunks in an image (422)."
+    )
+    # A 16 MiB PNG written in 8 KiB IDAT chunks (a common encoder default) has 2,048.
+    max_image_chunks: int = Field(
+        4096, ge=16, description="Most chunks (PNG) or segments (JPEG) of any kind in an image (422)."
+    )
+
+    # --- memory -----------------------------------------------------------------------------
+    # The model's allocator setting keeps freed memory in the heap (faster passes); after a burst
+    # of large bodies that memory is handed back to the OS once the service has been quiet this long.
+    memory_trim_after_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="Return freed heap memory to the OS this long after the last large "
+        "request body (0: never).",
+    )
+
+    # --- access -----------------------------------------------------------------------------
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated API keys; when set (or api_keys_file), every endpoint but health, "
+        "problem pages and the playground's static page needs one (Authorization: Bearer KEY or "
+        "X-API-Key: KEY).",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one a line (blank lines and # comments ignored)."
+    )
+    # Metrics tell who uses the service how much: behind the key once there are keys.
+    metrics_access: Literal["open", "key", "closed"] = Field(
+        "key", description="/metrics: open, key (needs an API key when keys are set) or closed (404)."
+    )
+    # The docs describe an open-source API and a browser cannot send a key with a page load; their
+    # "Authorize" button takes the key for "Try it out".
+    docs_access: Literal["open", "key", "closed"] = Field(
+        "open", description="/docs, /redoc and /openapi.json: open, key or closed (404)."
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the API from a browser (CORS); none when "
+        "empty, * for any.",
+    )
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
@@ -123,6 +216,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_images_per_request {self.max_images_per_request} is above max_queue_images "
                 f"{self.max_queue_images}: such a request could never be queued"
+            )
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ValueError(
+                f"max_body_bytes_in_flight {self.max_body_bytes_in_flight} is below max_body_bytes "
+                f"{self.max_body_bytes}: the largest body could never be read"
             )
         return self
 
@@ -150,8 +248,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve every Very Deep VAE model folder under --model-dir over HTTP.",
+        epilog=f"examples:\n  {prog}                                  # weights/*/ on http://127.0.0.1:8000\n"
+        f"  {prog} --model-dir my_models --port 9000\n"
+        f"  VDVAE_MAX_BATCH_SIZE=64 {prog} --host 0.0.0.0 --cpu-threads 4",
         argument_default=argparse.SUPPRESS,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for name, field in Settings.model_fields.items():
         env = ENV_PREFIX + name.upper()
@@ -168,9 +269,9 @@ def _is_literal(annotation: Any) -> bool:
     return getattr(annotation, "__origin__", None) is Literal
 
 
-def settings_from_cli(argv: Sequence[str] | None = None) -> Settings:
+def settings_from_cli(argv: Sequence[str] | None = None, prog: str | None = None) -> Settings:
     """Settings from environment variables overridden by the flags in `argv`; exits 2 on bad values."""
-    parser = build_parser()
+    parser = build_parser(prog)
     flags = vars(parser.parse_args(argv))
     try:
         return Settings(**flags)

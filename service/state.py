@@ -5,13 +5,17 @@ batchers, and where the service is in its life: loading -> warming up -> ready -
 from __future__ import annotations
 
 import enum
+import math
+import time
 from dataclasses import dataclass, field
 
 from .batcher import Batcher
 from .engine import Engine
 from .errors import NotReady, ShuttingDown
 from .inflight import InFlight
+from .memory import ByteBudget, HeapTrimmer
 from .metrics import Metrics
+from .parsing import Parser
 from .registry import ModelRegistry
 from .settings import Settings
 
@@ -28,12 +32,16 @@ class Phase(enum.Enum):
 class ServiceState:
     settings: Settings
     metrics: Metrics
+    parser: Parser = field(default_factory=Parser)  # where request bodies are parsed
+    body_budget: ByteBudget = field(default_factory=lambda: ByteBudget(2**62))  # body bytes held at once
+    trimmer: HeapTrimmer = field(default_factory=lambda: HeapTrimmer(0.0))  # heap back after bursts
     registry: ModelRegistry = field(default_factory=ModelRegistry)
     engine: Engine | None = None
     batchers: dict[tuple[str, str], Batcher] = field(default_factory=dict)
     inflight: InFlight = field(default_factory=InFlight)  # model requests in the service
     phase: Phase = Phase.LOADING
     problem: str = "loading models"  # why not ready, for /health/ready
+    drain_deadline: float = math.inf  # time.monotonic() by which draining ends, once it began
 
     def set_phase(self, phase: Phase, problem: str = "") -> None:
         if self.phase is Phase.DRAINING and phase is not Phase.DRAINING:
@@ -44,7 +52,9 @@ class ServiceState:
 
     def start_draining(self) -> None:
         """Readiness turns 503 and new model requests get 503; queued and running work goes on."""
-        if self.phase is not Phase.DRAINING:
+        if self.drain_deadline == math.inf:
+            self.drain_deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        if self.phase not in (Phase.DRAINING, Phase.FAILED):  # a failed start keeps its reason
             self.set_phase(Phase.DRAINING, "draining: the service is shutting down")
 
     def check_accepting(self) -> None:

@@ -7,24 +7,29 @@ would raise a ValueError for most of these too, but only after the item had join
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
 import secrets
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model.noise import MAX_SEED
+from model.sampling import DEFAULT
 
 from . import schemas
 from .errors import InvalidInput, invalid_input
 from .images import decode_image
 from .items import DecodeItem, EncodeItem, ReconstructItem, SampleItem, Temperature
 from .settings import Settings
+from .wire import tensor_b64, tensor_from_b64
 
 if TYPE_CHECKING:
     from .registry import ServedModel
+
+
+def number(x: float) -> str:
+    """A number as typed: every digit that tells it apart (2.0000001, not 2), no trailing .0."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def invalid(field: str, msg: str, kind: str = "value_error") -> InvalidInput:
@@ -40,7 +45,10 @@ def seeds_for(seed: int | None, n: int) -> list[int]:
     return [start + i for i in range(n)]
 
 
-def temperature_for(value: float | list[float], model: ServedModel, settings: Settings) -> Temperature:
+def temperature_for(value: float | list[float] | None, model: ServedModel, settings: Settings) -> Temperature:
+    """The request's temperature, checked; omitted (None): the model's recommended one."""
+    if value is None:
+        return model.vae.sampling.temperature
     lo, hi = settings.min_temperature, settings.max_temperature
     values = [value] if isinstance(value, float | int) else value
     L = model.num_layers
@@ -52,7 +60,9 @@ def temperature_for(value: float | list[float], model: ServedModel, settings: Se
         )
     for t in values:
         if not lo <= t <= hi:
-            raise invalid("temperature", f"temperature {t:g} is out of range [{lo:g}, {hi:g}]")
+            raise invalid(
+                "temperature", f"temperature {number(t)} is out of range [{number(lo)}, {number(hi)}]"
+            )
     return float(value) if isinstance(value, float | int) else tuple(float(t) for t in values)
 
 
@@ -71,20 +81,22 @@ def label_for(label: int | None, model: ServedModel) -> int | None:
 
 
 def guidance_for(
-    guidance: schemas.Guidance | None, label: int | None, model: ServedModel, settings: Settings
+    guidance: schemas.Guidance | None, labelled: bool, model: ServedModel, settings: Settings
 ) -> tuple[float, float] | None:
+    """Checked guidance weights; `labelled`: the images get labels (given, or from their seeds)."""
     if guidance is None:
         return None
     if not model.hp.conditional:
         raise invalid(
             "guidance", f"model {model.name!r} is unconditional: guidance needs a class-conditional model"
         )
-    if label is None:
+    if not labelled:
         raise invalid("guidance", "guidance needs a label: it steers the draw towards that class")
     for name in ("mean", "variance"):
         w = getattr(guidance, name)
         if w > settings.max_guidance:
-            raise invalid("guidance", f"guidance.{name} {w:g} is above the limit {settings.max_guidance:g}")
+            limit = number(settings.max_guidance)
+            raise invalid("guidance", f"guidance.{name} {number(w)} is above the limit {limit}")
     return (guidance.mean, guidance.variance)
 
 
@@ -99,51 +111,95 @@ def timeout_s(timeout_ms: int | None, settings: Settings) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
-    if req.n > settings.max_images_per_request:
-        raise invalid(
-            "n",
-            f"n={req.n} is above this service's limit of {settings.max_images_per_request} images a request",
-        )
-    temperature = temperature_for(req.temperature, model, settings)
-    label = label_for(req.label, model)
-    guidance = guidance_for(req.guidance, label, model, settings)
+def sampling_for(
+    req: schemas.StrictModel,
+    model: ServedModel,
+    settings: Settings,
+    seeds: list[int],
+) -> list[SampleItem]:
+    """Each image's seed, temperature, label and guidance: what the request gives (checked), and the
+    model's sampling defaults for what it leaves out (VDVAE.sampling_options: for a class-conditional
+    model, each image's label from its own seed). Every endpoint that samples from the prior takes
+    its options from here, so defaults and the label rule are the same everywhere.
+
+    `req` needs the fields temperature, label and guidance; a field counts as left out when it is
+    absent from the JSON, so an explicit `"label": null` is the unconditional prior and an explicit
+    `"guidance": null` no guidance.
+    """
+    given = req.model_fields_set
+    label = label_for(req.label, model) if "label" in given else DEFAULT
+    labelled = label is not None and (label is not DEFAULT or model.vae.sampling.label == "seed")
+    opts = model.vae.sampling_options(
+        seeds,
+        temperature=temperature_for(req.temperature, model, settings),
+        labels=label,
+        guidance=guidance_for(req.guidance, labelled, model, settings) if "guidance" in given else DEFAULT,
+    )
+    labels = opts["labels"] if isinstance(opts["labels"], list) else [opts["labels"]] * len(seeds)
     return [
-        SampleItem(seed=s, temperature=temperature, label=label, guidance=guidance)
-        for s in seeds_for(req.seed, req.n)
+        SampleItem(
+            seed=s,
+            temperature=opts["temperature"],
+            label=y,
+            guidance=opts["guidance"] if y is not None else None,
+        )
+        for s, y in zip(seeds, labels)
     ]
 
 
-def image_for(data: bytes, model: ServedModel) -> np.ndarray:
-    return decode_image(data, model.hp.image_size, model.hp.image_channels)
+def within_image_limit(field: str, count: int, settings: Settings) -> None:
+    """The images a request asks for (n, steps), against the service's limit per request."""
+    if count > settings.max_images_per_request:
+        raise invalid(
+            field,
+            f"{field}={count} is above this service's limit of {settings.max_images_per_request} images a "
+            "request",
+        )
+
+
+def layers_for(field: str, layers: int | None, model: ServedModel) -> int:
+    """A count of top latent layers (all of them when None), checked against the model."""
+    L = model.num_layers
+    if layers is None:
+        return L
+    if layers > L:
+        raise invalid(
+            field, f"{field}={layers} is out of range: model {model.name!r} has {L} latent layers (0..{L})"
+        )
+    return layers
+
+
+def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
+    within_image_limit("n", req.n, settings)
+    return sampling_for(req, model, settings, seeds_for(req.seed, req.n))
+
+
+def image_for(data: bytes, model: ServedModel, settings: Settings) -> np.ndarray:
+    return decode_image(data, model.hp.image_size, model.hp.image_channels, settings)
 
 
 def reconstruct_item(
     req: schemas.ReconstructRequest, image: bytes, model: ServedModel, settings: Settings
 ) -> ReconstructItem:
-    L = model.num_layers
-    layers = L if req.layers is None else req.layers
-    if layers > L:
-        raise invalid(
-            "layers", f"layers={layers} is out of range: model {model.name!r} has {L} latent layers (0..{L})"
-        )
     return ReconstructItem(
-        image=image_for(image, model),
-        layers=layers,
+        image=image_for(image, model, settings),
+        layers=layers_for("layers", req.layers, model),
         seed=seeds_for(req.seed, 1)[0],
         temperature=temperature_for(req.temperature, model, settings),
         label=label_for(req.label, model),
     )
 
 
-def encode_item(req: schemas.EncodeRequest, image: bytes, model: ServedModel) -> EncodeItem:
+def encode_item(
+    req: schemas.EncodeRequest, image: bytes, model: ServedModel, settings: Settings
+) -> EncodeItem:
     L = model.num_layers
     if req.latents > L:
         raise invalid(
             "latents", f"latents={req.latents} is out of range: model {model.name!r} has {L} latent layers"
         )
     return EncodeItem(
-        image=image_for(image, model),
+        image=image_for(image, model, settings),
         seed=seeds_for(req.seed, 1)[0],
         label=label_for(req.label, model),
         latent_layers=req.latents,
@@ -167,15 +223,9 @@ def latents_for(tensors: list[schemas.LatentTensor], model: ServedModel) -> tupl
         if tuple(t.shape) != tuple(shape):
             raise invalid(where, f"layer {i} of model {model.name!r} has shape {list(shape)}, got {t.shape}")
         try:
-            raw = base64.b64decode(t.data, validate=True)
-        except (binascii.Error, ValueError):
-            raise invalid(where, "data is not valid base64") from None
-        expected = 4 * math.prod(shape)
-        if len(raw) != expected:
-            raise invalid(
-                where, f"data holds {len(raw)} bytes; shape {list(shape)} of float32 needs {expected}"
-            )
-        z = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+            z = tensor_from_b64(t.data, shape)
+        except ValueError as e:
+            raise invalid(where, str(e)) from None
         if not np.isfinite(z).all():
             raise invalid(where, "latents must be finite (no NaN or infinity)")
         out.append(z)
@@ -183,16 +233,15 @@ def latents_for(tensors: list[schemas.LatentTensor], model: ServedModel) -> tupl
 
 
 def decode_item(req: schemas.DecodeRequest, model: ServedModel, settings: Settings) -> DecodeItem:
-    label = label_for(req.label, model)
+    (o,) = sampling_for(req, model, settings, seeds_for(req.seed, 1))
     return DecodeItem(
         latents=latents_for(req.latents, model),
-        seed=seeds_for(req.seed, 1)[0],
-        temperature=temperature_for(req.temperature, model, settings),
-        label=label,
-        guidance=guidance_for(req.guidance, label, model, settings),
+        seed=o.seed,
+        temperature=o.temperature,
+        label=o.label,
+        guidance=o.guidance,
     )
 
 
 def latent_tensor(layer: int, z: np.ndarray) -> schemas.LatentTensor:
-    data = base64.b64encode(np.ascontiguousarray(z, dtype="<f4").tobytes()).decode("ascii")
-    return schemas.LatentTensor(layer=layer, shape=list(z.shape), dtype="float32", data=data)
+    return schemas.LatentTensor(layer=layer, shape=list(z.shape), dtype="float32", data=tensor_b64(z))

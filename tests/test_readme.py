@@ -33,6 +33,6 @@ def test_every_module_is_listed_and_every_listed_module_exists() -> None:
 
 def test_subpackages_name_all_their_modules() -> None:
     block = layout_block()
-    for package in ("model/training", "model/tools"):
+    for package in ("model/training", "model/tools", "service/client", "service/cli"):
         for name in modules(package):
             assert Path(name).stem in block, f"{package}/{name} is not in the README's layout"

@@ -2,6 +2,7 @@
 
     python -m model.tools.bench --preset cifar10 --batch-sizes 1,4,16
     python -m model.tools.bench --weights weights/mnist --batch-sizes 1,8,32 --device cpu
+    python -m model.tools.bench --weights weights/mnist --progressive   # sample_stages, previews included
 
 "eager" is the model as loaded (float32, NCHW, no compilation); "optimized" is the same weights
 after model.inference.optimize_for_inference (channels_last and bf16 autocast on CUDA, plus
@@ -32,21 +33,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_sample(vae: VDVAE, n: int, guidance: float | None, temperature: float) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one sample call of n images."""
+def time_sample(
+    vae: VDVAE, n: int, guidance: float | None, temperature: float, progressive: bool = False
+) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one sample call of n images (with `progressive`, of
+    sample_stages run to its end: every resolution's preview, then the samples)."""
     labels = list(range(n)) if vae.hp.conditional else None
     if labels is not None:
         labels = [i % vae.hp.num_classes for i in labels]
     g = (guidance, guidance) if guidance is not None and vae.hp.conditional else None
     _sync(vae.device)
     wall, cpu = time.perf_counter(), time.process_time()
-    vae.sample(n, temperature=temperature, labels=labels, guidance=g, seeds=list(range(n)))
+    call = (
+        (lambda **kw: list(vae.sample_stages(n, **kw))) if progressive else (lambda **kw: vae.sample(n, **kw))
+    )
+    call(temperature=temperature, labels=labels, guidance=g, seeds=list(range(n)))
     _sync(vae.device)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m model.tools.bench", description=__doc__,
+def build_parser(prog: str = "python -m model.tools.bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.replace("python -m model.tools.bench", prog),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--preset",
@@ -69,26 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimized model's memory format, on CPU and CUDA alike (default: on)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=None, help="guidance weight (conditional models)")
     p.add_argument("--temperature", type=float, default=1.0, help="(default: 1.0)")
+    p.add_argument("--progressive", action="store_true", help="time sample_stages (with its previews)")
     p.add_argument("--json", action="store_true", help="also print one JSON line per batch size")
     return p
 
 
 def bench_batch(eager: VDVAE, fast: VDVAE, n: int, args: argparse.Namespace) -> dict[str, float]:
     """Median throughput of both forms at batch n, timed alternately after a warm-up call each."""
+    timed = (args.guidance, args.temperature, args.progressive)
     for vae in (eager, fast):  # warm-up (and compilation) for this batch size
-        time_sample(vae, n, args.guidance, args.temperature)
+        time_sample(vae, n, *timed)
     runs: dict[str, list[tuple[float, float]]] = {"eager": [], "optimized": []}
     for _ in range(args.repeats):
-        runs["eager"].append(time_sample(eager, n, args.guidance, args.temperature))
-        runs["optimized"].append(time_sample(fast, n, args.guidance, args.temperature))
+        runs["eager"].append(time_sample(eager, n, *timed))
+        runs["optimized"].append(time_sample(fast, n, *timed))
     wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
     cpu = statistics.median(c for _, c in runs["eager"])
     return {"batch": n, "eager_img_s": n / wall["eager"], "optimized_img_s": n / wall["optimized"],
             "speedup": wall["eager"] / wall["optimized"], "eager_cpu_s_per_img": cpu / n}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m model.tools.bench") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -104,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda"
         else f"CPU, {torch.get_num_threads()} threads"
     )
-    print(f"model: {name}; device: {dev_name}; torch {torch.__version__}")
+    what = "sample_stages (previews included)" if args.progressive else "sample"
+    print(f"model: {name}; device: {dev_name}; torch {torch.__version__}; timing {what}")
     print(f"optimized = channels_last {fast.decoder.gain.is_contiguous(memory_format=torch.channels_last)}, "
           f"amp {fast.amp_dtype}, compile {args.compile}")  # fmt: skip
     print(f"{'batch':>5} {'eager img/s':>12} {'optimized img/s':>16} {'speedup':>8} {'eager cpu-s/img':>16}")

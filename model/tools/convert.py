@@ -36,10 +36,10 @@ def convert(src: str | Path, preset: str | None, out: str | Path) -> Path:
     return save_model_folder(vae, out, provenance)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m model.tools.convert") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m model.tools.convert",
-        description=__doc__,
+        prog=prog,
+        description=__doc__.replace("python -m model.tools.convert", prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("src", help="official *-model-ema.th or *-model.th file")

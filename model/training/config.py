@@ -118,6 +118,12 @@ class TrainConfig:
     checkpoint_every: int = param(500, "write checkpoint.pt every N steps", group="feedback")
     sample_temperature: float = param(0.8, "temperature of the per-class grids", group="feedback")
     sample_guidance: float = param(1.0, "guidance weight of the guided per-class grid", group="feedback")
+    tensorboard: bool = param(
+        False,
+        "also log to TensorBoard under --out's tensorboard/: losses, bits/dim, skipped updates, learning "
+        "rate, test bits/dim, sample grids (needs the tensorboard extra)",
+        group="feedback",
+    )
 
 
 # Where the trainer's default for an HParams field is not simply the preset's value.

@@ -108,7 +108,7 @@ def prepare(args: argparse.Namespace, dist: Dist) -> shards.Job:
 
 
 def build_parser(prog: str = "python -m model.training.encode_dataset") -> argparse.ArgumentParser:
-    p = shards.job_parser(prog, __doc__)
+    p = shards.job_parser(prog, __doc__.replace("python -m model.training.encode_dataset", prog))
     add_data_options(p)
     p.add_argument("--latents", type=int, default=0, help="keep the top K layers' posterior samples")
     p.add_argument("--posterior", action="store_true", help="with --latents: their means and stds too")

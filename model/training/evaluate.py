@@ -1,6 +1,8 @@
-"""Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth.
+"""Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth,
+and with --fid the quality of its samples (model.training.quality).
 
     python -m model.training.evaluate weights/mnist --data mnist --split test --out eval/
+    python -m model.training.evaluate weights/mnist --data mnist --fid
 
 Prints one JSON object. Posterior noise comes from per-image seeds (seed + image index), so the
 figure is exactly reproducible: the same command gives the same digits on any batch size.
@@ -20,10 +22,13 @@ from ..checkpoint import CheckpointError, load_model
 from ..imageio import image_grid, save_png
 from ..likelihoods import LN2
 from ..lowres import downsample
-from ..results import Encoding
+from ..outputs import Encoding
 from ..vae import VDVAE
 from .config import DATA_FORMATS
 from .data import DataError, ImageSet, load_split
+from .judge import JudgeError
+from .progress import progress_bar
+from .quality import DEFAULT, INCEPTION_NOTE, Setting, draw, judge_path_for, load_quality_judge
 
 
 def uses_labels(vae: VDVAE, data: ImageSet, conditional: bool = True) -> bool:
@@ -45,22 +50,31 @@ def encode_images(
 
 
 def evaluate_elbo(
-    vae: VDVAE, data: ImageSet, batch_size: int = 100, seed: int = 0, conditional: bool = True
+    vae: VDVAE,
+    data: ImageSet,
+    batch_size: int = 100,
+    seed: int = 0,
+    conditional: bool = True,
+    progress: bool = False,
 ) -> dict:
     """Mean negative ELBO over `data`: bits/dim, nats/dim, distortion, rate and per-layer rate.
 
     For a class-conditional model `conditional` uses the true labels (a bound on -log p(x | y));
-    otherwise the null label (a bound on -log p(x)).
+    otherwise the null label (a bound on -log p(x)). `progress`: a bar of images done (stderr).
     """
     totals = {"elbo": 0.0, "distortion": 0.0, "rate": 0.0}
     layer_bits = torch.zeros(vae.hp.num_layers, dtype=torch.float64)
     n = len(data)
+    bar = progress_bar(n, enabled=progress, desc="evaluate", unit="img", leave=False)
     for start in range(0, n, batch_size):
-        enc = encode_images(vae, data, range(start, min(start + batch_size, n)), seed, conditional)
+        index = range(start, min(start + batch_size, n))
+        enc = encode_images(vae, data, index, seed, conditional)
         totals["elbo"] += enc.elbo.double().sum().item()
         totals["distortion"] += enc.distortion.double().sum().item()
         totals["rate"] += enc.rate.double().sum().item()
         layer_bits += enc.kl_bits.double().sum(dim=0).cpu()
+        bar.update(len(index))
+    bar.close()
     mean = {k: v / n for k, v in totals.items()}
     return {
         "bits_per_dim": mean["elbo"] / LN2,
@@ -148,7 +162,9 @@ def sample_grids(
     its "temperatures" grid starts with a row of those inputs, scaled up."""
     temps = [1.0, 0.9, 0.8, 0.7, 0.6]
     low = low_res_inputs(vae, data, cols)
-    rows = [vae.sample(cols, temperature=t, seeds=1000 * i, low_res=low) for i, t in enumerate(temps)]
+    rows = [
+        vae.sample(cols, temperature=t, labels=None, seeds=1000 * i, low_res=low) for i, t in enumerate(temps)
+    ]
     if low is not None:
         k = vae.hp.image_size // vae.hp.low_res
         rows.insert(0, low.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2))
@@ -167,12 +183,17 @@ def sample_grids(
     return grids
 
 
-def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+def save_grids(grids: dict[str, np.ndarray], folder: Path, prefix: str = "") -> list[Path]:
+    """Each grid as folder/<prefix><name>.png."""
     paths = []
-    for name, grid in sample_grids(vae, **kwargs).items():
+    for name, grid in grids.items():
         paths.append(folder / f"{prefix}{name}.png")
         save_png(grid, paths[-1])
     return paths
+
+
+def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+    return save_grids(sample_grids(vae, **kwargs), folder, prefix)
 
 
 def default_depths(num_layers: int) -> list[int]:
@@ -201,6 +222,32 @@ def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespac
         },
         "sample_grids": [str(p) for p in grids],
     }
+
+
+def sample_quality(vae: VDVAE, data: ImageSet, args: argparse.Namespace) -> dict:
+    """Digit FID, precision, recall, confident share and label accuracy of --samples samples drawn
+    with the model's sampling defaults (or the --fid-* overrides), and of the real `data` images
+    for scale."""
+    qj, about = load_quality_judge(args.fid, args.data, args.data_format, args.test_data)
+    setting = Setting(
+        "evaluated",
+        DEFAULT if args.fid_temperature is None else args.fid_temperature,
+        DEFAULT if args.fid_labels is None else args.fid_labels,
+        DEFAULT if args.fid_guidance is None else args.fid_guidance,
+    )
+    images, labels = draw(vae, setting, args.samples, seed=args.sample_seed)
+    real = torch.from_numpy(np.ascontiguousarray(data.images))
+    return {
+        **about,
+        "setting": setting.describe(vae),
+        "sample_seeds": f"{args.sample_seed}..{args.sample_seed + args.samples - 1}",
+        **qj.score(images, labels),
+        f"real_{args.split}_images": qj.score(real, data.labels),
+    }
+
+
+class ExamplesHelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the examples laid out as written."""
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -232,11 +279,18 @@ def load_data(args: argparse.Namespace, vae: VDVAE) -> ImageSet:
     return data.subset(np.arange(min(args.limit, len(data)))) if args.limit else data
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.training.evaluate",
-        description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=prog,
+        description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions, "
+        "and with --fid sample quality in a judge's feature space.",
+        epilog=f"examples:\n  {prog} weights/mnist --data mnist --split test --out eval/\n"
+        f"  {prog} weights/mnist --data mnist --fid --samples 1000\n"
+        f"  {prog} cifar10-seed0-iter-900000-model-ema.th --data cifar-10-batches-py/ --limit 1000\n\n"
+        "--fid uses a judge (model.training.judge): for --data mnist the bundled digit judge "
+        "(weights/judges/mnist.safetensors); for other data, a judge file you train or provide. "
+        f"Note: {INCEPTION_NOTE}.",
+        formatter_class=ExamplesHelpFormatter,
     )
     p.add_argument("model", help="model folder, or an official .th file (with --preset)")
     p.add_argument("--preset", default=None, help="preset of an official .th file (default: inferred)")
@@ -259,26 +313,56 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="class-conditional models: draw N samples per class and report how many have a "
-        "nearest training image of their class (default: 0, off)",
+        "nearest training image of their class (0: off)",
+    )
+    q = p.add_argument_group("sample quality (--fid)")
+    q.add_argument(
+        "--fid",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="JUDGE",
+        help="report digit FID, precision/recall (k=3), confident share and label accuracy of samples; "
+        "JUDGE: a judge file (default for --data mnist: the bundled one)",
+    )
+    q.add_argument("--samples", type=int, default=1000, help="samples drawn for --fid")
+    q.add_argument("--sample-seed", type=int, default=0, help="sample i uses seed sample-seed + i")
+    q.add_argument("--fid-temperature", type=float, default=None, help="unset: the model's sampling default")
+    q.add_argument(
+        "--fid-labels",
+        choices=["seed", "null"],
+        default=None,
+        help="seed: each sample's label from its seed; null: unconditional (unset: the model's rule)",
+    )
+    q.add_argument(
+        "--fid-guidance",
+        type=float,
+        default=None,
+        help="guidance weight, mean = variance (unset: the model's)",
     )
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluate") -> int:
+    args = build_parser(prog).parse_args(argv)
 
     try:
+        if args.fid:
+            judge_path_for(args.data, args.fid)  # before any work: other data needs a judge file
         vae = load_model(args.model, preset=args.preset, device=args.device)
         hp = vae.hp
         data = load_data(args, vae)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, JudgeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.fid_labels == "seed" and not hp.conditional:
+        print("error: --fid-labels seed needs a class-conditional model", file=sys.stderr)
         return 2
     result = {
         "model": str(args.model),
         "data": args.data,
         "split": args.split,
-        **evaluate_elbo(vae, data, args.batch_size, args.seed, conditional=not args.unconditional),
+        **evaluate_elbo(vae, data, args.batch_size, args.seed, not args.unconditional, progress=True),
         "labels": "null (unconditional)" if args.unconditional or not hp.conditional else "true labels",
     }
     if args.label_agreement and hp.conditional and not hp.low_res:
@@ -296,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out:
         result.update(write_figures(vae, data, Path(args.out), args))
+    if args.fid:
+        try:
+            result["sample_quality"] = sample_quality(vae, data, args)
+        except (JudgeError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(result, indent=2))
     return 0
 

@@ -1,4 +1,5 @@
-"""Training feedback: a one-line progress display and the JSONL log."""
+"""Training feedback: the progress bar (tqdm), and the run's logs: the JSONL log always, TensorBoard
+when asked for (`--tensorboard`)."""
 
 from __future__ import annotations
 
@@ -6,51 +7,51 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .tensorboard_log import TensorBoardLog
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}"
+def progress_bar(total: int, initial: int = 0, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar on stderr: redrawn in place on a terminal, and at most every 30 s into a log
+    file (nohup, a cluster job), whose record is the JSONL log."""
+    tty = sys.stderr.isatty()
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=0.1 if tty else 30.0,
+        file=sys.stderr,
+        **kwargs,
+    )
 
 
 class Progress:
-    """Redraws one status line on a terminal; prints a line every `every` steps otherwise."""
+    """The training run's bar (steps, loss, bits/dim, skips, rate, ETA) and its messages."""
 
-    def __init__(
-        self, total: int, every: int = 50, stream: TextIO | None = None, enabled: bool = True
-    ) -> None:
-        self.total, self.every, self.enabled = total, max(1, every), enabled
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
 
-    def update(self, step: int, elapsed: float, steps_this_run: int, **stats) -> None:
-        if not self.enabled or (not self.tty and step % self.every and step != self.total):
-            return
-        rate = steps_this_run / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else 0.0
-        parts = [f"step {step}/{self.total}"]
-        for key, value in stats.items():
-            parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
-        parts.append(f"eta {_duration(eta)}")
-        line = " | ".join(parts)
-        if self.tty:
-            self.stream.write("\r" + line[:200].ljust(120))
-            if step == self.total:
-                self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+    def start(self, total: int, step: int) -> None:
+        self.bar = progress_bar(total, step, self.enabled, desc="train", unit="step")
+
+    def update(self, step: int, **stats: float | int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(stats, refresh=False)
+            self.bar.update(step - self.bar.n)
 
     def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            self.stream.write("\n")
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        if self.enabled:
+            tqdm.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class JsonlLog:
@@ -79,6 +80,35 @@ class JsonlLog:
         row = {"type": kind, "step": step, "time": round(time.time(), 3), **fields}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class RunLogs:
+    """Every log of a run, written together: log.jsonl, and TensorBoard's tensorboard/ on request.
+    Only the main process writes (enabled)."""
+
+    def __init__(self, out: Path, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.jsonl = JsonlLog(out / "log.jsonl", enabled)
+        # Checked now, so a missing tensorboard package stops the run before any work.
+        self.tensorboard = TensorBoardLog(out / "tensorboard") if tensorboard and enabled else None
+
+    def truncate_after(self, step: int) -> None:
+        """Drop what was logged after `step` (-1: everything): the run continues from there."""
+        self.jsonl.truncate_after(step)
+        if self.tensorboard is not None:
+            self.tensorboard.open(purge_from=step + 1)
+
+    def write(self, kind: str, step: int, **fields) -> None:
+        self.jsonl.write(kind, step, **fields)
+        if self.tensorboard is not None:
+            self.tensorboard.write(kind, step, **fields)
+
+    def images(self, step: int, grids: dict[str, np.ndarray]) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.images(step, grids)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def rate_table(profile: dict) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from ..hparams import HParamsError
 from .config import parse_args
 from .data import DataError
+from .tensorboard_log import MissingExtra
 from .trainer import Trainer
 
 
@@ -25,14 +26,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m model.trainin
     """Train as the command line says; 2 for bad data, hyperparameters or a missing checkpoint."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = parse_args(argv, prog=prog, description=__doc__)
+        cfg = parse_args(argv, prog=prog, description=__doc__.replace("python -m model.training.train", prog))
         trainer = Trainer(cfg, argv)
-    except (DataError, HParamsError, FileNotFoundError, ValueError) as e:
+    except (DataError, HParamsError, FileNotFoundError, ValueError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         trainer.run()
     finally:
+        trainer.log.close()
         trainer.dist.close()
     return 0
 

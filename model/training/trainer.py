@@ -1,8 +1,9 @@
 """The trainer: one training run from data to the served model folder, resumable exactly.
 
 Writes under the run folder: checkpoint.pt (atomic; --resume continues exactly where it stopped),
-log.jsonl, sample grids in samples/, rate_profile.json, and the served model folder model/ (EMA
-weights, config.json, README.md), loadable by model.load_model and by the service.
+log.jsonl (and tensorboard/ with --tensorboard), sample grids in samples/, rate_profile.json, and
+the served model folder model/ (EMA weights, config.json, README.md), loadable by model.load_model
+and by the service.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from ..vae import VDVAE
 from . import distributed
 from .config import TrainConfig, build_hparams
 from .data import BatchOrder, DataError, load_split
-from .evaluate import evaluate_elbo, save_sample_grids
+from .evaluate import evaluate_elbo, sample_grids, save_grids
 from .objectives import drop_labels, kl_schedule, training_loss
-from .progress import JsonlLog, Progress, rate_table
+from .progress import Progress, RunLogs, rate_table
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "vdvae-train/1"
@@ -51,8 +52,8 @@ class Trainer:
         self.device = self.dist.device
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.progress = Progress(0, cfg.log_every, enabled=self.dist.main)
-        self.log = JsonlLog(self.out / "log.jsonl", enabled=self.dist.main)
+        self.progress = Progress(enabled=self.dist.main)
+        self.log = RunLogs(self.out, enabled=self.dist.main, tensorboard=cfg.tensorboard)
 
         resume = self._resume_path()
         state = torch.load(resume, map_location="cpu", weights_only=True) if resume else None
@@ -110,7 +111,6 @@ class Trainer:
             )
         self.batches = BatchOrder(self.train_data, cfg.batch_size, self.dist.rank, self.dist.world, cfg.seed)
         self.total_steps = cfg.steps or math.ceil((cfg.epochs or 1.0) * self.batches.per_epoch)
-        self.progress.total = self.total_steps
 
     def _build_model(self) -> None:
         """The model (wrapped for DDP across processes) and its EMA copy."""
@@ -268,7 +268,8 @@ class Trainer:
     # ---- evaluation and samples -------------------------------------------------------------------
 
     def evaluate(self) -> dict:
-        result = {**evaluate_elbo(self.ema, self.test_data, batch_size=100, seed=0), "step": self.step}
+        elbo = evaluate_elbo(self.ema, self.test_data, batch_size=100, seed=0, progress=self.dist.main)
+        result = {**elbo, "step": self.step}
         self.last_eval = result
         self.log.write(
             "eval",
@@ -279,20 +280,22 @@ class Trainer:
         return result
 
     def write_samples(self) -> None:
-        save_sample_grids(
+        cfg = self.cfg
+        grids = sample_grids(
             self.ema,
-            self.out / "samples",
-            prefix=f"step-{self.step:07d}-",
-            temperature=self.cfg.sample_temperature,
-            guidance=self.cfg.sample_guidance,
+            temperature=cfg.sample_temperature,
+            guidance=cfg.sample_guidance,
             data=self.test_data,
         )
+        save_grids(grids, self.out / "samples", prefix=f"step-{self.step:07d}-")
+        self.log.images(self.step, grids)
 
     # ---- the run -----------------------------------------------------------------------------------
 
     def run(self) -> None:
         cfg = self.cfg
-        start_step, t0, elapsed0 = self.step, time.time(), self.elapsed
+        t0, elapsed0 = time.time(), self.elapsed
+        self.progress.start(self.total_steps, self.step)
         window: list[dict] = []  # rows since the last log line; throughput counts training time only
         while self.step < self.total_steps:
             t_step = time.time()
@@ -315,8 +318,6 @@ class Trainer:
                 window.clear()
             self.progress.update(
                 self.step,
-                time.time() - t0,
-                self.step - start_step,
                 loss=row["loss"],
                 bpd=row["bpd"],
                 gnorm=row["grad_norm"],
@@ -331,6 +332,7 @@ class Trainer:
                 self.write_samples()
             if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
                 self.save_checkpoint()
+        self.progress.close()
         self.finish()
 
     def finish(self) -> None:

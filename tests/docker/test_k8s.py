@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from service.metrics import Metrics
-from service.routes import router
+from service.routes import metrics_router, router
 from service.settings import Settings
 
 from .conftest import REPO
@@ -28,7 +28,7 @@ DOCKERFILE = {"gpu": "docker/Dockerfile", "cpu": "docker/Dockerfile.cpu"}
 # The oldest Kubernetes whose schemas kubernetes-validate ships; the newest is checked too.
 OLDEST_KUBERNETES = "1.25"
 CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
-ROUTES = {route.path for route in router.routes}
+ROUTES = {route.path for r in (router, metrics_router) for route in r.routes}
 
 
 def render(overlay: str) -> list[dict]:

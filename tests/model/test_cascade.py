@@ -10,7 +10,7 @@ import torch
 
 from model.cascade import (
     Cascade,
-    Stage,
+    CascadeStage,
     StageOptions,
     load_cascade,
     run_stages,
@@ -22,10 +22,10 @@ from model.noise import derived_seed
 
 
 @pytest.fixture(scope="module")
-def stages(base16, sr16) -> list[Stage]:
+def stages(base16, sr16) -> list[CascadeStage]:
     return [
-        Stage("base16", base16, StageOptions(temperature=0.8, guidance=(1.0, 1.0))),
-        Stage("sr16to32", sr16, StageOptions(low_res_noise=0.1)),
+        CascadeStage("base16", base16, StageOptions(temperature=0.8, guidance=(1.0, 1.0))),
+        CascadeStage("sr16to32", sr16, StageOptions(low_res_noise=0.1)),
     ]
 
 
@@ -62,13 +62,13 @@ def test_per_stage_options_replace_the_defaults(stages):
 
 def test_stages_that_do_not_chain_are_explained(base16, sr16, tiny):
     with pytest.raises(ValueError, match=r"stage 0 .* is a super-resolution model"):
-        Cascade([Stage("sr", sr16, StageOptions())])
+        Cascade([CascadeStage("sr", sr16, StageOptions())])
     with pytest.raises(ValueError, match=r"takes 16x16x1 low-resolution images .* but tiny makes 32x32x3"):
-        Cascade([Stage("tiny", tiny, StageOptions()), Stage("sr", sr16, StageOptions())])
+        Cascade([CascadeStage("tiny", tiny, StageOptions()), CascadeStage("sr", sr16, StageOptions())])
     with pytest.raises(ValueError, match="low_res none"):
-        Cascade([Stage("base", base16, StageOptions()), Stage("base", base16, StageOptions())])
+        Cascade([CascadeStage("base", base16, StageOptions()), CascadeStage("base", base16, StageOptions())])
     with pytest.raises(ValueError, match="stage tiny: guidance needs a class-conditional model"):
-        Cascade([Stage("tiny", tiny, StageOptions(guidance=(1.0, 1.0)))])
+        Cascade([CascadeStage("tiny", tiny, StageOptions(guidance=(1.0, 1.0)))])
 
 
 def test_a_cascade_folder_names_sibling_model_folders(tmp_path, stages):

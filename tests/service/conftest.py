@@ -13,21 +13,25 @@ import asyncio
 import contextlib
 import io
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 from PIL import Image
 
 from model import HParams
 from model.checkpoint import save_model_folder
 from service import Settings, create_app
+from service.bench import free_port
+from service.server import GracefulServer, uvicorn_config
 from tests.factories import perturbed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +75,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class RunningServer:
-    """uvicorn serving create_app(settings) on a free loopback port, in a background thread."""
+    """The service's server (service.server: our connection limits included) serving
+    create_app(settings) on a free loopback port, in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
         self.app = create_app(settings)
@@ -79,8 +84,7 @@ class RunningServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
-        self.server = uvicorn.Server(config)
+        self.server = GracefulServer(uvicorn_config(self.app, settings), self.app.state.service)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 120.0) -> RunningServer:
@@ -137,6 +141,41 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
 # --------------------------------------------------------------------------------------------
 
 
+def start_service(model_dir: Path, *flags: str, **popen: Any) -> tuple[subprocess.Popen, str]:
+    """`python -m service` in a subprocess on a free port, once ready: (process, base URL)."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "--model-dir",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--cpu-threads",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [*popen.pop("prefix", []), *cmd, *flags],
+        cwd=popen.pop("cwd", REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.communicate()[0]
+        try:
+            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the service did not become ready"
+        time.sleep(0.1)
+
+
 def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
     """uint8 (H, W) or (H, W, C) -> encoded image bytes."""
     img = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
@@ -152,6 +191,12 @@ def digit_like(size: int = 32, channels: int = 1, seed: int = 0) -> np.ndarray:
     blob = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2 - 3) ** 2) / (2 * (size / 6) ** 2))
     img = np.clip(255 * blob + rng.normal(0, 10, blob.shape), 0, 255).astype(np.uint8)
     return np.repeat(img[..., None], channels, axis=2)
+
+
+def post_raw(sock: socket.socket, path: str, body: bytes) -> None:
+    """A JSON POST sent on a bare socket, which the test can close mid-request: a client that leaves."""
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    sock.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

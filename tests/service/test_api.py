@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 
 import httpx
@@ -69,7 +70,7 @@ def test_health_endpoints(client: httpx.Client) -> None:
 def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
-    for path in ("/sample", "/reconstruct", "/encode", "/decode"):
+    for path in ("/sample", "/sample/stream", "/reconstruct", "/encode", "/decode", "/interpolate"):
         assert "post" in spec["paths"][path], path
     for path in ("/v1/models", "/v1/models/{name}", "/health/live", "/health/ready", "/metrics"):
         assert "get" in spec["paths"][path], path
@@ -78,6 +79,10 @@ def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None
     assert set(body) == {"application/json", "multipart/form-data"}
     assert body["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
     assert "422" in spec["paths"]["/sample"]["post"]["responses"]
+    assert "text/event-stream" in spec["paths"]["/sample/stream"]["post"]["responses"]["200"]["content"]
+    interpolate = spec["paths"]["/interpolate"]["post"]["requestBody"]["content"]
+    assert "$ref" not in json.dumps(interpolate)  # written out in full: nothing left dangling
+    assert interpolate["application/json"]["schema"]["properties"]["start"]["anyOf"]
 
 
 def test_request_id_is_echoed_in_header_and_problem(client: httpx.Client) -> None:
@@ -151,12 +156,12 @@ def test_sample_labels_guidance_and_temperatures_change_the_image(client: httpx.
         assert r.status_code == 200, r.text
         return r.json()["data"][0]["b64_json"]
 
-    plain = image()
-    assert image(label=4) != plain
-    assert image(label=4, guidance={"mean": 2.0, "variance": 1.0}) != image(label=4)
-    assert image(temperature=0.0) != plain
-    assert image(temperature=[1.0] * L) == plain  # one value per layer, all 1: the same draw
-    assert image(temperature=[1.0] * (L - 1) + [0.0]) != plain
+    plain = image(label=None, temperature=1.0)
+    assert image(label=4, temperature=1.0) != plain
+    assert image(label=4, guidance={"mean": 2.0, "variance": 1.0}) != image(label=4, guidance=None)
+    assert image(label=None, temperature=0.0) != plain
+    assert image(label=None, temperature=[1.0] * L) == plain  # one value per layer, all 1: the same draw
+    assert image(label=None, temperature=[1.0] * (L - 1) + [0.0]) != plain
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +197,8 @@ def test_reconstruct_depth_controls_the_bits_used(client: httpx.Client) -> None:
     assert 0 <= bits[1] <= bits[L]
     # layers=0 is the prior sample with the same seed
     r0 = client.post("/reconstruct", json={"image_b64": png64, "layers": 0, "seed": 1}).json()
-    s0 = client.post("/sample", json={"n": 1, "seed": 1}).json()
+    temperature = model_info(client)["sampling"]["temperature"]  # /reconstruct's default, as /sample's
+    s0 = client.post("/sample", json={"n": 1, "seed": 1, "label": None, "temperature": temperature}).json()
     assert r0["data"][0]["b64_json"] == s0["data"][0]["b64_json"]
 
 

@@ -15,8 +15,11 @@ from PIL import Image
 from model.imageio import image_grid
 from service.errors import InvalidImage
 from service.images import decode_base64, decode_image, encode_png
+from service.settings import Settings
 
 from .conftest import digit_like, png_bytes
+
+LIMITS = Settings()  # the default caps on image structure
 
 
 def with_declared_size(png: bytes, width: int, height: int) -> bytes:
@@ -30,10 +33,10 @@ def with_declared_size(png: bytes, width: int, height: int) -> bytes:
 
 def test_png_and_jpeg_decode_to_the_models_layout() -> None:
     grey = digit_like()
-    assert np.array_equal(decode_image(png_bytes(grey), 32, 1), grey)
+    assert np.array_equal(decode_image(png_bytes(grey), 32, 1, LIMITS), grey)
     rgb = digit_like(channels=3)
-    assert np.array_equal(decode_image(png_bytes(rgb), 32, 3), rgb)
-    jpeg = decode_image(png_bytes(grey, fmt="JPEG"), 32, 1)
+    assert np.array_equal(decode_image(png_bytes(rgb), 32, 3, LIMITS), rgb)
+    jpeg = decode_image(png_bytes(grey, fmt="JPEG"), 32, 1, LIMITS)
     assert jpeg.shape == (32, 32, 1) and np.abs(jpeg.astype(int) - grey).mean() < 10  # lossy but close
 
 
@@ -56,7 +59,7 @@ def test_png_and_jpeg_decode_to_the_models_layout() -> None:
 )
 def test_rejections_say_what_was_expected(data: bytes, size: int, channels: int, message: str) -> None:
     with pytest.raises(InvalidImage) as err:
-        decode_image(data, size, channels)
+        decode_image(data, size, channels, LIMITS)
     assert message in err.value.detail
     assert err.value.status == 422
 
@@ -65,7 +68,7 @@ def test_gif_is_refused_even_when_pillow_could_read_it() -> None:
     buf = io.BytesIO()
     Image.fromarray(digit_like()[..., 0]).save(buf, format="GIF")
     with pytest.raises(InvalidImage, match="not a PNG or JPEG"):
-        decode_image(buf.getvalue(), 32, 1)
+        decode_image(buf.getvalue(), 32, 1, LIMITS)
 
 
 @pytest.mark.parametrize(("width", "height"), [(4000, 4000), (60000, 60000)])
@@ -73,7 +76,7 @@ def test_oversized_headers_are_rejected_without_decoding(width: int, height: int
     bomb = with_declared_size(png_bytes(digit_like()), width, height)
     t0 = time.perf_counter()
     with pytest.raises(InvalidImage):
-        decode_image(bomb, 32, 1)
+        decode_image(bomb, 32, 1, LIMITS)
     assert time.perf_counter() - t0 < 0.5
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import RunningServer, metric_value, running_server
+from .conftest import RunningServer, metric_value, post_raw, running_server
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +95,7 @@ def test_disconnected_client_is_dropped_before_compute(stalled: RunningServer) -
     cancelled, deadline = failures(stalled, "cancelled"), failures(stalled, "deadline")
     body = b'{"n": 1}'
     with socket.create_connection(("127.0.0.1", stalled.port)) as sock:
-        sock.sendall(
-            b"POST /sample HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        post_raw(sock, "/sample", body)
         wait_for(lambda: metric_value(stalled.metrics(), "vae_queue_depth", operation="sample") == 1)
     # Seen as cancelled well before its 1 s deadline, and never computed.
     wait_for(lambda: failures(stalled, "cancelled") == cancelled + 1, timeout_s=0.9)

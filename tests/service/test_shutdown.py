@@ -14,36 +14,7 @@ import httpx
 
 from service.bench import free_port
 
-from .conftest import REPO, metric_value
-
-
-def start_service(model_dir: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service",
-        "--model-dir",
-        str(model_dir),
-        "--port",
-        str(port),
-        "--cpu-threads",
-        "1",
-    ]
-    proc = subprocess.Popen(
-        [*cmd, *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, proc.communicate()[0]
-        try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the service did not become ready"
-        time.sleep(0.1)
+from .conftest import REPO, metric_value, start_service
 
 
 def test_sigterm_drains_in_flight_work_and_exits_0(model_dir: Path) -> None:

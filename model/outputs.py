@@ -1,9 +1,9 @@
-"""What the user-level calls return: a batch's posterior (Encoding) and its reconstructions."""
+"""What the user-level calls of VDVAE return: encodings, reconstructions, progressive stages."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -20,6 +20,8 @@ class Encoding:
     kl: torch.Tensor  # (n, L) nats per layer
     distortion: torch.Tensor | None  # (n,) nats/dim, when the 8-bit target was known
     dims: int  # H * W * C
+    prior_mean: list[torch.Tensor] = field(default_factory=list)  # the prior each z was drawn against
+    prior_std: list[torch.Tensor] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.z)
@@ -41,6 +43,12 @@ class Encoding:
         return self.kl.sum(dim=1) / self.dims
 
     @property
+    def prior_noise(self) -> list[torch.Tensor]:
+        """Per layer (n, Z, r, r): the standardized prior noise eps = (z - mu_p) / sigma_p of each z,
+        the draw that gives z when the prior (given the layers above) is sampled at temperature 1."""
+        return [(z - m) / s for z, m, s in zip(self.z, self.prior_mean, self.prior_std)]
+
+    @property
     def elbo(self) -> torch.Tensor | None:
         """(n,) negative ELBO in nats per dim (None without a target)."""
         return None if self.distortion is None else self.distortion + self.rate
@@ -58,3 +66,13 @@ class Reconstruction:
     images: torch.Tensor  # (n, H, W, C) uint8
     bits: torch.Tensor  # (n,) bits of KL taken from the image's posterior (the bits it used)
     seeds: list[int]
+
+
+@dataclass
+class Stage:
+    """One resolution of a progressive sample (VDVAE.sample_stages)."""
+
+    resolution: int
+    layers: int  # latent layers drawn so far, top-down
+    images: torch.Tensor  # (n, H, W, C) uint8: the preview, or the samples at the last stage
+    final: bool

@@ -78,7 +78,7 @@ def test_a_cascade_folder_names_sibling_model_folders(tmp_path, stages):
     config = json.loads((tmp_path / "cascade" / "config.json").read_text())
     assert config["cascade"] == [
         {"model": "base16", "temperature": 0.8, "guidance": [1.0, 1.0]},
-        {"model": "sr16to32", "temperature": 1.0, "low_res_noise": 0.1},
+        {"model": "sr16to32", "low_res_noise": 0.1},
     ]
     loaded = load_cascade(tmp_path / "cascade", device="cpu")
     assert [s.options for s in loaded.stages] == [s.options for s in stages]
@@ -90,13 +90,34 @@ def test_a_cascade_folder_names_sibling_model_folders(tmp_path, stages):
         load_model(tmp_path / "cascade")
 
 
+def test_a_cascade_folder_may_hold_its_stages_and_leave_options_to_them(tmp_path, base16, sr16):
+    """Stages in subfolders ("folder"); options left out are each stage model's sampling defaults,
+    and the images' labels follow the base stage's label rule on their seeds."""
+    folder = tmp_path / "cascade"
+    save_model_folder(base16, folder / "base", {})
+    save_model_folder(sr16, folder / "sr", {})
+    stages = [CascadeStage("base", base16, place="folder"), CascadeStage("sr", sr16, place="folder")]
+    save_cascade_folder(folder, stages)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["cascade"] == [{"folder": "base"}, {"folder": "sr"}]
+    loaded = load_cascade(folder, device="cpu")
+    assert [s.options for s in loaded.stages] == [StageOptions(), StageOptions()]
+    low, high = run_stages(loaded.stages, 2, seeds=[3, 4])
+    labels = [3 % 10, 4 % 10]  # the base model's "seed" rule
+    assert torch.equal(low, base16.sample(2, seeds=[3, 4]))
+    assert torch.equal(low, base16.sample(2, labels=labels, seeds=[3, 4]))
+    assert torch.equal(high, sr16.sample(2, labels=labels, low_res=low, seeds=stage_seeds([3, 4], 1)))
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
         ({"model": "missing"}, "no checkpoint at"),
         ({"model": "base16", "temprature": 1.0}, r"unknown stage option\(s\) \['temprature'\]"),
         ({"model": "/abs/base16"}, "must be relative"),
-        ({"models": "base16"}, "expected an object with 'model'"),
+        ({"models": "base16"}, "expected an object with one of 'model'"),
+        ({"model": "base16", "folder": "base16"}, "expected an object with one of 'model'"),
+        ({"folder": "base16"}, "no checkpoint at"),
         ({"model": "base16", "temperature": -1}, "stage base16: temperature must be finite and >= 0"),
         ({"model": "base16", "guidance": [1, 2, 3]}, r"stage base16: guidance must be \(w_mean, w_var\)"),
         ({"model": "base16", "low_res_noise": 0.1}, "low_res_noise is for super-resolution stages"),

@@ -62,8 +62,11 @@ class StageOptions:
                 f"{where}: unknown stage option(s) {unknown}; known: model or folder, {sorted(known)}"
             )
         values = {k: entry[k] for k in known if k in entry}
-        if isinstance(values.get("guidance"), list):
-            values["guidance"] = tuple(values["guidance"])
+        for k in ("temperature", "guidance"):  # the forms VDVAE.sample and the service take
+            if isinstance(values.get(k), list):
+                values[k] = tuple(float(v) if isinstance(v, int | float) else v for v in values[k])
+            elif isinstance(values.get(k), int | float) and not isinstance(values.get(k), bool):
+                values[k] = float(values[k]) if k == "temperature" else (float(values[k]),) * 2
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +77,8 @@ class StageOptions:
         if self.guidance is not DEFAULT:
             g = self.guidance
             out["guidance"] = list(g) if isinstance(g, tuple) else g
+        if isinstance(out.get("temperature"), tuple):
+            out["temperature"] = list(out["temperature"])
         if self.low_res_noise is not None:
             out["low_res_noise"] = self.low_res_noise
         return out

@@ -66,7 +66,7 @@ class Engine:
 
     async def warmup(self, model: ServedModel) -> None:
         """One small batch per operation, so first requests do not pay for lazy initialisation."""
-        for op in OPERATIONS.values():
+        for op in (op for op in OPERATIONS.values() if op.serves(model.vae)):
             items = op.warmup_items(model.vae)
             t0 = time.perf_counter()
             outcomes = await self.call(self._isolate, model, op, items, False)

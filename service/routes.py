@@ -20,12 +20,13 @@ from pydantic import BaseModel
 from model.imageio import grid_columns, grid_png
 
 from . import bodies, schemas, validation
+from .cascade import CascadePlan, cascade_plan
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
 from .images import b64_png, encode_png
-from .items import DecodeItem, SampleItem
+from .items import DecodeItem, Image, SampleItem
 from .parsing import read_body
-from .registry import ServedModel
+from .registry import ServedCascade, ServedModel
 from .settings import Settings
 from .state import Phase, ServiceState
 
@@ -114,10 +115,30 @@ async def prepare(request: Request, svc: ServiceState, build: Callable[[bytes, s
 
 def sample_request(
     raw: bytes, content_type: str, svc: ServiceState
-) -> tuple[schemas.SampleRequest, ServedModel, list[SampleItem]]:
+) -> (
+    tuple[schemas.SampleRequest, ServedModel, list[SampleItem]]
+    | tuple[schemas.SampleRequest, ServedCascade, CascadePlan]
+):
+    """/sample's body: a model's items, or a cascade's plan (service.cascade)."""
     req = bodies.json_body(raw, content_type, schemas.SampleRequest, svc.settings)
-    model = svc.registry.get(req.model)
+    model = svc.registry.get_any(req.model)
+    if isinstance(model, ServedCascade):
+        return req, model, cascade_plan(req, model, svc.settings)
+    if req.stages is not None:
+        raise validation.invalid("stages", f"model {model.name!r} is not a cascade: omit stages")
     return req, model, validation.sample_items(req, model, svc.settings)
+
+
+async def cascade_stages(
+    request: Request, svc: ServiceState, plan: CascadePlan, timeout_ms: int | None
+) -> AsyncIterator[list[Image]]:
+    """A cascade's images stage by stage, each stage queued on its model's batcher (the base's
+    "sample", each super-resolution stage's "upscale"), all under the request's one deadline."""
+    images: list[Image] | None = None
+    for k, model in enumerate(plan.cascade.stages):
+        operation = "sample" if k == 0 else "upscale"
+        images = await compute(request, svc, operation, model, plan.stage_items(k, images), timeout_ms)
+        yield images
 
 
 def image_request(
@@ -191,7 +212,7 @@ def png_response(
 
 
 def sampled_response(
-    request: Request, model: ServedModel, images: list[np.ndarray], items: Sequence[Any]
+    request: Request, model: ServedModel | ServedCascade, images: list[np.ndarray], items: Sequence[Any]
 ) -> Any:
     """The answer of an endpoint that samples: JSON with each image's seed and label, or the PNG
     (a grid for several) with X-Seeds and X-Labels."""
@@ -229,8 +250,15 @@ async def sample(request: Request, svc: Accepting) -> Any:
     label each image was drawn with. Options left out take the model's sampling defaults (GET
     /v1/models: `sampling`): for a class-conditional model, image i's label is seed_i mod
     num_classes unless `label` is given; `"label": null` draws from the unconditional prior.
-    `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds and X-Labels."""
+    `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds and X-Labels.
+
+    A cascade (GET /v1/models: object "cascade") runs its stages in this one request, each batched
+    with the other requests at that stage; `stages[k]` gives stage k's temperature, guidance and
+    low_res_noise. The answer is its last stage's images, with the images' own seeds and labels."""
     body, model, items = await prepare(request, svc, sample_request)
+    if isinstance(model, ServedCascade):
+        stages = [images async for images in cascade_stages(request, svc, items, body.timeout_ms)]
+        return sampled_response(request, model, stages[-1], items.items)
     images = await compute(request, svc, "sample", model, items, body.timeout_ms)
     return sampled_response(request, model, images, items)
 
@@ -307,7 +335,7 @@ async def decode(request: Request, svc: Accepting) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
+def model_info(svc: ServiceState, model: ServedModel | ServedCascade) -> schemas.ModelInfo:
     s = svc.settings
     limits = schemas.ServingLimits(
         max_batch_size=s.max_batch_size,
@@ -321,7 +349,8 @@ def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
 @router.get("/v1/models", response_model=schemas.ModelList, tags=["models"], summary="The served models")
 async def list_models(request: Request) -> schemas.ModelList:
     svc = service(request)
-    return schemas.ModelList(data=[model_info(svc, m) for m in svc.registry.models.values()])
+    served = [*svc.registry.models.values(), *svc.registry.cascades.values()]
+    return schemas.ModelList(data=[model_info(svc, m) for m in served])
 
 
 @router.get(
@@ -333,7 +362,7 @@ async def list_models(request: Request) -> schemas.ModelList:
 )
 async def get_model(name: str, request: Request) -> schemas.ModelInfo:
     svc = service(request)
-    return model_info(svc, svc.registry.get(name))
+    return model_info(svc, svc.registry.get_any(name))
 
 
 @router.get(
@@ -356,7 +385,9 @@ async def ready(request: Request) -> Any:
     svc = service(request)
     if svc.phase is Phase.READY:
         return schemas.Health(
-            status="ready", models=sorted(svc.registry.models), model_errors=svc.registry.errors
+            status="ready",
+            models=sorted([*svc.registry.models, *svc.registry.cascades]),
+            model_errors=svc.registry.errors,
         )
     error = (
         ShuttingDown(svc.problem)

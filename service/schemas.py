@@ -108,6 +108,30 @@ class Guidance(StrictModel):
     variance: NonNegativeFloat = Field(0.0, description="Guidance weight on the prior variance.")
 
 
+LowResNoiseField = Annotated[
+    float | None,
+    Field(
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Super-resolution stages: the std of the Gaussian noise added to the low-resolution "
+        "input in [-1, 1] (conditioning augmentation). Omitted: the cascade's option for the stage, else "
+        "the model's training value (low_res_noise in GET /v1/models).",
+    ),
+]
+
+
+class StageRequest(StrictModel):
+    """One stage's options in a cascade's /sample. Each one left out is the cascade's option for the
+    stage, else the stage model's sampling default (GET /v1/models: stages[k])."""
+
+    temperature: TemperatureField = None
+    guidance: Guidance | None = Field(
+        None, description="Guidance of a class-conditional stage; omitted: its default; null: none."
+    )
+    low_res_noise: LowResNoiseField = None
+
+
 class SampleRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -129,6 +153,43 @@ class SampleRequest(StrictModel):
     seed: SeedField = None
     label: LabelField = None
     guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    stages: list[StageRequest] | None = Field(
+        None,
+        max_length=16,
+        description='Cascades only (GET /v1/models: object "cascade"): one entry per stage, base first, '
+        "each stage's temperature, guidance and low_res_noise; a cascade takes these instead of the "
+        "top-level temperature and guidance. `label` applies to every class-conditional stage.",
+    )
+    timeout_ms: TimeoutField = None
+
+
+class UpscaleRequest(StrictModel):
+    """JSON form of /upscale; the multipart form has the same fields with `image` as a file."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"model": "sr16to32", "seed": 1}]}
+    )
+
+    model: ModelField = None
+    image_b64: str | None = Field(
+        None,
+        description="The low-resolution image as base64 PNG or JPEG (a data: URL prefix is allowed), of "
+        "the model's low_res size; JSON bodies only.",
+    )
+    stage: int | None = Field(
+        None,
+        ge=1,
+        description="When `model` is a cascade: which of its super-resolution stages (1 = the first "
+        "after the base); omitted: the stage that takes the base stage's images.",
+    )
+    temperature: TemperatureField = None
+    seed: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_SEED, description="The image's seed; random when omitted, always returned."),
+    ] = None
+    label: LabelField = None
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    low_res_noise: LowResNoiseField = None
     timeout_ms: TimeoutField = None
 
 
@@ -313,11 +374,35 @@ class ServingLimits(BaseModel):
     request_timeout_s: float = Field(description="Default deadline of a request; timeout_ms may shorten it.")
 
 
+class CascadeStageInfo(BaseModel):
+    """One stage of a cascade: the model that runs it and what it uses for options left out."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    index: int = Field(description="0: the base model; k > 0: super-resolves stage k - 1's images.")
+    model: str = Field(description="The stage's model; served on its own too when `served`.")
+    served: bool = Field(
+        description="Whether the stage's model is also listed here (its own /v1/models entry)."
+    )
+    image_size: int
+    low_res: int = Field(description="The size of the images it super-resolves; 0 for the base stage.")
+    num_layers: int
+    conditional: bool
+    sampling: SamplingDefaults = Field(description="The stage model's sampling defaults.")
+    options: dict[str, Any] = Field(
+        description="The cascade's own options for this stage (temperature, guidance, low_res_noise), which "
+        "come before the model's defaults; a request's stages[k] comes before both."
+    )
+
+
 class ModelInfo(BaseModel):
+    """A model, or a cascade of models (object "cascade": `stages` lists them; the image fields describe
+    its final images, `num_classes` and `sampling` its base stage)."""
+
     model_config = ConfigDict(protected_namespaces=())
 
     id: str
-    object: Literal["model"] = "model"
+    object: Literal["model", "cascade"] = "model"
     default: bool
     image_size: int
     image_channels: int
@@ -333,6 +418,14 @@ class ModelInfo(BaseModel):
     sampling: SamplingDefaults
     provenance: dict[str, Any]
     limits: ServingLimits
+    low_res: int = Field(
+        0, description="Super-resolution models: the size of the images they take (POST /upscale); else 0."
+    )
+    low_res_noise: float = Field(
+        0.0, description="Super-resolution models: the low-res input noise trained with."
+    )
+    attention: str = Field("", description="Resolutions with attention blocks (HParams.attention).")
+    stages: list[CascadeStageInfo] | None = Field(None, description="Cascades only: the stages, base first.")
 
 
 class ModelList(BaseModel):

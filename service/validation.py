@@ -122,19 +122,32 @@ def sampling_for(
     model, each image's label from its own seed). Every endpoint that samples from the prior takes
     its options from here, so defaults and the label rule are the same everywhere.
 
-    `req` needs the fields temperature, label and guidance; a field counts as left out when it is
-    absent from the JSON, so an explicit `"label": null` is the unconditional prior and an explicit
-    `"guidance": null` no guidance.
+    `req` needs the fields temperature, label and guidance (/sample, /decode, /upscale); a field
+    counts as left out when it is absent from the JSON, so an explicit `"label": null` is the
+    unconditional prior and an explicit `"guidance": null` no guidance.
     """
     given = req.model_fields_set
     label = label_for(req.label, model) if "label" in given else DEFAULT
     labelled = label is not None and (label is not DEFAULT or model.vae.sampling.label == "seed")
-    opts = model.vae.sampling_options(
+    return sampling_items(
+        model,
         seeds,
-        temperature=temperature_for(req.temperature, model, settings),
         labels=label,
+        temperature=temperature_for(req.temperature, model, settings),
         guidance=guidance_for(req.guidance, labelled, model, settings) if "guidance" in given else DEFAULT,
     )
+
+
+def sampling_items(
+    model: ServedModel,
+    seeds: list[int],
+    labels: object = DEFAULT,
+    temperature: object = DEFAULT,
+    guidance: object = DEFAULT,
+) -> list[SampleItem]:
+    """One SampleItem per seed from checked options (each may be DEFAULT: the model's sampling
+    default; labels also None, one label, or one per seed). Guidance goes to labelled images only."""
+    opts = model.vae.sampling_options(seeds, temperature=temperature, labels=labels, guidance=guidance)
     labels = opts["labels"] if isinstance(opts["labels"], list) else [opts["labels"]] * len(seeds)
     return [
         SampleItem(
@@ -174,8 +187,11 @@ def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Setti
     return sampling_for(req, model, settings, seeds_for(req.seed, req.n))
 
 
-def image_for(data: bytes, model: ServedModel, settings: Settings) -> np.ndarray:
-    return decode_image(data, model.hp.image_size, model.hp.image_channels, settings)
+def image_for(data: bytes, model: ServedModel, settings: Settings, size: int | None = None) -> np.ndarray:
+    """An uploaded image of the model's size (or `size`: a super-resolution model's low_res) and
+    channels, or the 422 invalid-image problem naming what was expected."""
+    size = model.hp.image_size if size is None else size
+    return decode_image(data, size, model.hp.image_channels, settings)
 
 
 def reconstruct_item(

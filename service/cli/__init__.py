@@ -1,7 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
     vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model | bench service
-    vdvae sample | reconstruct | encode | decode | models          (the service's client)
+    vdvae sample | reconstruct | upscale | encode | decode | models  (the service's client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
 serve flags from Settings); `vdvae NAME ARGS` hands ARGS to them unchanged and imports nothing else,
@@ -54,6 +54,7 @@ COMMANDS: dict[str, Tool | ClientTool] = {
     "serve": Tool("service.__main__", "serve every model folder under --model-dir over HTTP"),
     "sample": ClientTool("draw images: a grid, or one file per image into a folder (bulk, resumable)"),
     "reconstruct": ClientTool("reconstruct an image from its top latent layers, the rest from the prior"),
+    "upscale": ClientTool("super-resolve a low-resolution image (a super-resolution model or cascade)"),
     "encode": ClientTool("an image's per-layer KL, bits per dim, and latents (saved as .npz)"),
     "decode": ClientTool("an image from latents that `encode --latents K` saved"),
     "models": ClientTool("the served models: sizes, layers, classes, limits"),
@@ -73,7 +74,7 @@ Very Deep VAEs: serve them, sample, reconstruct and encode with them, train them
 commands:
 {commands}
 
-The client commands (sample, reconstruct, encode, decode, models) talk to a running service
+The client commands (sample, reconstruct, upscale, encode, decode, models) talk to a running service
 (--url, default $VDVAE_URL or http://127.0.0.1:8000) or, with --local FOLDER, run the service
 in this process on a model folder: the same seeds give the same image bytes either way.
 

@@ -1,4 +1,5 @@
-"""The client commands of `vdvae`: sample (service.cli.sampling), reconstruct, encode, decode, models.
+"""The client commands of `vdvae`: sample (service.cli.sampling), reconstruct, upscale, encode, decode,
+models.
 
 Each sends only the options the user gave, so the service's defaults (and a model's own sampling
 defaults) apply to the rest, and writes the service's PNG bytes as they came.
@@ -54,6 +55,30 @@ async def reconstruct(client: AsyncClient, args: argparse.Namespace) -> None:
         f"wrote {args.out}: {rec.layers} top latent layer(s) from {args.image} ({rec.bits:.1f} bits), "
         f"the rest from the prior; seed {rec.image.seed}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# upscale
+# --------------------------------------------------------------------------------------------
+
+
+def upscale_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="a PNG or JPEG of the super-resolution model's low_res size and channels")
+    p.add_argument(
+        "--stage", type=int, help="when --model is a cascade: its super-resolution stage (default 1)"
+    )
+    p.add_argument("--low-res-noise", type=float, help="std of the noise on the input (default: the model's)")
+    add_sampling_options(p)
+    p.add_argument("-o", "--out", default="upscaled.png", help="(default: upscaled.png)")
+
+
+async def upscale(client: AsyncClient, args: argparse.Namespace) -> None:
+    options = call_options(args, "stage", "low_res_noise", "temperature", "seed", "label", "guidance")
+    (image,) = await client.upscale(image_file(args.image), **options)
+    atomic_write_bytes(args.out, image.png)
+    label = "" if image.label is None else f", label {image.label}"
+    model = options.get("model", "the default model")
+    print(f"wrote {args.out}: {args.image} super-resolved by {model}; seed {image.seed}{label}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +227,13 @@ COMMANDS = {
         reconstruct,
         "examples:\n  {prog} digit.png --layers 8 --seed 0 -o rec.png\n"
         "  {prog} digit.png --layers 0 --label 7 -o prior.png      # no layer from the image\n",
+    ),
+    "upscale": Command(
+        "Super-resolve a low-resolution image with a super-resolution model (or a cascade's stage).",
+        upscale_arguments,
+        upscale,
+        "examples:\n  {prog} small.png --model sr16to32 --seed 0 -o big.png\n"
+        "  {prog} small.png --model digits-cascade --label 7 --low-res-noise 0.15 -o big.png\n",
     ),
     "encode": Command(
         "An image's KL per latent layer in bits, its rate, distortion and ELBO in bits per dim, and "

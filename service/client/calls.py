@@ -58,6 +58,11 @@ class SampleOptions(CallOptions, total=False):
     guidance: float | tuple[float, float]  # (mean, variance) weights; one number: both
 
 
+class UpscaleOptions(SampleOptions, total=False):
+    low_res_noise: float  # std of the noise on the low-resolution input; the model's when left out
+    stage: int  # when `model` is a cascade: which super-resolution stage (default 1)
+
+
 class ReconstructOptions(CallOptions, total=False):
     layers: int  # top latent layers from the image's posterior (all when left out)
     temperature: float | Sequence[float]
@@ -144,6 +149,11 @@ def sample_call(n: int, options: Mapping[str, Any]) -> Call[Images]:
 def reconstruct_call(image: ImageInput, options: Mapping[str, Any]) -> Call[Reconstruction]:
     body, timeout = _fields(options)
     return Call("POST", "/reconstruct", parse_reconstruction, body, image_bytes(image), timeout)
+
+
+def upscale_call(image: ImageInput, options: Mapping[str, Any]) -> Call[Images]:
+    body, timeout = _fields(options)
+    return Call("POST", "/upscale", parse_images, body, image_bytes(image), timeout)
 
 
 def encode_call(image: ImageInput, options: Mapping[str, Any]) -> Call[Encoding]:

@@ -21,6 +21,7 @@ from .calls import (
     ReconstructOptions,
     RetryPolicy,
     SampleOptions,
+    UpscaleOptions,
     answer,
     decode_call,
     encode_call,
@@ -28,6 +29,7 @@ from .calls import (
     models_call,
     reconstruct_call,
     sample_call,
+    upscale_call,
 )
 from .errors import ConnectionFailed
 from .results import Encoding, Images, ModelInfo, Reconstruction
@@ -101,6 +103,11 @@ class Client(_ClientBase):
         """The top `layers` latent layers from the image's posterior, the rest from the prior."""
         return self._run(reconstruct_call(image, options))
 
+    def upscale(self, image: ImageInput, **options: Unpack[UpscaleOptions]) -> Images:
+        """A super-resolution model's image of a low-resolution `image` (of the model's low_res size);
+        `model` may name a cascade (then its `stage`, default 1)."""
+        return self._run(upscale_call(image, options))
+
     def encode(self, image: ImageInput, **options: Unpack[EncodeOptions]) -> Encoding:
         """Per-layer KL, rate, distortion and ELBO of the image; with latents=k, the top k layers' z."""
         return self._run(encode_call(image, options))
@@ -152,6 +159,9 @@ class AsyncClient(_ClientBase):
 
     async def reconstruct(self, image: ImageInput, **options: Unpack[ReconstructOptions]) -> Reconstruction:
         return await self._run(reconstruct_call(image, options))
+
+    async def upscale(self, image: ImageInput, **options: Unpack[UpscaleOptions]) -> Images:
+        return await self._run(upscale_call(image, options))
 
     async def encode(self, image: ImageInput, **options: Unpack[EncodeOptions]) -> Encoding:
         return await self._run(encode_call(image, options))

@@ -288,3 +288,34 @@ def test_bad_upscale_requests_are_problems(http, body, status, slug, message):
         body = {**body, "image_b64": b64(images[body["image_b64"]])}
     p = problem(http.post("/upscale", json=body), status)
     assert p["type"] == f"/problems/{slug}" and message in p["detail"], p
+
+
+def test_the_client_and_the_cli_upscale(cascade_server, http, tmp_path):
+    from service.client import Client
+    from tests.service.test_cli import vdvae
+
+    low = digit_like(16, 1, seed=4)
+    body = {"model": "sr16to32", "image_b64": b64(low), "seed": 8, "label": 1, "low_res_noise": 0.05}
+    png = http.post("/upscale", json=body, headers={"Accept": "image/png"}).content
+    with Client(cascade_server.url) as client:
+        (image,) = client.upscale(low, model="sr16to32", seed=8, label=1, low_res_noise=0.05)
+    assert (image.seed, image.label) == (8, 1) and image.png == png
+    (tmp_path / "small.png").write_bytes(png_bytes(low))
+    args = (
+        "upscale",
+        "small.png",
+        "--model",
+        "sr16to32",
+        "--seed",
+        "8",
+        "--label",
+        "1",
+        "--low-res-noise",
+        "0.05",
+    )
+    out = vdvae(*args, "-o", "big.png", cwd=tmp_path, url=cascade_server.url)
+    assert (tmp_path / "big.png").read_bytes() == png and "seed 8, label 1" in out.stdout
+    bad = vdvae(
+        "upscale", "big.png", "--model", "sr16to32", cwd=tmp_path, url=cascade_server.url, check=False
+    )
+    assert bad.returncode == 2 and "16x16" in bad.stderr

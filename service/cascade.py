@@ -2,7 +2,7 @@
 
 A cascade (registry.ServedCascade) runs its stages one after another, each stage's images queued on
 that stage model's own batcher: "sample" for the base stage, "upscale" for each super-resolution
-stage (routes.cascade_stages). So a stage is batched with every other request at that stage, the
+stage (`cascade_stages`). So a stage is batched with every other request at that stage, the
 direct requests to its model included, and no pass holds more than one stage. Every image keeps
 batch independence: stage k draws from `model.cascade.stage_seeds` of the image's seed, with the
 image's label (the base stage's: given, or its label rule on the seed) at every class-conditional
@@ -17,8 +17,9 @@ ambiguous between stages.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from model.cascade import stage_seeds
 from model.sampling import DEFAULT
@@ -61,6 +62,20 @@ class CascadePlan:
             UpscaleItem(img, it.seed, it.temperature, it.label, it.guidance, self.low_res_noise[k])
             for img, it in zip(previous, self.stages[k])
         ]
+
+
+# Queues one stage's items on (operation, model)'s batcher and waits for their results
+# (routes.stage_runner: routes.compute under the request's deadline).
+StageRunner = Callable[[str, ServedModel, Sequence[Any]], Awaitable[list[Any]]]
+
+
+async def cascade_stages(plan: CascadePlan, run: StageRunner) -> AsyncIterator[list[Image]]:
+    """A cascade's images stage by stage: the base stage on its model's "sample" queue, each
+    super-resolution stage on its model's "upscale" queue, given the previous stage's images."""
+    images: list[Image] | None = None
+    for k, model in enumerate(plan.cascade.stages):
+        images = await run("sample" if k == 0 else "upscale", model, plan.stage_items(k, images))
+        yield images
 
 
 @contextlib.contextmanager

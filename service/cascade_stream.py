@@ -1,6 +1,6 @@
 """/sample/stream on a cascade: one event per stage.
 
-A cascade's stages run one after another (routes.cascade_stages), so its stream shows stage by
+A cascade's stages run one after another (cascade.cascade_stages), so its stream shows stage by
 stage: a `preview` event after each stage but the last, with that stage's images (the base
 model's low-resolution images first, then each super-resolution stage's), and a `final` event with
 the last stage's images, identical to /sample's on the cascade. The events have /sample/stream's
@@ -17,11 +17,11 @@ from typing import Any
 
 from fastapi import Request
 
-from .cascade import CascadePlan
+from .cascade import CascadePlan, cascade_stages
 from .errors import ServiceError, count_failure, problem_body
 from .images import b64_png
 from .items import Image
-from .routes import cascade_stages
+from .routes import stage_runner
 from .state import ServiceState
 from .streaming import sse
 
@@ -50,7 +50,8 @@ class CascadeStream:
         last = len(self.plan.cascade.stages) - 1
         k = 0
         try:
-            async for images in cascade_stages(self.request, self.svc, self.plan, self.timeout_ms):
+            run = stage_runner(self.request, self.svc, self.timeout_ms)
+            async for images in cascade_stages(self.plan, run):
                 if k < last:
                     yield sse("preview", self.payload(k, images))
                 else:

@@ -20,11 +20,11 @@ from pydantic import BaseModel
 from model.imageio import grid_columns, grid_png
 
 from . import bodies, schemas, validation
-from .cascade import CascadePlan, cascade_plan
+from .cascade import CascadePlan, StageRunner, cascade_plan, cascade_stages
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
 from .images import b64_png, encode_png
-from .items import DecodeItem, Image, SampleItem
+from .items import DecodeItem, SampleItem
 from .parsing import read_body
 from .registry import ServedCascade, ServedModel
 from .settings import Settings
@@ -107,6 +107,11 @@ async def compute(
         svc.inflight.queued -= 1
 
 
+def stage_runner(request: Request, svc: ServiceState, timeout_ms: int | None) -> StageRunner:
+    """`compute` for each stage of a cascade request, under the request's one deadline."""
+    return lambda operation, model, items: compute(request, svc, operation, model, items, timeout_ms)
+
+
 async def prepare(request: Request, svc: ServiceState, build: Callable[[bytes, str, ServiceState], T]) -> T:
     """Read the body and turn it into (request, model, items) with `build`, off the loop when large."""
     raw = await read_body(request)
@@ -127,18 +132,6 @@ def sample_request(
     if req.stages is not None:
         raise validation.invalid("stages", f"model {model.name!r} is not a cascade: omit stages")
     return req, model, validation.sample_items(req, model, svc.settings)
-
-
-async def cascade_stages(
-    request: Request, svc: ServiceState, plan: CascadePlan, timeout_ms: int | None
-) -> AsyncIterator[list[Image]]:
-    """A cascade's images stage by stage, each stage queued on its model's batcher (the base's
-    "sample", each super-resolution stage's "upscale"), all under the request's one deadline."""
-    images: list[Image] | None = None
-    for k, model in enumerate(plan.cascade.stages):
-        operation = "sample" if k == 0 else "upscale"
-        images = await compute(request, svc, operation, model, plan.stage_items(k, images), timeout_ms)
-        yield images
 
 
 def image_request(
@@ -257,7 +250,9 @@ async def sample(request: Request, svc: Accepting) -> Any:
     low_res_noise. The answer is its last stage's images, with the images' own seeds and labels."""
     body, model, items = await prepare(request, svc, sample_request)
     if isinstance(model, ServedCascade):
-        stages = [images async for images in cascade_stages(request, svc, items, body.timeout_ms)]
+        stages = [
+            images async for images in cascade_stages(items, stage_runner(request, svc, body.timeout_ms))
+        ]
         return sampled_response(request, model, stages[-1], items.items)
     images = await compute(request, svc, "sample", model, items, body.timeout_ms)
     return sampled_response(request, model, images, items)

@@ -1,9 +1,9 @@
 """Very Deep VAE (Child 2021), state-dict compatible with openai/vdvae, with the sample-quality
 techniques of Luhman & Luhman 2022.
 
-The network (hparams, presets, blocks, encoder, decoder, heads, likelihoods, noise, options, vae,
-outputs, interpolation), its files (checkpoint, files, imageio) and its inference form
-(inference). Training lives in `model.training`, command-line tools in `model.tools`; nothing here
+The network (hparams, blockstrings, presets, blocks, attention, encoder, decoder, lowres, heads,
+likelihoods, noise, options, sampling, vae, outputs, interpolation), cascades of models (cascade),
+its files (checkpoint, files, imageio) and its inference form (inference). Training lives in `model.training`, command-line tools in `model.tools`; nothing here
 imports either.
 
 The names below load on first use, so that the torch-free modules (files, imageio) serve light

@@ -36,6 +36,16 @@ def test_a_changed_low_res_input_changes_the_output(sr16):
     assert differs(a[1], b[1]) > 0.3
 
 
+def test_a_super_resolution_sample_forms_stage_by_stage_into_its_sample(sr16):
+    low = random_images(2, 16, 1, seed=3)
+    options = dict(labels=[4, 5], low_res=low, low_res_noise=0.1, seeds=[1, 2])
+    stages = list(sr16.sample_stages(2, **options))
+    assert stages[-1].final and torch.equal(stages[-1].images, sr16.sample(2, **options))
+    assert [s.resolution for s in stages] == sorted({r for r in sr16.hp.layer_resolutions})
+    other = list(sr16.sample_stages(2, **{**options, "low_res": 255 - low}))
+    assert differs(stages[0].images, other[0].images) > 0.3  # the first preview already sees the input
+
+
 def test_the_noise_level_changes_the_output_and_zero_noise_ignores_the_seed_for_it(sr16):
     low = random_images(1, 16, 1, seed=1)
     params = [

@@ -108,6 +108,9 @@ class ModelInfo:
     amp: str
     provenance: dict[str, Any]
     limits: dict[str, Any] = field(default_factory=dict)  # max_batch_size, max_images_per_request, ...
+    object: str = "model"  # or "cascade": then `stages` lists its stages (model, sizes, options)
+    low_res: int = 0  # super-resolution models: the size of the images `upscale` takes
+    stages: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # fields this client does not know yet
 
     @classmethod

@@ -299,7 +299,10 @@ def test_the_client_and_the_cli_upscale(cascade_server, http, tmp_path):
     png = http.post("/upscale", json=body, headers={"Accept": "image/png"}).content
     with Client(cascade_server.url) as client:
         (image,) = client.upscale(low, model="sr16to32", seed=8, label=1, low_res_noise=0.05)
+        digits, sr = client.model("digits"), client.model("sr16to32")
     assert (image.seed, image.label) == (8, 1) and image.png == png
+    assert digits.object == "cascade" and [s["model"] for s in digits.stages] == ["base16", "sr16to32"]
+    assert (sr.object, sr.low_res, sr.stages) == ("model", 16, None)
     (tmp_path / "small.png").write_bytes(png_bytes(low))
     args = (
         "upscale",

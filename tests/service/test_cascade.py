@@ -215,6 +215,12 @@ def test_cascade_only_fields_and_endpoints_are_explained(http):
     x = b64(digit_like(32, 1))
     p = problem(http.post("/reconstruct", json={"model": "digits", "image_b64": x}))
     assert "is a cascade" in p["detail"]
+    # A super-resolution model reconstructs and encodes an image of its size, conditioned on the
+    # image average-pooled to its low resolution.
+    rec = http.post("/reconstruct", json={"model": "sr16to32", "image_b64": x, "seed": 0})
+    assert rec.status_code == 200, rec.text
+    enc = http.post("/encode", json={"model": "sr16to32", "image_b64": x, "seed": 0})
+    assert enc.status_code == 200 and len(enc.json()["kl_bits"]) > 0
 
 
 # --------------------------------------------------------------------------------------------

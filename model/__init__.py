@@ -3,8 +3,8 @@ techniques of Luhman & Luhman 2022.
 
 The network (hparams, blockstrings, presets, blocks, attention, encoder, decoder, lowres, heads,
 likelihoods, noise, options, sampling, vae, outputs, interpolation), cascades of models (cascade),
-its files (checkpoint, files, imageio) and its inference form (inference). Training lives in `model.training`, command-line tools in `model.tools`; nothing here
-imports either.
+its files (checkpoint, files, imageio) and its inference form (inference). Training lives in
+`model.training`, command-line tools in `model.tools`; nothing here imports either.
 
 The names below load on first use, so that the torch-free modules (files, imageio) serve light
 programs (the Python client, the `vdvae` command) without importing torch.

@@ -1,5 +1,5 @@
 """The client commands of `vdvae`: sample (service.cli.sampling), reconstruct, upscale, encode, decode,
-models.
+interpolate, models.
 
 Each sends only the options the user gave, so the service's defaults (and a model's own sampling
 defaults) apply to the rest, and writes the service's PNG bytes as they came.
@@ -177,6 +177,45 @@ async def decode(client: AsyncClient, args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# interpolate
+# --------------------------------------------------------------------------------------------
+
+
+def path_end(text: str) -> int | str:
+    """An end of the path: a seed (an integer) or an image file."""
+    try:
+        return int(text)
+    except ValueError:
+        return image_file(text)
+
+
+def interpolate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("start", help="a seed (its sample) or an image file (its reconstruction)")
+    p.add_argument("end", help="a seed or an image file")
+    p.add_argument("--steps", type=int, default=8, help="images on the path, both ends included (default: 8)")
+    p.add_argument("--layers", type=int, help="top latent layers interpolated (default: all)")
+    add_sampling_options(p)
+    p.add_argument("-o", "--out", default="interpolation.png", help="the row, one PNG (default: %(default)s)")
+    p.add_argument("--frames", metavar="DIR", help="also write each image as DIR/step_000.png ...")
+
+
+async def interpolate(client: AsyncClient, args: argparse.Namespace) -> None:
+    options = call_options(args, "layers", "temperature", "seed", "label", "guidance")
+    path = await client.interpolate(path_end(args.start), path_end(args.end), args.steps, **options)
+    atomic_write_bytes(args.out, path.grid_png())
+    if args.frames:
+        Path(args.frames).mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(path):
+            atomic_write_bytes(Path(args.frames) / f"step_{i:03d}.png", image.png)
+    label = "no label" if path.label is None else f"label {path.label}"
+    frames = f" and {len(path)} frames to {args.frames}/" if args.frames else ""
+    print(
+        f"wrote {args.out}{frames}: {len(path)} images from {args.start} to {args.end} through the top "
+        f"{path.layers} latent layer(s); seed {path.seed}, {label}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
 
@@ -248,6 +287,15 @@ COMMANDS = {
         decode_arguments,
         decode,
         "examples:\n  {prog} z.npz -o out.png\n  {prog} z.npz --temperature 0.5 --seed 3 -o out.png\n",
+    ),
+    "interpolate": Command(
+        "Images on a path from START to END (each a seed or an image file) through the latent layers: "
+        "one row PNG, left to right.",
+        interpolate_arguments,
+        interpolate,
+        "examples:\n  {prog} 1 2 --steps 8 --label 3 -o path.png\n"
+        "  {prog} digit.png 7 --steps 6 --frames frames/   # a digit to seed 7's sample\n"
+        "  {prog} 1 2 --layers 4 --seed 0                  # only the top 4 layers move\n",
     ),
     "models": Command(
         "The served models: image size, latent layers, classes, parameters, and the batch size.",

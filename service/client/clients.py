@@ -18,6 +18,7 @@ from .calls import (
     Call,
     EncodeOptions,
     ImageInput,
+    InterpolateOptions,
     ReconstructOptions,
     RetryPolicy,
     SampleOptions,
@@ -25,6 +26,7 @@ from .calls import (
     answer,
     decode_call,
     encode_call,
+    interpolate_call,
     model_call,
     models_call,
     reconstruct_call,
@@ -32,7 +34,7 @@ from .calls import (
     upscale_call,
 )
 from .errors import ConnectionFailed
-from .results import Encoding, Images, ModelInfo, Reconstruction
+from .results import Encoding, Images, Interpolation, ModelInfo, Reconstruction
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -116,6 +118,16 @@ class Client(_ClientBase):
         """The image whose top layers are `latents` (Encoding.latents), the rest from the prior."""
         return self._run(decode_call(latents, options))
 
+    def interpolate(
+        self,
+        start: int | ImageInput,
+        end: int | ImageInput,
+        steps: int = 8,
+        **options: Unpack[InterpolateOptions],
+    ) -> Interpolation:
+        """`steps` images from `start` to `end` (each a seed or an image), through the latent layers."""
+        return self._run(interpolate_call(start, end, steps, options))
+
     def models(self) -> list[ModelInfo]:
         return self._run(models_call())
 
@@ -170,6 +182,15 @@ class AsyncClient(_ClientBase):
         self, latents: Sequence[np.ndarray] | Encoding, **options: Unpack[SampleOptions]
     ) -> Images:
         return await self._run(decode_call(latents, options))
+
+    async def interpolate(
+        self,
+        start: int | ImageInput,
+        end: int | ImageInput,
+        steps: int = 8,
+        **options: Unpack[InterpolateOptions],
+    ) -> Interpolation:
+        return await self._run(interpolate_call(start, end, steps, options))
 
     async def models(self) -> list[ModelInfo]:
         return await self._run(models_call())

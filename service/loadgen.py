@@ -42,6 +42,8 @@ class HttpConnection:
         return await asyncio.wait_for(self._request(method, path, body, content_type), timeout_s)
 
     async def _request(self, method: str, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        if self._reader is not None and self._reader.at_eof():  # the server closed it while idle
+            self.close()
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"

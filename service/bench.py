@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .bench_model import compare_with_model, default_model, model_throughput, observed_batches
+from .bench_model import ModelTimer, compare_with_model, default_model, round_batches
 from .loadgen import CpuSample, HttpConnection, ThreadCpu
 
 T = TypeVar("T")
@@ -329,37 +329,36 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench
     server_flags = [f for f in args.server_flags if f != "--"]
     print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
     print(load_line())
-    # runs[label][round][i]: the summary of concurrency args.concurrency[i] in that round
-    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
-    if args.spawn:
-        with contextlib.ExitStack() as stack:
+    # runs[label][round][i]: the summary of concurrency args.concurrency[i] in that round;
+    # model_throughput[round]: {batch size: img/s} of vae.sample in this process, timed after that round.
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}, "model_throughput": []}
+    timer = None
+    if args.model_throughput:
+        timer = ModelTimer(args.model_dir, args.model or default_model(args.model_dir), args.cpu_threads)
+        print(f"model in-process: vae.sample with {timer.threads} torch thread(s), as the service")
+    with contextlib.ExitStack() as stack:
+        if args.spawn:
             servers = {}
             for size in args.max_batch_sizes:
                 flags = ["--model-dir", str(args.model_dir), "--max-batch-size", str(size), *server_flags]
-                servers[size] = stack.enter_context(spawned_server(flags))
-            print(HEADER)
-            # Rounds alternate between the servers, so a change of load on a shared machine hits
-            # every configuration alike.
-            for _ in range(args.rounds):
-                for size, (url, pid) in servers.items():
-                    results = sweep(url, f"max_batch={size}", args, pid)
-                    rounds = report["runs"].setdefault(f"max_batch_size={size}", [])
-                    rounds.append([r.summary() for r in results])
-        compare_batching(report, args)
-    else:
+                servers[f"max_batch_size={size}"] = stack.enter_context(spawned_server(flags))
+        else:
+            servers = {args.url: (args.url, args.server_pid)}
         print(HEADER)
-        rounds = report["runs"].setdefault(args.url, [])
-        for _ in range(args.rounds):
-            rounds.append([r.summary() for r in sweep(args.url, "server", args, args.server_pid)])
-    if args.model_throughput:
-        model = args.model or default_model(args.model_dir)
-        sizes = sorted(set(args.max_batch_sizes) | observed_batches(report) | {1})
-        print(f"model throughput in-process, CPU ({model}, vae.sample, cpu_threads={args.cpu_threads}):")
-        tput = model_throughput(args.model_dir, model, sizes, max(3.0, args.duration / 2), args.cpu_threads)
-        for b, ips in tput.items():
-            print(f"  batch {b:>4}: {ips:8.1f} img/s")
-        report["model_throughput"] = tput
-        compare_with_model(report, args, tput)
+        # Rounds alternate between the servers (and the model), so a change of load on a shared
+        # machine hits every configuration alike.
+        for r in range(args.rounds):
+            for label, (url, pid) in servers.items():
+                results = sweep(url, label.replace("_size", "") if args.spawn else "server", args, pid)
+                report["runs"].setdefault(label, []).append([x.summary() for x in results])
+            if timer is not None:
+                tput = timer.images_per_s(round_batches(report["runs"], r), max(3.0, args.duration / 4))
+                print("  model: " + ", ".join(f"batch {b} {ips:.1f} img/s" for b, ips in tput.items()))
+                report["model_throughput"].append(tput)
+    if args.spawn:
+        compare_batching(report, args)
+    if timer is not None:
+        compare_with_model(report, args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0

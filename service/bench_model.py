@@ -10,73 +10,80 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def model_throughput(
-    model_dir: Path, model: str, batch_sizes: Sequence[int], seconds: float, cpu_threads: int
-) -> dict[int, float]:
-    """Images/s of vae.sample called directly, per batch size (the ceiling the service can reach)."""
-    import torch
+class ModelTimer:
+    """vae.sample called directly, in the form the service serves it (optimize_for_inference) and at
+    its torch thread count: the ceiling the service's images/s can reach at a given batch size."""
 
-    from model.checkpoint import load_model
-    from model.inference import optimize_for_inference
-    from service.engine import cpu_threads as service_threads
+    def __init__(self, model_dir: Path, model: str, cpu_threads: int) -> None:
+        import torch
 
-    torch.set_num_threads(service_threads(cpu_threads))  # the same rule as the service
-    vae = optimize_for_inference(load_model(model_dir / model, device="cpu"))  # the form the service serves
-    out = {}
-    for b in batch_sizes:
-        vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
-        images, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)])
-            images += b
-        out[b] = images / (time.perf_counter() - t0)
+        from model.checkpoint import load_model
+        from model.inference import optimize_for_inference
+        from service.engine import cpu_threads as service_threads
+
+        self.threads = service_threads(cpu_threads)  # the same rule as the service
+        torch.set_num_threads(self.threads)
+        self.vae = optimize_for_inference(load_model(model_dir / model, device="cpu"))
+
+    def images_per_s(self, batch_sizes: Iterable[int], seconds: float) -> dict[int, float]:
+        out = {}
+        for b in sorted(batch_sizes):
+            self.vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
+            images, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                self.vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)])
+                images += b
+            out[b] = images / (time.perf_counter() - t0)
+        return out
+
+
+def round_batches(runs: dict, round_index: int) -> set[int]:
+    """Batch 1 and every run's rounded mean batch size in one round."""
+    out = {1}
+    for rounds in runs.values():
+        for r in rounds[round_index]:
+            if not math.isnan(r["mean_batch"]):
+                out.add(max(1, round(r["mean_batch"])))
     return out
 
 
-def _median(rounds: list[list[dict]], i: int, key: str) -> float:
-    values = [rnd[i][key] for rnd in rounds if not math.isnan(rnd[i][key])]
-    return statistics.median(values) if values else math.nan
-
-
-def compare_with_model(report: dict, args: argparse.Namespace, tput: dict[int, float]) -> None:
-    """Each run's images/s against vae.sample's at the run's (rounded, median) mean batch, and each
-    batched server's gain over the last max_batch_size (1) against the model's own gain between
-    batch 1 and that batch."""
-    print("service against the model in-process (medians over rounds):")
+def compare_with_model(report: dict, args: argparse.Namespace) -> None:
+    """Each run's images/s against vae.sample's at the run's rounded mean batch, timed in the same
+    round (so a shared machine's changing load hits both alike), and each batched server's gain over
+    the last max_batch_size (1) against the model's own gain between batch 1 and that batch.
+    Medians over rounds, then each round's figure."""
+    model = report["model_throughput"]  # [round] -> {batch: img/s}
     base_label = f"max_batch_size={args.max_batch_sizes[-1]}" if args.spawn else None
+    print("service against the model in-process, timed in the same rounds:")
     for label, rounds in report["runs"].items():
+        base = report["runs"].get(base_label) if label != base_label else None
         for i, c in enumerate(args.concurrency):
-            ips, batch = _median(rounds, i, "ips"), _median(rounds, i, "mean_batch")
-            if math.isnan(batch):
+            ratios, gains = [], []
+            for r, rnd in enumerate(rounds):
+                run = rnd[i]
+                if math.isnan(run["mean_batch"]):
+                    continue
+                b = max(1, round(run["mean_batch"]))
+                ratios.append(run["ips"] / model[r][b])
+                if base is not None:
+                    gains.append((run["ips"] / base[r][i]["ips"]) / (model[r][b] / model[r][1]))
+            if not ratios:
                 continue
-            b = max(1, round(batch))
-            line = (
-                f"  {label} concurrency {c}: {ips:.1f} img/s at mean batch {batch:.2f}; model at batch {b}: "
-                f"{tput[b]:.1f} img/s: x{ips / tput[b]:.2f} of the model"
-            )
-            base = report["runs"].get(base_label) if base_label and label != base_label else None
-            if base is not None and 1 in tput:
-                gain, model_gain = ips / _median(base, i, "ips"), tput[b] / tput[1]
-                line += f"; gain over {base_label} x{gain:.2f}, the model's x{model_gain:.2f}"
-                line += f": {gain / model_gain:.2f} of it"
+            batch = statistics.median([rnd[i]["mean_batch"] for rnd in rounds])
+            line = f"  {label} concurrency {c} (mean batch {batch:.1f}): x{_summary(ratios)} of the model's"
+            if gains:
+                line += f"; its gain over {base_label}: x{_summary(gains)} of the model's gain"
             print(line)
+
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})"
 
 
 def default_model(model_dir: Path) -> str:
     names = sorted(p.name for p in model_dir.iterdir() if (p / "config.json").is_file())
     return "mnist" if "mnist" in names else names[0]
-
-
-def observed_batches(report: dict) -> set[int]:
-    """Every run's rounded median mean batch size."""
-    out = set()
-    for rounds in report["runs"].values():
-        for i in range(len(rounds[0])):
-            batch = _median(rounds, i, "mean_batch")
-            if not math.isnan(batch):
-                out.add(max(1, round(batch)))
-    return out

@@ -353,7 +353,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench
                 report["runs"].setdefault(label, []).append([x.summary() for x in results])
             if timer is not None:
                 tput = timer.images_per_s(round_batches(report["runs"], r), max(3.0, args.duration / 4))
-                print("  model: " + ", ".join(f"batch {b} {ips:.1f} img/s" for b, ips in tput.items()))
+                cpu = timer.cpu_ms_per_image
+                print(
+                    "  model: "
+                    + ", ".join(f"batch {b} {v:.1f} img/s (cpu {cpu[b]:.3f} ms/img)" for b, v in tput.items())
+                )
                 report["model_throughput"].append(tput)
     if args.spawn:
         compare_batching(report, args)

@@ -6,9 +6,9 @@ per request, the answer read by Content-Length (or chunked). It costs a few tens
 CPU per request on uvloop, where httpx's AsyncClient cost some 2.5 ms on the 2-core machine the
 service was tuned on, as much as the server itself, and took that CPU from the server it measured.
 
-`ThreadCpu` reads a process's per-thread CPU time from /proc (Linux): the event loop is the main
-thread, whose thread id is the process id; every other thread (the engine's device thread, torch's
-intra-op workers, the parsing thread) is counted as compute.
+`ThreadCpu` reads a process's CPU time from /proc (Linux): the event loop is the main thread, whose
+thread id is the process id; every other thread (the engine's device thread, torch's intra-op
+workers, the parsing thread) is counted as compute.
 """
 
 from __future__ import annotations
@@ -100,35 +100,24 @@ class CpuSample:
 
 
 class ThreadCpu:
-    """Per-thread CPU time of one process from /proc/PID/task/TID/stat."""
+    """CPU time of one process's event loop (its main thread) and of the rest of it, from /proc."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._exited: float = 0.0  # threads that ended keep their time in the process's own total
-        self._last: dict[int, float] = {}
 
     @staticmethod
     def available(pid: int | None) -> bool:
-        return pid is not None and Path(f"/proc/{pid}/task").is_dir()
+        return pid is not None and Path(f"/proc/{pid}/task/{pid}/stat").is_file()
 
     def sample(self) -> CpuSample:
-        loop, others = 0.0, 0.0
-        seen: dict[int, float] = {}
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            try:
-                stat = (task / "stat").read_text()
-            except OSError:  # the thread ended between the listing and the read
-                continue
-            # Fields after the command (which may hold spaces) start at field 3; utime, stime are 14, 15.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-            tid = int(task.name)
-            seen[tid] = seconds
-            if tid == self.pid:
-                loop = seconds
-            else:
-                others += seconds
-        # A compute thread that ended since the last sample took its time with it: keep its last figure.
-        self._exited += sum(s for tid, s in self._last.items() if tid not in seen and tid != self.pid)
-        self._last = seen
-        return CpuSample(loop_s=loop, others_s=others + self._exited)
+        # The process's own line counts every thread, ended ones too; its main thread's line, itself.
+        total = _cpu_seconds(Path(f"/proc/{self.pid}/stat"))
+        loop = _cpu_seconds(Path(f"/proc/{self.pid}/task/{self.pid}/stat"))
+        return CpuSample(loop_s=loop, others_s=total - loop)
+
+
+def _cpu_seconds(stat: Path) -> float:
+    """utime + stime of a /proc stat line (fields 14 and 15; the command before them may hold spaces)."""
+    text = stat.read_text()
+    fields = text[text.rindex(")") + 2 :].split()  # from field 3 on
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

@@ -330,8 +330,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench
     print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
     print(load_line())
     # runs[label][round][i]: the summary of concurrency args.concurrency[i] in that round;
-    # model_throughput[round]: {batch size: img/s} of vae.sample in this process, timed after that round.
-    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}, "model_throughput": []}
+    # model_throughput[round], model_cpu_ms_per_image[round]: {batch size: img/s or CPU ms per image} of
+    # vae.sample in this process, timed after that round.
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    report.update(model_throughput=[], model_cpu_ms_per_image=[])
     timer = None
     if args.model_throughput:
         timer = ModelTimer(args.model_dir, args.model or default_model(args.model_dir), args.cpu_threads)
@@ -359,6 +361,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench
                     + ", ".join(f"batch {b} {v:.1f} img/s (cpu {cpu[b]:.3f} ms/img)" for b, v in tput.items())
                 )
                 report["model_throughput"].append(tput)
+                report["model_cpu_ms_per_image"].append(cpu)
     if args.spawn:
         compare_batching(report, args)
     if timer is not None:

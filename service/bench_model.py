@@ -10,7 +10,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -56,25 +56,42 @@ def round_batches(runs: dict, round_index: int) -> set[int]:
 
 
 def compare_with_model(report: dict, args: argparse.Namespace) -> None:
-    """Each run's images/s against vae.sample's at the run's rounded mean batch, timed in the same
-    round (so a shared machine's changing load hits both alike), and each batched server's gain over
-    the last max_batch_size (1) against the model's own gain between batch 1 and that batch.
-    Medians over rounds, then each round's figure."""
-    model = report["model_throughput"]  # [round] -> {batch: img/s}
+    """Each run against vae.sample at the run's rounded mean batch, timed in the same round (so a
+    shared machine's changing load hits both alike), twice: images per second, and images per CPU
+    second (the server's threads against the model's process: the images/s ratio on a machine that
+    gives both the same CPU). Also each batched server's gain over the last max_batch_size (1)
+    against the model's own gain between batch 1 and that batch. Medians over rounds, then each
+    round's figure."""
+    per_cpu_s = [{b: 1000 / ms for b, ms in rnd.items()} for rnd in report["model_cpu_ms_per_image"]]
+    for what, model, value in (
+        ("img/s", report["model_throughput"], lambda run: run["ips"]),
+        ("images per CPU second", per_cpu_s, _images_per_cpu_s),
+    ):
+        print(f"service against the model in-process, timed in the same rounds, in {what}:")
+        _compare(report, args, model, value)
+
+
+def _images_per_cpu_s(run: dict) -> float:
+    server_s = run["loop_cpu_s_per_request"] + run["compute_cpu_s_per_request"]  # NaN when unknown
+    return run["images"] / run["requests"] / server_s if run["requests"] else math.nan
+
+
+def _compare(
+    report: dict, args: argparse.Namespace, model: list[dict], value: Callable[[dict], float]
+) -> None:
     base_label = f"max_batch_size={args.max_batch_sizes[-1]}" if args.spawn else None
-    print("service against the model in-process, timed in the same rounds:")
     for label, rounds in report["runs"].items():
         base = report["runs"].get(base_label) if label != base_label else None
         for i, c in enumerate(args.concurrency):
             ratios, gains = [], []
             for r, rnd in enumerate(rounds):
                 run = rnd[i]
-                if math.isnan(run["mean_batch"]):
+                if math.isnan(run["mean_batch"]) or math.isnan(value(run)):
                     continue
                 b = max(1, round(run["mean_batch"]))
-                ratios.append(run["ips"] / model[r][b])
+                ratios.append(value(run) / model[r][b])
                 if base is not None:
-                    gains.append((run["ips"] / base[r][i]["ips"]) / (model[r][b] / model[r][1]))
+                    gains.append((value(run) / value(base[r][i])) / (model[r][b] / model[r][1]))
             if not ratios:
                 continue
             batch = statistics.median([rnd[i]["mean_batch"] for rnd in rounds])

@@ -142,8 +142,8 @@ class Engine:
     def _record(
         self, model: ServedModel, op: Operation[ItemT, ResultT], size: int, produced: int, seconds: float
     ) -> None:
-        labels = {"model": model.name, "operation": op.name}
-        self.metrics.compute_duration.labels(**labels).observe(seconds)
-        self.metrics.batch_size.labels(**labels).observe(size)
-        self.metrics.images.labels(**labels).inc(produced)
-        self.metrics.batches.labels(**labels).inc()
+        m = self.metrics.batch_metrics(model.name, op.name)
+        m.compute_duration.observe(seconds)
+        m.batch_size.observe(size)
+        m.images.inc(produced)
+        m.batches.inc()

@@ -22,12 +22,13 @@ from model.noise import MAX_SEED
 from . import bodies, schemas, validation
 from .images import b64_png, decode_base64
 from .items import Endpoint, InterpolateItem, InterpolationPath
+from .model_route import ServiceRoute, model_endpoint, service
 from .registry import ServedModel
-from .routes import MODEL_ERRORS, Accepting, compute, labels_header, png_response, prefers_png, prepare
+from .routes import MODEL_ERRORS, compute, labels_header, png_response, prefers_png, prepare
 from .settings import Settings
 from .state import ServiceState
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute)
 
 
 class InterpolationEnd(schemas.StrictModel):
@@ -204,10 +205,12 @@ def request_body() -> dict[str, Any]:
     openapi_extra=request_body(),
     tags=["latents"],
 )
-async def interpolate(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def interpolate(request: Request) -> Any:
     """`steps` images from `start` to `end` (each a seed or an image), interpolated spherically in each
     latent layer's standardized prior noise and decoded top-down. With every layer interpolated the
     ends are the endpoint images: /sample's image of a seed, the full reconstruction of an image."""
+    svc = service(request)
     req, model, items = await prepare(request, svc, interpolate_request)
     images = await compute(request, svc, "interpolate", model, items, req.timeout_ms)
     path = items[0].path

@@ -8,11 +8,11 @@ for `Accept: image/png`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
@@ -25,53 +25,19 @@ from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
 from .images import b64_png, encode_png
 from .items import DecodeItem, SampleItem
+from .model_route import ServiceRoute, model_endpoint, service
 from .parsing import read_body
 from .registry import ServedCascade, ServedModel
 from .settings import Settings
 from .state import Phase, ServiceState
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute)
 metrics_router = APIRouter()  # left out when metrics_access is closed
 
 MODEL_ERRORS = schemas.problem_responses(400, 404, 408, 413, 415, 422, 503, 504)
 T = TypeVar("T")
 ReqT = TypeVar("ReqT", bound=BaseModel)
 ItemT = TypeVar("ItemT")
-
-
-def service(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
-def admit(svc: ServiceState) -> Callable[[], None]:
-    """503 unless the service is ready; else count a model request in flight, until the returned
-    call (which may be called more than once) ends it."""
-    svc.check_accepting()
-    svc.inflight.requests += 1
-    svc.metrics.inflight.inc()
-    done = False
-
-    def release() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            svc.inflight.requests -= 1
-            svc.metrics.inflight.dec()
-
-    return release
-
-
-async def accepting(request: Request) -> AsyncIterator[ServiceState]:
-    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
-    svc = service(request)
-    release = admit(svc)
-    try:
-        yield svc
-    finally:
-        release()
-
-
-Accepting = Annotated[ServiceState, Depends(accepting)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +204,8 @@ def sampled_response(
     openapi_extra=schemas.json_request_body(schemas.SampleRequest),
     tags=["images"],
 )
-async def sample(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def sample(request: Request) -> Any:
     """n images from the model's prior. Image i uses seed + i; the seeds used are returned, and the
     label each image was drawn with. Options left out take the model's sampling defaults (GET
     /v1/models: `sampling`): for a class-conditional model, image i's label is seed_i mod
@@ -248,6 +215,7 @@ async def sample(request: Request, svc: Accepting) -> Any:
     A cascade (GET /v1/models: object "cascade") runs its stages in this one request, each batched
     with the other requests at that stage; `stages[k]` gives stage k's temperature, guidance and
     low_res_noise. The answer is its last stage's images, with the images' own seeds and labels."""
+    svc = service(request)
     body, model, items = await prepare(request, svc, sample_request)
     if isinstance(model, ServedCascade):
         stages = [
@@ -266,9 +234,11 @@ async def sample(request: Request, svc: Accepting) -> Any:
     openapi_extra=schemas.image_request_body(schemas.ReconstructRequest),
     tags=["images"],
 )
-async def reconstruct(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def reconstruct(request: Request) -> Any:
     """The top `layers` latent layers from the image's posterior, the rest from the prior (at the
     given temperature), in one pass. Returns the reconstruction and the bits it took from the image."""
+    svc = service(request)
     req, model, item = await prepare(request, svc, reconstruct_request)
     (result,) = await compute(request, svc, "reconstruct", model, [item], req.timeout_ms)
     if prefers_png(request):
@@ -289,9 +259,11 @@ async def reconstruct(request: Request, svc: Accepting) -> Any:
     openapi_extra=schemas.image_request_body(schemas.EncodeRequest),
     tags=["latents"],
 )
-async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
+@model_endpoint
+async def encode(request: Request) -> schemas.EncodeResponse:
     """The image's posterior: KL of each latent layer in bits, rate, distortion and the ELBO bound in
     bits per dim, and on request (`latents: k`) the z of the top k layers as float32 tensors."""
+    svc = service(request)
     req, model, item = await prepare(request, svc, encode_request)
     (result,) = await compute(request, svc, "encode", model, [item], req.timeout_ms)
     return schemas.EncodeResponse(
@@ -316,10 +288,12 @@ async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
     openapi_extra=schemas.json_request_body(schemas.DecodeRequest),
     tags=["latents"],
 )
-async def decode(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def decode(request: Request) -> Any:
     """The image whose top latent layers are the given z (as /encode returns them); the layers
     below come from the prior at the given temperature and seed. Options left out take the model's
     sampling defaults, as in /sample."""
+    svc = service(request)
     body, model, item = await prepare(request, svc, decode_request)
     images = await compute(request, svc, "decode", model, [item], body.timeout_ms)
     return sampled_response(request, model, images, [item])

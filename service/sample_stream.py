@@ -28,8 +28,9 @@ from .cascade_stream import CascadeStream
 from .errors import ServiceError, count_failure, problem_body
 from .images import b64_png
 from .items import Image, SampleItem, StreamItem
+from .model_route import admit, service
 from .registry import ServedCascade, ServedModel
-from .routes import MODEL_ERRORS, admit, prepare, request_context, sample_request, service
+from .routes import MODEL_ERRORS, prepare, request_context, sample_request
 from .state import ServiceState
 from .streaming import EventStream, StageQueue, sse
 

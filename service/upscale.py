@@ -17,13 +17,14 @@ from fastapi import APIRouter, Request
 
 from . import bodies, schemas
 from .items import UpscaleItem
+from .model_route import ServiceRoute, model_endpoint, service
 from .registry import ServedCascade, ServedModel
-from .routes import MODEL_ERRORS, Accepting, compute, prepare, sampled_response
+from .routes import MODEL_ERRORS, compute, prepare, sampled_response
 from .settings import Settings
 from .state import ServiceState
 from .validation import image_for, invalid, sampling_for, seeds_for
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute)
 
 
 def upscale_model(req: schemas.UpscaleRequest, svc: ServiceState) -> ServedModel:
@@ -68,10 +69,12 @@ def upscale_request(
     openapi_extra=schemas.image_request_body(schemas.UpscaleRequest),
     tags=["images"],
 )
-async def upscale(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def upscale(request: Request) -> Any:
     """An image of the super-resolution model's size drawn given the uploaded low-resolution image
     (exactly `low_res` pixels square; GET /v1/models). `model` may name a cascade, whose `stage`
     (default 1) does it. The seed and label used are returned; `Accept: image/png` returns the PNG."""
+    svc = service(request)
     body, model, item = await prepare(request, svc, upscale_request)
     images = await compute(request, svc, "upscale", model, [item], body.timeout_ms)
     return sampled_response(request, model, images, [item])

@@ -1,10 +1,10 @@
 """Very Deep VAE (Child 2021), state-dict compatible with openai/vdvae, with the sample-quality
 techniques of Luhman & Luhman 2022.
 
-The network (hparams, presets, blocks, encoder, decoder, heads, likelihoods, noise, options, vae,
-outputs, interpolation), its files (checkpoint, files, imageio) and its inference form
-(inference). Training lives in `model.training`, command-line tools in `model.tools`; nothing here
-imports either.
+The network (hparams, blockstrings, presets, blocks, attention, encoder, decoder, lowres, heads,
+likelihoods, noise, options, sampling, vae, outputs, interpolation), cascades of models (cascade),
+its files (checkpoint, files, imageio) and its inference form (inference). Training lives in
+`model.training`, command-line tools in `model.tools`; nothing here imports either.
 
 The names below load on first use, so that the torch-free modules (files, imageio) serve light
 programs (the Python client, the `vdvae` command) without importing torch.
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .checkpoint import CheckpointError, load_model
     from .hparams import HParams, HParamsError
-    from .presets import PRESETS
     from .outputs import Encoding, Reconstruction, Stage
+    from .presets import PRESETS
     from .vae import VDVAE
 
 # Public name -> the module that defines it.

@@ -2,7 +2,8 @@
 
 Our format is a folder:
   model.safetensors  the EMA weights the service uses (safetensors: loading runs no code)
-  config.json        {"format": ..., "hparams": {...}, "provenance": {...}}
+  config.json        {"format": ..., "hparams": {...}, "sampling": {...}, "provenance": {...}}
+                     ("sampling": the defaults of model.sampling; optional, see SamplingDefaults)
   README.md          the model card
 Official `*-model-ema.th` / `*-model.th` state dicts (with or without DDP's `module.` prefix) load
 with `torch.load(weights_only=True)`, given a preset or inferred from their tensor shapes.
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .files import atomic_write, atomic_write_text
 from .hparams import PRESETS, HParams, HParamsError
 from .inference import resolve_device
+from .sampling import SamplingDefaults
 from .vae import VDVAE
 
 FORMAT = "vdvae-serve/1"
@@ -73,15 +75,27 @@ def model_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_FILE
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A folder's config.json as a JSON object (a model's or a cascade's)."""
     if not path.is_file():
         raise CheckpointError(f"missing {path}: a model folder needs {WEIGHTS_FILE} and {CONFIG_FILE}")
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("hparams"), dict):
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} is not a model config: expected a JSON object")
+    return config
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    config = read_config_json(path)
+    if "cascade" in config:
+        raise CheckpointError(
+            f"{path} describes a cascade of models, not one model: load it with model.cascade.load_cascade"
+        )
+    if not isinstance(config.get("hparams"), dict):
         raise CheckpointError(f"{path} is not a model config: expected a JSON object with 'hparams'")
     return config
 
@@ -174,11 +188,13 @@ def load_model(
         sd = read_safetensors(path / WEIGHTS_FILE)
         check_state_dict(sd, hp, str(path / WEIGHTS_FILE), f"the architecture in {CONFIG_FILE}")
         provenance = config.get("provenance", {})
+        sampling = read_sampling(config, hp, path / CONFIG_FILE)
     elif path.is_file():
         sd = read_official_state_dict(path)
         hp, name = _resolve_hparams(preset, sd, str(path))
         check_state_dict(sd, hp, str(path), f"preset {name!r}" if name else "the given hyperparameters")
         provenance = {"source": "openai/vdvae", "file": path.name, "preset": name}
+        sampling = SamplingDefaults.for_model(hp)
     else:
         raise CheckpointError(
             f"no checkpoint at {path}: expected a model folder ({WEIGHTS_FILE} + {CONFIG_FILE}) "
@@ -187,6 +203,7 @@ def load_model(
     vae = VDVAE(hp)
     vae.load_state_dict(sd, strict=True)
     vae.provenance = provenance
+    vae.sampling = sampling
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -200,12 +217,46 @@ def save_model_folder(
     folder = Path(folder)
     sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in vae.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(sd, tmp, metadata={"format": FORMAT}))
-    config = {"format": FORMAT, "hparams": vae.hp.to_dict(), "provenance": dict(provenance)}
+    config = {
+        "format": FORMAT,
+        "hparams": vae.hp.to_dict(),
+        "sampling": vae.sampling.to_dict(),
+        "provenance": dict(provenance),
+    }
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     atomic_write_text(
         folder / CARD_FILE, card if card is not None else default_card(vae, provenance, folder.name)
     )
     return folder
+
+
+def read_sampling(config: Mapping[str, Any], hp: HParams, source: Path) -> SamplingDefaults:
+    """config.json's "sampling" section; a folder without one gets SamplingDefaults.for_model."""
+    if config.get("sampling") is None:
+        return SamplingDefaults.for_model(hp)
+    try:
+        return SamplingDefaults.from_dict(config["sampling"], hp)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{source}: invalid sampling defaults: {e}") from None
+
+
+def write_sampling_defaults(folder: str | Path, sampling: SamplingDefaults) -> Path:
+    """Replace the "sampling" section of a model folder's config.json (atomically), keeping the rest."""
+    folder = Path(folder)
+    config = read_config(folder)
+    try:
+        SamplingDefaults.from_dict(sampling.to_dict(), HParams.from_dict(config["hparams"]))
+    except (HParamsError, ValueError) as e:
+        raise CheckpointError(f"{folder}: these sampling defaults do not fit the model: {e}") from None
+    config = {k: v for k, v in config.items() if k != "sampling"}
+    config = {
+        "format": config.pop("format", FORMAT),
+        "hparams": config.pop("hparams"),
+        "sampling": sampling.to_dict(),
+        **config,
+    }
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    return folder / CONFIG_FILE
 
 
 def default_card(vae: VDVAE, provenance: Mapping[str, Any], name: str) -> str:
@@ -219,6 +270,14 @@ def default_card(vae: VDVAE, provenance: Mapping[str, Any], name: str) -> str:
         f"- image: {hp.image_size}x{hp.image_size}x{hp.image_channels}, dataset preprocessing `{hp.dataset}`",
         f"- latent layers: {hp.num_layers}, parameters: {params:,}",
         f"- output head: {hp.output_head}; classes: {hp.num_classes or 'unconditional'}",
+        f"- attention: {f'at resolutions {hp.attention}' if hp.attention else 'none'}",
+    ]
+    if hp.low_res:
+        lines.append(
+            f"- super-resolution from {hp.low_res}x{hp.low_res} (the image average-pooled); noise std "
+            f"{hp.low_res_noise} on the [-1, 1] low-res input in training, the default at sampling"
+        )
+    lines += [
         "",
         "## Provenance",
         "",

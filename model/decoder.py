@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import Attention
 from .blocks import Block, conv, scale_init
 from .heads import make_head
 from .hparams import HParams
@@ -35,9 +36,12 @@ def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class DecBlock(nn.Module):
-    """Posterior head `enc`, prior head `prior` (mean, log-std and a residual `xpp`), `z_proj`, `resnet`."""
+    """Posterior head `enc`, prior head `prior` (mean, log-std and a residual `xpp`), `z_proj`, `resnet`,
+    and optionally an attention block `attn` after the resnet."""
 
-    def __init__(self, hp: HParams, res: int, mixin: int | None, n_blocks: int) -> None:
+    def __init__(
+        self, hp: HParams, res: int, mixin: int | None, n_blocks: int, attention: bool = False
+    ) -> None:
         super().__init__()
         self.base, self.mixin, self.zdim = res, mixin, hp.zdim
         self.width = w = hp.width_at(res)
@@ -50,6 +54,13 @@ class DecBlock(nn.Module):
         scale_init(self.z_proj, n_blocks)
         self.resnet = Block(w, mid, w, residual=True, use_3x3=k3, cond_dim=cond)
         scale_init(self.resnet.c4, n_blocks)
+        # Registered last and only when configured: without attention the keys are the official ones.
+        self.attn = Attention(w) if attention else None
+
+    def shared(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """What every stream goes through after its z is added: the resnet, then the attention block."""
+        x = self.resnet(x, cond)
+        return x if self.attn is None else self.attn(x)
 
     def stream_input(self, xs: dict[int, torch.Tensor], n: int, like: torch.Tensor) -> torch.Tensor:
         """The stream at this block's resolution (zeros if none yet) plus the up-sampled mixin."""
@@ -191,7 +202,10 @@ class Decoder(nn.Module):
         super().__init__()
         self.hp = hp
         n = hp.num_layers
-        self.dec_blocks = nn.ModuleList(DecBlock(hp, res, mixin, n) for res, mixin in hp.dec_layers)
+        self.dec_blocks = nn.ModuleList(
+            DecBlock(hp, res, mixin, n, attention=i in hp.dec_attention)
+            for i, (res, mixin) in enumerate(hp.dec_layers)
+        )
         resolutions = sorted(set(hp.layer_resolutions))
         self.bias_xs = nn.ParameterList(
             nn.Parameter(torch.zeros(1, hp.width_at(r), r, r)) for r in resolutions if r <= hp.no_bias_above
@@ -221,6 +235,7 @@ class Decoder(nn.Module):
         cond: torch.Tensor | None = None,
         guidance: Guidance | None = None,
         keep_posterior: bool = False,
+        low_res: dict[int, torch.Tensor] | None = None,
         start: Streams | None = None,
         stop: int | None = None,
     ) -> TopDown:
@@ -231,10 +246,13 @@ class Decoder(nn.Module):
         posterior when i < posterior_layers[b] (needs encoder `activations`), else from the
         (possibly guided) prior with its std times exp(log_temperature[b, i]). `noise[i]`
         (n, Z, r, r) holds the standard normal draws; without it they come from the global RNG.
+        `low_res` (super-resolution models): features (n, w_r, r, r) added to the initial state of
+        resolution r, of both streams under guidance.
 
         `stop` ends the pass before layer `stop` (px_z is then None) and `start` resumes one from
         the streams another call stopped at, with the same arguments: the pieces compute exactly
-        what one call does. `start` itself is left unchanged, so several calls can branch off it.
+        what one call does (`low_res` only enters the initial state, so a resumed call may omit it).
+        `start` itself is left unchanged, so several calls can branch off it.
         """
         ref = self.gain
         src = LayerSources.plan(n, posterior_layers, latent_layers, len(latents), ref.device)
@@ -243,7 +261,12 @@ class Decoder(nn.Module):
         g = guidance
         n_g = 0 if g is None else g.rows.numel()
         if start is None:
-            start = Streams(0, self._initial_streams(n), self._initial_streams(n_g) if g is not None else {})
+            xs_u = {}
+            if g is not None:
+                xs_u = self._initial_streams(
+                    n_g, {r: f.index_select(0, g.rows) for r, f in (low_res or {}).items()}
+                )
+            start = Streams(0, self._initial_streams(n, low_res), xs_u)
         else:
             start = start.copy()
         xs, xs_u = start.xs, start.xs_u
@@ -277,9 +300,15 @@ class Decoder(nn.Module):
             out.px_z = xs[self.hp.image_size] * self.gain + self.bias
         return out
 
-    def _initial_streams(self, n: int) -> dict[int, torch.Tensor]:
-        """The learned initial state (bias_xs) of each resolution that has one, for n images."""
-        return {b.shape[2]: b.expand(n, -1, -1, -1) for b in self.bias_xs}
+    def _initial_streams(
+        self, n: int, low_res: dict[int, torch.Tensor] | None = None
+    ) -> dict[int, torch.Tensor]:
+        """The learned initial state (bias_xs) of each resolution that has one, for n images, plus
+        the low-resolution features where given (new tensors: the loop may add to them in place)."""
+        xs = {b.shape[2]: b.expand(n, -1, -1, -1) for b in self.bias_xs}
+        for r, f in (low_res or {}).items():
+            xs[r] = xs[r] + f if r in xs else f
+        return xs
 
     def _layer_z(
         self,
@@ -353,13 +382,13 @@ def _guided_step(
     cond: torch.Tensor | None,
     g: Guidance | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Add the projected z to the stream and run the block's residual net. Under guidance the
-    unconditional stream of the guided images gets the same z and its own prior residual, and both
-    streams share one call."""
+    """Add the projected z to the stream and run the block's shared path (resnet, attention). Under
+    guidance the unconditional stream of the guided images gets the same z and its own prior
+    residual, and both streams share one call of each module."""
     zp = block.z_proj(z)
     if g is None:
-        return block.resnet(_add(x, zp), cond), None
+        return block.shared(_add(x, zp), cond), None
     n = x.shape[0]
     x_u = x_u + feats_u[:, 2 * block.zdim :] + zp.index_select(0, g.rows)
-    both = block.resnet(torch.cat([_add(x, zp), x_u]), torch.cat([cond, g.null_cond]))
+    both = block.shared(torch.cat([_add(x, zp), x_u]), torch.cat([cond, g.null_cond]))
     return both[:n], both[n:]

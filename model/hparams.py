@@ -9,78 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .blockstrings import HParamsError, evenly_spaced, parse_attention, parse_layer_string, parse_widths
 from .presets import CIFAR10_DEC, CIFAR10_ENC, PRESETS
 
 OUTPUT_HEADS = ("dmol", "gaussian")
-
-
-class HParamsError(ValueError):
-    """An invalid hyperparameter: the message names the field and the offending token."""
-
-
-# --------------------------------------------------------------------------------------------
-# Block strings and widths
-# --------------------------------------------------------------------------------------------
-
-
-def parse_layer_string(s: str, field_name: str = "blocks") -> list[tuple[int, int | None]]:
-    """Parse an official block string such as ``"32x11,32d2,16m8,1"``.
-
-    Returns one ``(resolution, k)`` pair per block. ``RxN`` gives N plain blocks, ``RmM`` and
-    ``RdK`` give ``(R, M)``/``(R, K)``: the official parser treats ``m`` and ``d`` alike and lets the
-    caller decide (the encoder reads a down-sampling rate, the decoder a mixin resolution).
-    """
-    if not isinstance(s, str) or not s.strip():
-        raise HParamsError(f"{field_name} is empty: expected tokens like '32x4,32d2,16x2'")
-    layers: list[tuple[int, int | None]] = []
-    for token in s.split(","):
-        tok = token.strip()
-        try:
-            if "x" in tok:
-                res, count = (int(a) for a in tok.split("x"))
-                if count < 1:
-                    raise ValueError
-                layers += [(res, None)] * count
-            elif "m" in tok or "d" in tok:
-                res, k = (int(a) for a in tok.replace("m", "d").split("d"))
-                if k < 1:
-                    raise ValueError
-                layers.append((res, k))
-            else:
-                res = int(tok)
-                layers.append((res, None))
-        except ValueError:
-            raise HParamsError(
-                f"{field_name}: bad token {token!r} in {s!r}; expected 'RxN' (N blocks at resolution R), "
-                "'RdK' (block then down-sample by K), 'RmM' (mixin from resolution M) or 'R'"
-            ) from None
-        if res < 1:
-            raise HParamsError(f"{field_name}: bad token {token!r} in {s!r}; resolution must be >= 1")
-    return layers
-
-
-def parse_widths(width: int, custom_width_str: str) -> dict[int, int]:
-    """Explicit per-resolution widths from ``"res:width,..."``; other resolutions use `width`."""
-    mapping: dict[int, int] = {}
-    if not custom_width_str:
-        return mapping
-    for token in custom_width_str.split(","):
-        try:
-            res, w = (int(a) for a in token.strip().split(":"))
-        except ValueError:
-            raise HParamsError(
-                f"custom_width_str: bad token {token!r} in {custom_width_str!r}; expected 'res:width'"
-            ) from None
-        if res < 1 or w < 1:
-            raise HParamsError(
-                f"custom_width_str: bad token {token!r}; resolution and width must be positive"
-            )
-        mapping[res] = w
-    return mapping
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,9 +99,26 @@ class HParams:
         "dmol", "'dmol' (official) or 'gaussian' (Luhman & Luhman 2022)", choices=OUTPUT_HEADS
     )
     sigma_q: float = param(0.025, "Gaussian head: width of the data distribution in the training loss")
+    attention: str = param(
+        "",
+        "single-head attention blocks in the encoder and the decoder, after evenly spaced blocks of "
+        "a resolution: 'R' (one at resolution R) or 'RxN' (N), comma-separated, e.g. '16,8'",
+    )
+    low_res: int = param(
+        0, "> 0: a super-resolution model, conditioned on the image average-pooled to low_res x low_res"
+    )
+    low_res_blocks: int = param(2, "super-resolution: residual blocks of the low-resolution encoder")
+    low_res_noise: float = param(
+        0.1,
+        "super-resolution: std of the Gaussian noise added to the [-1, 1] low-resolution input in "
+        "training (conditioning augmentation), and its default at sampling",
+    )
     # Parsed forms, derived from the strings above.
     enc_layers: list[tuple[int, int | None]] = field(init=False, repr=False, compare=False)
     dec_layers: list[tuple[int, int | None]] = field(init=False, repr=False, compare=False)
+    # Indices of the encoder and decoder blocks that an attention block follows.
+    enc_attention: list[int] = field(init=False, repr=False, compare=False)
+    dec_attention: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -198,6 +152,13 @@ class HParams:
     @property
     def conditional(self) -> bool:
         return self.num_classes > 0
+
+    @property
+    def low_res_resolutions(self) -> list[int]:
+        """Super-resolution: the decoder resolutions that receive low-resolution features, highest first."""
+        if not self.low_res:
+            return []
+        return sorted({r for r in self.layer_resolutions if r <= self.low_res}, reverse=True)
 
     # ---- validation ------------------------------------------------------------------------
 
@@ -233,6 +194,8 @@ class HParams:
             )
         self._validate_encoder()
         self._validate_decoder()
+        self._validate_attention()
+        self._validate_low_res()
 
     def _validate_encoder(self) -> None:
         res = self.image_size
@@ -283,6 +246,44 @@ class HParams:
             raise HParamsError(
                 f"dec_blocks must end at the image resolution {self.image_size}, "
                 f"ends at {self.dec_layers[-1][0]}"
+            )
+
+    def _validate_attention(self) -> None:
+        """Place each attention block after evenly spaced blocks whose output is at its resolution."""
+        enc_out = [r // (down or 1) for r, down in self.enc_layers]
+        self.enc_attention, self.dec_attention = [], []
+        for token, res, count in parse_attention(self.attention):
+            for part, outputs, placed in (
+                ("encoder", enc_out, self.enc_attention),
+                ("decoder", self.layer_resolutions, self.dec_attention),
+            ):
+                blocks = [i for i, r in enumerate(outputs) if r == res]
+                if len(blocks) < count:
+                    have = f"only {len(blocks)}" if blocks else "no"
+                    raise HParamsError(
+                        f"attention: token {token!r} asks for {count} attention block(s) at resolution "
+                        f"{res} but the {part} has {have} block(s) there "
+                        f"({part} resolutions: {sorted(set(outputs))})"
+                    )
+                placed += [blocks[j] for j in evenly_spaced(count, len(blocks))]
+        self.enc_attention.sort()
+        self.dec_attention.sort()
+
+    def _validate_low_res(self) -> None:
+        if not isinstance(self.low_res, int) or isinstance(self.low_res, bool) or self.low_res < 0:
+            raise HParamsError(f"low_res must be 0 (off) or a resolution, got {self.low_res!r}")
+        if not isinstance(self.low_res_blocks, int) or self.low_res_blocks < 0:
+            raise HParamsError(f"low_res_blocks must be >= 0, got {self.low_res_blocks!r}")
+        if not (math.isfinite(self.low_res_noise) and self.low_res_noise >= 0):
+            raise HParamsError(f"low_res_noise must be finite and >= 0, got {self.low_res_noise!r}")
+        if self.low_res and (self.low_res >= self.image_size or self.image_size % self.low_res):
+            raise HParamsError(
+                f"low_res {self.low_res} must be smaller than image_size {self.image_size} and divide it"
+            )
+        if self.low_res and self.low_res not in self.layer_resolutions:
+            raise HParamsError(
+                f"low_res {self.low_res}: the decoder has no block at that resolution to condition "
+                f"(decoder resolutions: {sorted(set(self.layer_resolutions))})"
             )
 
     # ---- construction and serialisation ------------------------------------------------------

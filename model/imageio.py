@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +23,9 @@ if TYPE_CHECKING:
     import torch
 
 # zlib's cheapest level: the service encodes a PNG on every request, and the `vdvae` command
-# encodes its grids the same way, so a grid has the same bytes whichever made it.
+# encodes its grids the same way (fast_png), so a grid has the same bytes whichever made it.
 FAST_PNG_LEVEL = 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Channels of the common Pillow modes (P is a palette of indices: one channel until expanded).
 MODE_CHANNELS = {
@@ -81,10 +84,33 @@ def png_bytes(image: np.ndarray | torch.Tensor, compress_level: int = 6) -> byte
     return buf.getvalue()
 
 
+def fast_png(image: np.ndarray | torch.Tensor) -> bytes:
+    """(H, W, C) uint8 with C = 1 or 3 -> PNG bytes, rows unfiltered, zlib at FAST_PNG_LEVEL.
+
+    Written here rather than by Pillow, which builds an Image and walks its plugin per file: for the
+    service's small images that was half the CPU of encoding one (34 against 17 us for 32x32 grey),
+    on the event loop, per image of every answer. Pillow reads the result back exactly (tested).
+    """
+    arr = np.ascontiguousarray(as_numpy(image), dtype=np.uint8)
+    h, w, c = arr.shape
+    if c not in (1, 3):
+        raise ValueError(f"expected 1 or 3 channels, got {c}")
+    rows = np.zeros((h, 1 + w * c), dtype=np.uint8)  # each row: filter type 0 (None), then pixels
+    rows[:, 1:] = arr.reshape(h, w * c)
+    header = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)  # 8-bit grey or RGB
+    return b"".join(
+        (PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(rows.data, FAST_PNG_LEVEL)))
+    ) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
 def grid_png(images: np.ndarray | torch.Tensor, columns: int | None = None) -> bytes:
     """(n, H, W, C) uint8 -> the PNG of their grid (`columns` wide, default grid_columns(n)), as the
     service sends it."""
-    return png_bytes(image_grid(images, ncols=columns), compress_level=FAST_PNG_LEVEL)
+    return fast_png(image_grid(images, ncols=columns))
 
 
 def png_array(data: bytes) -> np.ndarray:

@@ -47,18 +47,30 @@ def _mix64(seed: int) -> int:
     return (z ^ (z >> 31)) & MAX_SEED
 
 
+def derived_seed(seed: int, salt: int) -> int:
+    """A seed for another stream of the same image (another cascade stage, say), unrelated to
+    `seed`'s own streams and a function of `seed` and `salt` only."""
+    return _mix64(int(seed) ^ salt)
+
+
+# Salt of the conditioning stream (the noise on a super-resolution model's low-res input).
+CONDITIONING_SALT = 0xC0D171
+
+
 class NoiseSource:
     """One pair of generators per image, stacked along the batch dimension.
 
     Latent draws and output-layer (pixel) draws come from separate streams, the pixel one seeded
     from a hash of the seed, so decoding and pixel sampling give the same result whether they run
-    in one call or two.
+    in one call or two. A third stream, made on first use, holds the noise a super-resolution model
+    adds to its low-resolution input.
     """
 
     def __init__(self, seeds: Sequence[int]) -> None:
         self.seeds = list(seeds)
         self._latent = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
         self._pixel = [torch.Generator().manual_seed(_mix64(int(s))) for s in self.seeds]
+        self._conditioning: list[torch.Generator] | None = None
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -88,6 +100,16 @@ class NoiseSource:
     ) -> list[torch.Tensor]:
         """Standard normal tensors (n, *shape) for each per-image shape."""
         return self._draw(self._latent, shapes, device, lambda row, gen: row.normal_(generator=gen))
+
+    def conditioning(
+        self, shapes: Sequence[tuple[int, ...]], device: torch.device | str = "cpu"
+    ) -> list[torch.Tensor]:
+        """Standard normal tensors (n, *shape) from the conditioning stream."""
+        if self._conditioning is None:
+            self._conditioning = [
+                torch.Generator().manual_seed(derived_seed(s, CONDITIONING_SALT)) for s in self.seeds
+            ]
+        return self._draw(self._conditioning, shapes, device, lambda row, gen: row.normal_(generator=gen))
 
     def uniform(
         self,
@@ -136,8 +158,9 @@ class GivenNoise(NoiseSource):
     `uniform` the pixel draws of a `Draws`, checked against the shapes the model asks for."""
 
     def __init__(self, draws: Draws, seeds: Sequence[int]) -> None:
-        self.seeds = list(seeds)  # reported with the images; nothing is drawn from them
+        self.seeds = list(seeds)  # reported with the images; only the conditioning stream uses them
         self.draws = draws
+        self._conditioning = None
         if len(draws) != len(self.seeds):
             raise ValueError(f"got draws for {len(draws)} images and {len(self.seeds)} seeds")
 
@@ -163,3 +186,7 @@ class GivenNoise(NoiseSource):
         high: float = 1.0 - 1e-5,
     ) -> list[torch.Tensor]:
         return self._given(self.draws.pixel, shapes, device)
+
+
+# Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).
+Seeds = int | Sequence[int] | NoiseSource | None

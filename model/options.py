@@ -20,6 +20,10 @@ TemperatureSpec = float | Sequence[float] | torch.Tensor
 GuidanceSpec = float | tuple[float, float] | torch.Tensor | None
 # Class labels: one for every image or one per image; None or -1 is the null label.
 LabelSpec = int | Sequence[int | None] | torch.Tensor | None
+# A super-resolution model's low-resolution input: uint8 (n, low_res, low_res, C), or None.
+LowRes = torch.Tensor | None
+# Std of the noise on a super-resolution model's low-res input: one for all, or one per image.
+NoiseLevelSpec = float | Sequence[float] | torch.Tensor | None
 
 
 def label_rows(hp: HParams, labels: LabelSpec, n: int, device: torch.device) -> torch.Tensor | None:
@@ -94,7 +98,7 @@ def guidance_rows(
     w = torch.as_tensor(guidance, dtype=torch.float32)
     if w.dim() == 0:
         w = w.repeat(2)
-    w = w.expand(n, 2) if w.dim() == 1 else w
+    w = w.expand(n, 2) if w.dim() == 1 and w.numel() == 2 else w
     if tuple(w.shape) != (n, 2):
         raise ValueError(f"guidance must be (w_mean, w_var) or shape ({n}, 2), got {tuple(w.shape)}")
     if not torch.isfinite(w).all():
@@ -131,3 +135,28 @@ def checked_latents(
             raise ValueError(f"latent layer {i} has non-finite values")
         out.append(z.to(device, torch.float32))
     return out
+
+
+def checked_low_res(hp: HParams, low_res: torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    """A super-resolution model's low-resolution input: uint8 (n, s, s, C) -> float32 on the device."""
+    s, c = hp.low_res, hp.image_channels
+    low_res = torch.as_tensor(low_res)
+    if low_res.dim() != 4 or tuple(low_res.shape) != (n, s, s, c):
+        raise ValueError(
+            f"low_res: expected uint8 images of shape ({n}, {s}, {s}, {c}), got {tuple(low_res.shape)}"
+        )
+    if low_res.dtype != torch.uint8:
+        raise ValueError(f"low_res: expected uint8 images, got {low_res.dtype}")
+    return low_res.to(device)
+
+
+def low_res_noise_levels(noise: NoiseLevelSpec, default: float, n: int, device: torch.device) -> torch.Tensor:
+    """The std of the noise added to each image's [-1, 1] low-resolution input -> (n, 1, 1, 1)."""
+    sigma = torch.as_tensor(default if noise is None else noise, dtype=torch.float32).reshape(-1)
+    if sigma.numel() == 1:
+        sigma = sigma.expand(n)
+    if sigma.numel() != n:
+        raise ValueError(f"low_res_noise: got {sigma.numel()} values for {n} images")
+    if not torch.isfinite(sigma).all() or (sigma < 0).any():
+        raise ValueError("low_res_noise must be finite and >= 0")
+    return sigma.view(n, 1, 1, 1).to(device)

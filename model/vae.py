@@ -8,6 +8,8 @@ Two layers of calls:
     inference_mode (and autocast where configured): `sample`, `reconstruct`, `encode` (given uint8),
     `sample_stages` (a sample resolution by resolution, with previews), `draws` and `interpolate`
     (in each latent layer's standardized prior noise; model.interpolation).
+    What `sample` and `reconstruct` are not given (DEFAULT) comes from the model's sampling
+    defaults (`self.sampling`, config.json's "sampling" section; model.sampling).
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from .heads import DmolHead, GaussianHead
 from .hparams import HParams
 from .interpolation import path_draws, path_temperature, steps_t
 from .likelihoods import LN2
-from .noise import Draws, GivenNoise, NoiseSource, seed_list
+from .lowres import LowResEncoder
+from .noise import Draws, GivenNoise, NoiseSource, Seeds, seed_list
 from .options import (
     GuidanceSpec,
     LabelSpec,
+    LowRes,
+    NoiseLevelSpec,
     TemperatureSpec,
     checked_latents,
     guidance_rows,
@@ -36,9 +41,8 @@ from .options import (
     log_temperature,
 )
 from .outputs import Encoding, Reconstruction, Stage
+from .sampling import DEFAULT, SamplingDefaults
 
-# Per-image seeds: an int s (image i uses s + i), one per image, a NoiseSource, or None (random).
-Seeds = int | Sequence[int] | NoiseSource | None
 # Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
 Noise = Sequence[torch.Tensor] | None
 
@@ -49,10 +53,14 @@ class VDVAE(nn.Module):
         self.hp = hp
         self.encoder = Encoder(hp)
         self.decoder = Decoder(hp)
+        # Super-resolution models only: registered last, so a plain model's keys are the official ones.
+        self.low_res_encoder = LowResEncoder(hp) if hp.low_res else None
         # Inference settings (model.inference): autocast dtype on CUDA, or None.
         self.amp_dtype: torch.dtype | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
         self.provenance: dict = {}
+        # What sample / reconstruct use for options a caller leaves out (config.json's "sampling").
+        self.sampling = SamplingDefaults.for_model(hp)
 
     @property
     def device(self) -> torch.device:
@@ -90,6 +98,22 @@ class VDVAE(nn.Module):
     def _label_rows(self, labels: LabelSpec, n: int) -> torch.Tensor | None:
         return label_rows(self.hp, labels, n, self.device)
 
+    def low_res_features(
+        self,
+        low_res: LowRes,
+        noise_level: NoiseLevelSpec,
+        n: int,
+        src: NoiseSource | None = None,
+        image: torch.Tensor | None = None,
+    ) -> dict[int, torch.Tensor] | None:
+        """A super-resolution model's decoder features for n images (LowResEncoder.condition); None
+        for a plain model, which refuses a low-resolution input."""
+        if self.low_res_encoder is None:
+            if low_res is not None or noise_level is not None:
+                raise ValueError("low_res and low_res_noise are for super-resolution models; this is not one")
+            return None
+        return self.low_res_encoder.condition(low_res, noise_level, n, src, image, self.device)
+
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         """Per-image shape (Z, r, r) of each latent layer, top-down."""
         return [(self.hp.zdim, r, r) for r in self.hp.layer_resolutions]
@@ -97,12 +121,19 @@ class VDVAE(nn.Module):
     # ---- the contract --------------------------------------------------------------------------
 
     def elbo(
-        self, x_in: torch.Tensor, x_target: torch.Tensor, noise: Noise = None, labels: LabelSpec = None
+        self,
+        x_in: torch.Tensor,
+        x_target: torch.Tensor,
+        noise: Noise = None,
+        labels: LabelSpec = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> dict[str, torch.Tensor]:
         """Negative ELBO per example in nats/dim: elbo = distortion + rate; kl (n, L) nats per layer.
 
         `recon_loss` is the training distortion (the NLL for DMoL, the sigma_q KL for the Gaussian
-        head); `elbo`/`distortion` are always the likelihood bound of 8-bit data.
+        head); `elbo`/`distortion` are always the likelihood bound of 8-bit data. A super-resolution
+        model needs `low_res` (uint8); its noise comes from the global RNG, as training wants.
         """
         n = x_in.shape[0]
         td = self.decoder.top_down(
@@ -111,6 +142,7 @@ class VDVAE(nn.Module):
             posterior_layers=[self.hp.num_layers] * n,
             noise=noise,
             cond=self.decoder.embed(self._label_rows(labels, n)),
+            low_res=self.low_res_features(low_res, low_res_noise, n),
         )
         params = self.head(td.px_z)
         dims = math.prod(x_in.shape[1:])
@@ -129,22 +161,31 @@ class VDVAE(nn.Module):
     forward = elbo  # DistributedDataParallel wraps forward: training calls the model directly
 
     def encode(
-        self, x: torch.Tensor, noise: Noise = None, *, labels: LabelSpec = None, seeds: Seeds = None
+        self,
+        x: torch.Tensor,
+        noise: Noise = None,
+        *,
+        labels: LabelSpec = None,
+        seeds: Seeds = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> Encoding:
         """Posterior samples, means, stds and per-layer KL of a batch.
 
         x: uint8 images (n, H, W, C), or an already preprocessed float encoder input (then no
         distortion is reported). Noise: explicit per-layer draws, or per-image `seeds`, or the
-        global RNG.
+        global RNG. A super-resolution model takes `low_res` or pools uint8 `x` (see low_res_features).
         """
         with self._inference():
-            if x.dtype == torch.uint8:
+            image = x if x.dtype == torch.uint8 else None
+            if image is not None:
                 x_in, x_target = self.preprocess(x)
             else:
                 x_in, x_target = x.to(self.device), None
             n = x_in.shape[0]
-            if noise is None and seeds is not None:
-                noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
+            src = self._noise(seeds, n) if seeds is not None else None
+            if noise is None and src is not None:
+                noise = src.normal(self.latent_shapes(), self.device)
             cond = self.decoder.embed(self._label_rows(labels, n))
             td = self.decoder.top_down(
                 n,
@@ -153,6 +194,7 @@ class VDVAE(nn.Module):
                 noise=noise,
                 cond=cond,
                 keep_posterior=True,
+                low_res=self.low_res_features(low_res, low_res_noise, n, src, image),
             )
             distortion = None
             if x_target is not None:
@@ -179,15 +221,21 @@ class VDVAE(nn.Module):
         guidance: GuidanceSpec = None,
         seeds: Seeds = None,
         latent_layers: Sequence[int] | None = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> torch.Tensor:
         """Output-layer parameters (n, H, W, out) NHWC: given latents for the top len(latents) layers
         (or the top latent_layers[b] for image b), the rest from the prior with std times the
         temperature (float, or one per layer)."""
         with self._inference():
             n = n if n is not None else (latents[0].shape[0] if len(latents) else 1)
-            if noise is None and seeds is not None:
-                noise = self._noise(seeds, n).normal(self.latent_shapes(), self.device)
-            args = self._decode_args(latents, latent_layers, n, temperature, noise, labels, guidance)
+            src = self._noise(seeds, n) if seeds is not None else None
+            if noise is None and src is not None:
+                noise = src.normal(self.latent_shapes(), self.device)
+            features = self.low_res_features(low_res, low_res_noise, n, src)
+            args = self._decode_args(
+                latents, latent_layers, n, temperature, noise, labels, guidance, features
+            )
             return self.head(self.decoder.top_down(n, **args).px_z)
 
     def _noise(self, seeds: Seeds, n: int) -> NoiseSource:
@@ -202,6 +250,7 @@ class VDVAE(nn.Module):
         noise: Noise,
         labels: LabelSpec,
         guidance: GuidanceSpec,
+        low_res: dict[int, torch.Tensor] | None = None,
     ) -> dict:
         """The checked keyword arguments of Decoder.top_down for decoding and sampling."""
         latents = checked_latents(latents, self.latent_shapes(), n, self.device)
@@ -217,6 +266,7 @@ class VDVAE(nn.Module):
             log_temperature=log_temperature(temperature, n, self.hp.num_layers, self.device),
             cond=self.decoder.embed(y),
             guidance=guidance_rows(self.hp, guidance, y, n, self.decoder.embed),
+            low_res=low_res,
         )
 
     def _pixel_shapes(self) -> list[tuple[int, ...]]:
@@ -247,41 +297,70 @@ class VDVAE(nn.Module):
 
     # ---- user level ----------------------------------------------------------------------------
 
+    def sampling_options(
+        self,
+        seeds: Sequence[int],
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
+    ) -> dict:
+        """{"temperature", "labels", "guidance"} for images drawn with `seeds`: what is given, and the
+        model's sampling defaults for what is DEFAULT (labels: one per seed under the "seed" rule).
+        The one place defaults are applied; the service calls it too."""
+        return self.sampling.options(seeds, self.hp.num_classes, temperature, labels, guidance)
+
     def sample(
         self,
         n: int,
-        temperature: TemperatureSpec = 1.0,
-        labels: LabelSpec = None,
-        guidance: GuidanceSpec = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
         seeds: Seeds = None,
         latents: Sequence[torch.Tensor] = (),
         latent_layers: Sequence[int] | None = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> torch.Tensor:
         """n images (uint8, NHWC) from the prior, optionally class-conditional and guided.
 
         labels: one int for all, or one per image (None/-1: unconditional). guidance:
-        (w_mean, w_var), 0 = plain conditional sampling. seeds: image i uses seeds[i] (an int s
-        means s + i); the same seed and parameters give the same image in any batch. latents:
-        fixed z for the top layers (decoding from given latents); latent_layers: how many of them
-        each image takes (default all), so requests of different depths share one pass.
+        (w_mean, w_var), 0 or None = plain conditional sampling. Left out (DEFAULT), temperature,
+        labels and guidance come from `self.sampling` (see sampling_options); pass labels=None for
+        the unconditional prior. seeds: image i uses seeds[i] (an int s means s + i); the same seed
+        and parameters give the same image in any batch. latents: fixed z for the top layers
+        (decoding from given latents); latent_layers: how many of them each image takes (default
+        all), so requests of different depths share one pass.
+        Super-resolution models: `low_res` uint8 (n, s, s, C), `low_res_noise` the std of the noise
+        added to it in [-1, 1] (default HParams.low_res_noise), drawn from each image's seed.
         """
         with self._inference():
             src = self._noise(seeds, n)
+            opts = self.sampling_options(src.seeds, temperature, labels, guidance)
+            temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
             noise = src.normal(self.latent_shapes(), self.device)
-            args = self._decode_args(latents, latent_layers, n, temperature, noise, labels, guidance)
+            features = self.low_res_features(low_res, low_res_noise, n, src)
+            args = self._decode_args(
+                latents, latent_layers, n, temperature, noise, labels, guidance, features
+            )
             return self.params_to_images(self.head(self.decoder.top_down(n, **args).px_z), seeds=src)
 
     def reconstruct(
         self,
         x: torch.Tensor,
         layers: int | Sequence[int],
-        temperature: TemperatureSpec = 1.0,
+        temperature: TemperatureSpec = DEFAULT,
         seeds: Seeds = None,
         labels: LabelSpec = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> Reconstruction:
         """Partial posterior reconstruction: the top `layers` latent layers from the image's
-        posterior, the rest from the prior (temperature applies to those). layers = L gives a full
-        reconstruction, 0 an unconditional sample. One top-down pass."""
+        posterior, the rest from the prior (temperature applies to those; DEFAULT: the model's
+        recommended one). layers = L gives a full reconstruction, 0 a prior sample. `labels` say
+        what the images show (None: the null label); they are never drawn from seeds. One pass.
+        A super-resolution model conditions on `low_res`, or on x average-pooled."""
+        if temperature is DEFAULT:
+            temperature = self.sampling.temperature
         with self._inference():
             x_in, _ = self.preprocess(x)
             n, L = x_in.shape[0], self.hp.num_layers
@@ -297,6 +376,7 @@ class VDVAE(nn.Module):
                 noise=src.normal(self.latent_shapes(), self.device),
                 log_temperature=log_temperature(temperature, n, L, self.device),
                 cond=self.decoder.embed(y),
+                low_res=self.low_res_features(low_res, low_res_noise, n, src, x),
             )
             images = self.params_to_images(self.head(td.px_z), seeds=src)
             bits = torch.stack(td.kl, dim=1).sum(dim=1) / LN2
@@ -305,10 +385,12 @@ class VDVAE(nn.Module):
     def sample_stages(
         self,
         n: int,
-        temperature: TemperatureSpec = 1.0,
-        labels: LabelSpec = None,
-        guidance: GuidanceSpec = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
+        guidance: GuidanceSpec = DEFAULT,
         seeds: Seeds = None,
+        low_res: LowRes = None,
+        low_res_noise: NoiseLevelSpec = None,
     ) -> Iterator[Stage]:
         """`sample`, resolution by resolution: after the latent layers of each resolution, a preview
         of the final images given the layers drawn so far, with every layer below at its prior mean
@@ -316,13 +398,17 @@ class VDVAE(nn.Module):
         exactly `sample`'s for the same arguments. Stop iterating and the rest is not computed.
 
         A preview runs the rest of the pass from the current streams, so previews cost up to one
-        pass per resolution; their latents never feed the pass itself.
+        pass per resolution; their latents never feed the pass itself. Super-resolution models take
+        `low_res` and `low_res_noise` as `sample` does.
         """
         src = self._noise(seeds, n)
+        opts = self.sampling_options(src.seeds, temperature, labels, guidance)
+        temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
         with self._inference():
             noise = src.normal(self.latent_shapes(), self.device)
             pixel = src.uniform(self._pixel_shapes(), self.device) if self._pixel_shapes() else None
-            args = self._decode_args((), None, n, temperature, noise, labels, guidance)
+            features = self.low_res_features(low_res, low_res_noise, n, src)
+            args = self._decode_args((), None, n, temperature, noise, labels, guidance, features)
             mean = {**args, "noise": [torch.zeros_like(e) for e in noise]}  # z = mu_p: eps = 0
         streams = None
         stops = resolution_stops(self.hp.layer_resolutions)
@@ -358,18 +444,25 @@ class VDVAE(nn.Module):
         end: int | torch.Tensor,
         steps: int,
         layers: int | None = None,
-        temperature: float | Sequence[float] = 1.0,
-        labels: LabelSpec = None,
+        temperature: TemperatureSpec = DEFAULT,
+        labels: LabelSpec = DEFAULT,
         seed: int = 0,
+        guidance: GuidanceSpec = DEFAULT,
     ) -> torch.Tensor:
         """`steps` images (uint8, NHWC) from `start` to `end`, each a seed or a uint8 image (H, W, C):
         the top `layers` latent layers (default all) interpolated spherically in their standardized
         prior noise and decoded at temperature 1, the layers below drawn from `seed` at
         `temperature`. With every layer interpolated the ends are the endpoint images: `sample` of a
         seed, or the full reconstruction of an image (its posterior noise and output-layer draws
-        from `seed`). labels: one label for the path (or None)."""
+        from `seed`). labels: one label for the path (or None); left out, the model's label rule
+        applied to a seed start (so the path begins at `sample`'s image of that seed), else None.
+        Left out, temperature and guidance are the model's sampling defaults."""
         L = self.hp.num_layers
         k = L if layers is None else int(layers)
+        if labels is DEFAULT:
+            rule = self.sampling_options([start])["labels"] if isinstance(start, int) else None
+            labels = rule[0] if rule else None
+        temperature = self.sampling_options([seed], temperature=temperature)["temperature"]
         ends = [
             self.draws([e]) if isinstance(e, int) else self.draws([seed], e.unsqueeze(0), labels)
             for e in (start, end)
@@ -382,6 +475,7 @@ class VDVAE(nn.Module):
             steps,
             temperature=path_temperature([k] * steps, [temperature] * steps, L),
             labels=labels,
+            guidance=guidance if labels is not None else None,
             seeds=GivenNoise(given, [seed] * steps),
         )
 

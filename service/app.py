@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 
 from model.inference import resolve_device
 
-from . import __version__, interpolate, playground, sample_stream
+from . import __version__, interpolate, playground, sample_stream, upscale
 from .access import add_access_control
 from .batcher import Batcher
 from .engine import Engine, cpu_threads
@@ -43,7 +43,8 @@ Samples, reconstructions at any depth, latents and likelihoods from Very Deep VA
 (openai/vdvae compatible), batched across concurrent requests.
 
 Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct,
-/decode and /interpolate returns the PNG itself. The playground, a page that uses this API, is at `/`.
+/decode, /interpolate and /upscale returns the PNG itself. The playground, a page that uses this
+API, is at `/`.
 """
 
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(sample_stream.router)
     app.include_router(interpolate.router)
+    app.include_router(upscale.router)
     playground.install(app)
     if settings.metrics_access != "closed":
         app.include_router(metrics_router)
@@ -127,15 +129,15 @@ async def start_models(state: ServiceState) -> None:
             load_registry, settings.model_dir, device, settings.amp, settings.default_model, settings.compile
         )
         state.registry = registry
-        if not registry.models:
+        if not registry.models and not registry.cascades:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
             raise RuntimeError(f"no model could be loaded from the model folder ({errors})")
         if settings.warmup:
             state.set_phase(Phase.WARMING_UP, "warming up")
-            for model in registry.models.values():
+            for model in registry.served():
                 await state.engine.warmup(model)
-        for model in registry.models.values():
-            for op in OPERATIONS.values():
+        for model in registry.served():
+            for op in (op for op in OPERATIONS.values() if op.serves(model.vae)):
                 batcher = Batcher(
                     model,
                     op,
@@ -153,7 +155,7 @@ async def start_models(state: ServiceState) -> None:
         state.set_phase(Phase.READY)
         log.info(
             "ready: serving %s on %s (default model %r)",
-            ", ".join(registry.models), device, registry.default_name,
+            ", ".join([*registry.models, *registry.cascades]), device, registry.default_name,
         )  # fmt: skip
     except asyncio.CancelledError:
         raise

@@ -70,7 +70,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self._running: list[Pending[ItemT, ResultT]] = []  # the batch in the pass now running
         self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
         self._task: asyncio.Task | None = None
-        self._labels = {"model": model.name, "operation": op.name}
+        self._metrics = metrics.batch_metrics(model.name, op.name)
 
     # ---- the request side -----------------------------------------------------------------------
 
@@ -94,14 +94,14 @@ class Batcher(Generic[ItemT, ResultT]):
             future = loop.create_future()
             self._queue.append(Pending(item, ctx, future, now))
             futures.append(future)
-        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        self._metrics.queue_depth.set(len(self._queue))
         self._arrived.set()
         return futures
 
     def _purge_abandoned(self) -> None:
         """Drop items whose request already gave up, so they do not hold queue places."""
         self._queue = collections.deque(p for p in self._queue if not p.future.done())
-        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        self._metrics.queue_depth.set(len(self._queue))
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained: batches ahead times the mean pass time."""
@@ -134,7 +134,7 @@ class Batcher(Generic[ItemT, ResultT]):
         """Pop items at the head whose request already gave up: the window opens at a live arrival."""
         while self._queue and self._queue[0].future.done():
             self._queue.popleft()
-        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        self._metrics.queue_depth.set(len(self._queue))
 
     async def _wait_for_window(self) -> None:
         """Until max_batch_size images are queued or the window from the first live arrival closes."""
@@ -163,9 +163,9 @@ class Batcher(Generic[ItemT, ResultT]):
             if problem is not None:
                 p.future.set_exception(problem)
                 continue
-            self.metrics.queue_duration.labels(**self._labels).observe(now - p.enqueued_at)
+            self._metrics.queue_duration.observe(now - p.enqueued_at)
             batch.append(p)
-        self.metrics.queue_depth.labels(**self._labels).set(len(self._queue))
+        self._metrics.queue_depth.set(len(self._queue))
         return batch
 
     async def _run(self, batch: list[Pending[ItemT, ResultT]]) -> None:

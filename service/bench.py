@@ -33,12 +33,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from .bench_model import ModelTimer, compare_with_model, default_model, round_batches
+from .loadgen import CpuSample, HttpConnection, ThreadCpu
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------
 # Measuring
@@ -60,6 +66,10 @@ class RunResult:
     # CPU this load generator spent per measured request: on a small machine it competes with the
     # server for the same cores, and this says by how much.
     client_cpu_s_per_request: float = math.nan
+    # CPU of the server per measured request (a local server whose process id is known): its event
+    # loop (the main thread) and its other threads (the engine's device thread, torch's workers).
+    loop_cpu_s_per_request: float = math.nan
+    compute_cpu_s_per_request: float = math.nan
 
     @property
     def rps(self) -> float:
@@ -113,90 +123,87 @@ def scrape(text: str, model: str, operation: str) -> dict[str, float]:
 
 
 async def closed_loop(
-    url: str, concurrency: int, duration_s: float, warmup_s: float, payload: dict, timeout_s: float = 120.0
+    url: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    payload: dict,
+    timeout_s: float = 120.0,
+    server_pid: int | None = None,
 ) -> RunResult:
-    """C clients in a closed loop; only requests that start after the warm-up are counted."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    """C clients in a closed loop; only requests that start after the warm-up are counted. With
+    `server_pid` (a local server), its event loop's and other threads' CPU per request too."""
     n_images = int(payload.get("n", 1))
     model = payload.get("model")
     # Metrics are read on their own connection, so they never wait behind (or delay) the load.
-    async with (
-        httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout_s) as client,
-        httpx.AsyncClient(base_url=url, timeout=timeout_s) as observer,
-    ):
-        if model is None:
-            models = (await observer.get("/v1/models")).json()["data"]
-            model = next(m["id"] for m in models if m["default"])
-        start = time.monotonic()
-        t_measure = start + warmup_s
-        t_end = t_measure + duration_s
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        before: dict[str, float] = {}
-        cpu_at_measure = time.process_time()
+    observer = HttpConnection(url)
+    if model is None:
+        models = json.loads((await observer.request("GET", "/v1/models"))[1])["data"]
+        model = next(m["id"] for m in models if m["default"])
+    cpu = ThreadCpu(server_pid) if ThreadCpu.available(server_pid) else None
+    start = time.monotonic()
+    t_measure = start + warmup_s
+    t_end = t_measure + duration_s
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    before: dict[str, float] = {}
+    server_before: list[CpuSample] = []
+    cpu_at_measure = time.process_time()
 
-        async def client_loop() -> None:
-            rng = random.Random()
+    async def client_loop() -> None:
+        rng = random.Random()
+        connection = HttpConnection(url)
+        try:
             while (t0 := time.monotonic()) < t_end:
-                body = {**payload, "seed": rng.randrange(2**31)}
+                body = json.dumps({**payload, "seed": rng.randrange(2**31)}).encode()
                 try:
-                    r = await client.post("/sample", json=body)
-                    status = str(r.status_code)
-                except httpx.HTTPError as e:
+                    code, _ = await connection.request("POST", "/sample", body, "application/json", timeout_s)
+                    status = str(code)
+                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
                     status = type(e).__name__
                 if t0 >= t_measure:
                     if status == "200":
                         latencies.append(time.monotonic() - t0)
                     else:
                         errors[status] = errors.get(status, 0) + 1
+        finally:
+            connection.close()
 
-        async def snapshot_at_measure_start() -> None:
-            nonlocal cpu_at_measure
-            await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
-            cpu_at_measure = time.process_time()
-            before.update(scrape((await observer.get("/metrics")).text, model, "sample"))
+    async def snapshot_at_measure_start() -> None:
+        nonlocal cpu_at_measure
+        await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+        cpu_at_measure = time.process_time()
+        if cpu is not None:
+            server_before.append(cpu.sample())
+        before.update(scrape((await observer.request("GET", "/metrics"))[1].decode(), model, "sample"))
 
+    try:
         await asyncio.gather(snapshot_at_measure_start(), *(client_loop() for _ in range(concurrency)))
         elapsed = time.monotonic() - t_measure
         client_cpu_s = time.process_time() - cpu_at_measure
-        after = scrape((await observer.get("/metrics")).text, model, "sample")
+        server_after = cpu.sample() if cpu is not None else None
+        after = scrape((await observer.request("GET", "/metrics"))[1].decode(), model, "sample")
+    finally:
+        observer.close()
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
-    return RunResult(
+    n = len(latencies)
+    result = RunResult(
         concurrency=concurrency,
         seconds=elapsed,
-        requests=len(latencies),
-        images=len(latencies) * n_images,
+        requests=n,
+        images=n * n_images,
         errors=errors,
         latencies_s=latencies,
         batches=delta["batches"],
         batch_images=delta["batch_images"],
         queue_s_per_image=delta["queue_s"] / delta["queued"] if delta["queued"] else math.nan,
         compute_s_per_batch=delta["compute_s"] / delta["batches"] if delta["batches"] else math.nan,
-        client_cpu_s_per_request=client_cpu_s / len(latencies) if latencies else math.nan,
+        client_cpu_s_per_request=client_cpu_s / n if n else math.nan,
     )
-
-
-def model_throughput(
-    model_dir: Path, model: str, batch_sizes: Sequence[int], seconds: float, cpu_threads: int
-) -> dict[int, float]:
-    """Images/s of vae.sample called directly, per batch size (the ceiling the service can reach)."""
-    import torch
-
-    from model.checkpoint import load_model
-    from model.inference import optimize_for_inference
-    from service.engine import cpu_threads as service_threads
-
-    torch.set_num_threads(service_threads(cpu_threads))  # the same rule as the service
-    vae = optimize_for_inference(load_model(model_dir / model, device="cpu"))  # the form the service serves
-    out = {}
-    for b in batch_sizes:
-        vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
-        images, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)])
-            images += b
-        out[b] = images / (time.perf_counter() - t0)
-    return out
+    if server_after is not None and server_before and n:
+        result.loop_cpu_s_per_request = (server_after.loop_s - server_before[0].loop_s) / n
+        result.compute_cpu_s_per_request = (server_after.others_s - server_before[0].others_s) / n
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,9 +218,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iterator[str]:
-    """`python -m service` on a free loopback port with `flags`; yields its URL once ready, then
-    stops it with SIGTERM."""
+def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
+    """`python -m service` on a free loopback port with `flags`; yields (its URL, its process id)
+    once ready, then stops it with SIGTERM."""
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     cmd += flags
@@ -231,7 +238,7 @@ def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iter
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not become ready in time")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -246,17 +253,24 @@ def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iter
 
 HEADER = (
     f"{'label':>14} {'conc':>5} {'req/s':>8} {'img/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-    f"{'batch':>6} {'queue ms':>9} {'pass ms':>8} {'client cpu ms':>13} {'errors':>7}"
+    f"{'batch':>6} {'queue ms':>9} {'pass ms':>8} {'loop ms/req':>11} {'loop ms/img':>11} "
+    f"{'compute ms/img':>14} {'client ms/req':>13} {'errors':>7}"
 )
+# The CPU columns are CPU time per measured request (or image): the server's event loop (its main
+# thread), its other threads (engine, torch), and this load generator. The server's are known for a
+# spawned server or with --server-pid.
 
 
 def row(label: str, r: RunResult) -> str:
     errors = sum(r.errors.values())
+    n = r.images / r.requests if r.requests else math.nan
     return (
         f"{label:>14} {r.concurrency:>5} {r.rps:>8.1f} {r.ips:>8.1f} {r.percentile_ms(50):>8.1f} "
         f"{r.percentile_ms(90):>8.1f} {r.percentile_ms(99):>8.1f} {r.mean_batch:>6.2f} "
         f"{1000 * r.queue_s_per_image:>9.1f} {1000 * r.compute_s_per_batch:>8.1f} "
-        f"{1000 * r.client_cpu_s_per_request:>13.2f} {errors:>7}"
+        f"{1000 * r.loop_cpu_s_per_request:>11.3f} {1000 * r.loop_cpu_s_per_request / n:>11.3f} "
+        f"{1000 * r.compute_cpu_s_per_request / n:>14.3f} {1000 * r.client_cpu_s_per_request:>13.3f} "
+        f"{errors:>7}"
     )
 
 
@@ -268,13 +282,13 @@ def load_line() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
-def sweep(url: str, label: str, args: argparse.Namespace) -> list[RunResult]:
+def sweep(url: str, label: str, args: argparse.Namespace, pid: int | None) -> list[RunResult]:
     payload = {"n": args.n, "temperature": args.temperature}
     if args.model:
         payload["model"] = args.model
     results = []
     for c in args.concurrency:
-        r = asyncio.run(closed_loop(url, c, args.duration, args.warmup, payload))
+        r = run_async(closed_loop(url, c, args.duration, args.warmup, payload, server_pid=pid))
         print(row(label, r), f"  [{load_line()}]", flush=True)
         results.append(r)
     return results
@@ -292,6 +306,7 @@ def build_parser(prog: str = "python -m service.bench") -> argparse.ArgumentPars
     )
     add = p.add_argument
     add("--url", default="http://127.0.0.1:8000", help="Server to drive (without --spawn).")
+    add("--server-pid", type=int, default=None, help="With --url: its process, for its threads' CPU.")
     add("--concurrency", type=parse_ints, default=[1, 4, 16, 32], help="Comma-separated client counts.")
     add("--duration", type=float, default=20.0, help="Measured seconds per concurrency.")
     add("--warmup", type=float, default=3.0, help="Unmeasured seconds before each measurement.")
@@ -314,37 +329,43 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench
     server_flags = [f for f in args.server_flags if f != "--"]
     print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
     print(load_line())
-    # runs[label][round][i]: the summary of concurrency args.concurrency[i] in that round
+    # runs[label][round][i]: the summary of concurrency args.concurrency[i] in that round;
+    # model_throughput[round], model_cpu_ms_per_image[round]: {batch size: img/s or CPU ms per image} of
+    # vae.sample in this process, timed after that round.
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
-    if args.spawn:
-        with contextlib.ExitStack() as stack:
-            urls = {}
+    report.update(model_throughput=[], model_cpu_ms_per_image=[])
+    timer = None
+    if args.model_throughput:
+        timer = ModelTimer(args.model_dir, args.model or default_model(args.model_dir), args.cpu_threads)
+        print(f"model in-process: vae.sample with {timer.threads} torch thread(s), as the service")
+    with contextlib.ExitStack() as stack:
+        if args.spawn:
+            servers = {}
             for size in args.max_batch_sizes:
                 flags = ["--model-dir", str(args.model_dir), "--max-batch-size", str(size), *server_flags]
-                urls[size] = stack.enter_context(spawned_server(flags))
-            print(HEADER)
-            # Rounds alternate between the servers, so a change of load on a shared machine hits
-            # every configuration alike.
-            for _ in range(args.rounds):
-                for size, url in urls.items():
-                    results = sweep(url, f"max_batch={size}", args)
-                    rounds = report["runs"].setdefault(f"max_batch_size={size}", [])
-                    rounds.append([r.summary() for r in results])
-        compare_batching(report, args)
-    else:
+                servers[f"max_batch_size={size}"] = stack.enter_context(spawned_server(flags))
+        else:
+            servers = {args.url: (args.url, args.server_pid)}
         print(HEADER)
-        rounds = report["runs"].setdefault(args.url, [])
-        for _ in range(args.rounds):
-            rounds.append([r.summary() for r in sweep(args.url, "server", args)])
-    if args.model_throughput:
-        model = args.model or _default_model(args.model_dir)
-        observed = _nearest_batch(report)
-        sizes = sorted(set(args.max_batch_sizes) | ({observed} if observed else set()))
-        print(f"model throughput in-process, CPU ({model}, vae.sample, cpu_threads={args.cpu_threads}):")
-        tput = model_throughput(args.model_dir, model, sizes, max(3.0, args.duration / 2), args.cpu_threads)
-        for b, ips in tput.items():
-            print(f"  batch {b:>4}: {ips:8.1f} img/s")
-        report["model_throughput"] = tput
+        # Rounds alternate between the servers (and the model), so a change of load on a shared
+        # machine hits every configuration alike.
+        for r in range(args.rounds):
+            for label, (url, pid) in servers.items():
+                results = sweep(url, label.replace("_size", "") if args.spawn else "server", args, pid)
+                report["runs"].setdefault(label, []).append([x.summary() for x in results])
+            if timer is not None:
+                tput = timer.images_per_s(round_batches(report["runs"], r), max(3.0, args.duration / 4))
+                cpu = timer.cpu_ms_per_image
+                print(
+                    "  model: "
+                    + ", ".join(f"batch {b} {v:.1f} img/s (cpu {cpu[b]:.3f} ms/img)" for b, v in tput.items())
+                )
+                report["model_throughput"].append(tput)
+                report["model_cpu_ms_per_image"].append(cpu)
+    if args.spawn:
+        compare_batching(report, args)
+    if timer is not None:
+        compare_with_model(report, args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
@@ -368,18 +389,13 @@ def compare_batching(report: dict, args: argparse.Namespace) -> None:
             )
 
 
-def _default_model(model_dir: Path) -> str:
-    names = sorted(p.name for p in model_dir.iterdir() if (p / "config.json").is_file())
-    return "mnist" if "mnist" in names else names[0]
-
-
-def _nearest_batch(report: dict) -> int:
-    """The rounded mean batch size of the first run (0 when unknown)."""
-    for rounds in report["runs"].values():
-        for r in rounds[0]:
-            if not math.isnan(r["mean_batch"]):
-                return max(1, round(r["mean_batch"]))
-    return 0
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop when it is installed: the load generator's own CPU per request is less."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import ClassVar
@@ -35,7 +34,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import HeadersTooLarge, MalformedRequest, RequestTimeout, ServiceError, problem_bytes
 from .metrics import Metrics
-from .middleware import OVER_CONNECTION_LIMIT
+from .middleware import OVER_CONNECTION_LIMIT, new_request_id
 from .settings import Settings
 
 log = logging.getLogger("service.connections")
@@ -136,7 +135,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, error: ServiceError) -> None:
         """Answer `error` (problem+json) on the wire, then linger and close the connection."""
         self._refused_at = time.monotonic()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         log.info("%s: %d %s (request_id %s)", client, error.status, error.detail, request_id)
         if self.limits.metrics is not None:

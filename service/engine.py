@@ -66,7 +66,7 @@ class Engine:
 
     async def warmup(self, model: ServedModel) -> None:
         """One small batch per operation, so first requests do not pay for lazy initialisation."""
-        for op in OPERATIONS.values():
+        for op in (op for op in OPERATIONS.values() if op.serves(model.vae)):
             items = op.warmup_items(model.vae)
             t0 = time.perf_counter()
             outcomes = await self.call(self._isolate, model, op, items, False)
@@ -142,8 +142,8 @@ class Engine:
     def _record(
         self, model: ServedModel, op: Operation[ItemT, ResultT], size: int, produced: int, seconds: float
     ) -> None:
-        labels = {"model": model.name, "operation": op.name}
-        self.metrics.compute_duration.labels(**labels).observe(seconds)
-        self.metrics.batch_size.labels(**labels).observe(size)
-        self.metrics.images.labels(**labels).inc(produced)
-        self.metrics.batches.labels(**labels).inc()
+        m = self.metrics.batch_metrics(model.name, op.name)
+        m.compute_duration.observe(seconds)
+        m.batch_size.observe(size)
+        m.images.inc(produced)
+        m.batches.inc()

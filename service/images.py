@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model.imageio import FAST_PNG_LEVEL, MODE_CHANNELS, png_bytes
+from model.imageio import MODE_CHANNELS, fast_png
 
 from .errors import InvalidImage
 from .settings import Settings
@@ -137,7 +137,7 @@ def decode_image(data: bytes, size: int, channels: int, settings: Settings) -> n
 
 def encode_png(image: np.ndarray) -> bytes:
     """uint8 (H, W, C) with C in {1, 3} -> PNG bytes, compressed at the cheapest zlib level."""
-    return png_bytes(image, compress_level=FAST_PNG_LEVEL)
+    return fast_png(image)
 
 
 def b64_png(image: np.ndarray) -> str:

@@ -22,12 +22,13 @@ from model.noise import MAX_SEED
 from . import bodies, schemas, validation
 from .images import b64_png, decode_base64
 from .items import Endpoint, InterpolateItem, InterpolationPath
+from .model_route import ServiceRoute, model_endpoint, service
 from .registry import ServedModel
-from .routes import MODEL_ERRORS, Accepting, compute, png_response, prefers_png, prepare
+from .routes import MODEL_ERRORS, compute, labels_header, png_response, prefers_png, prepare
 from .settings import Settings
 from .state import ServiceState
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute)
 
 
 class InterpolationEnd(schemas.StrictModel):
@@ -97,9 +98,10 @@ class InterpolateRequest(schemas.StrictModel):
         description="Interpolate the top `layers` latent layers (all when omitted); the layers below "
         "come from `seed` at `temperature`, the same for every step.",
     )
-    temperature: schemas.TemperatureField = 1.0
+    temperature: schemas.TemperatureField = None
     seed: schemas.SeedField = None
     label: schemas.LabelField = None
+    guidance: schemas.Guidance | None = Field(None, description=schemas.SamplingGuidanceDescription)
     timeout_ms: schemas.TimeoutField = None
 
 
@@ -113,6 +115,9 @@ class InterpolateResponse(BaseModel):
     model: str
     layers: int = Field(description="Latent layers interpolated.")
     seed: int = Field(description="Seed of the layers below, and of image endpoints' posterior noise.")
+    label: int | None = Field(
+        description="The path's label: the one given, else the model's label rule applied to a seed start."
+    )
     data: list[InterpolatedImage]
 
 
@@ -144,13 +149,20 @@ def interpolate_items(
 ) -> list[InterpolateItem]:
     validation.within_image_limit("steps", req.steps, settings)
     seed = validation.seeds_for(req.seed, 1)[0]
+    start = endpoint_for("start", req.start, uploads.get("start"), seed, model, settings)
+    end = endpoint_for("end", req.end, uploads.get("end"), seed, model, settings)
+    # One label for the whole path. Left out, the model's label rule applied to a seed start, so the
+    # path begins at exactly the image /sample draws for that seed; an image start has no seed's label.
+    options = validation.sampling_for(req, model, settings, [start.seed])[0]
+    label = options.label if "label" in req.model_fields_set or start.image is None else None
     path = InterpolationPath(
-        start=endpoint_for("start", req.start, uploads.get("start"), seed, model, settings),
-        end=endpoint_for("end", req.end, uploads.get("end"), seed, model, settings),
+        start=start,
+        end=end,
         layers=validation.layers_for("layers", req.layers, model),
         seed=seed,
-        temperature=validation.temperature_for(req.temperature, model, settings),
-        label=validation.label_for(req.label, model),
+        temperature=options.temperature,
+        label=label,
+        guidance=options.guidance if label is not None else None,
     )
     return [InterpolateItem(path, t) for t in steps_t(req.steps)]
 
@@ -193,19 +205,24 @@ def request_body() -> dict[str, Any]:
     openapi_extra=request_body(),
     tags=["latents"],
 )
-async def interpolate(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def interpolate(request: Request) -> Any:
     """`steps` images from `start` to `end` (each a seed or an image), interpolated spherically in each
     latent layer's standardized prior noise and decoded top-down. With every layer interpolated the
     ends are the endpoint images: /sample's image of a seed, the full reconstruction of an image."""
+    svc = service(request)
     req, model, items = await prepare(request, svc, interpolate_request)
     images = await compute(request, svc, "interpolate", model, items, req.timeout_ms)
     path = items[0].path
     if prefers_png(request):
-        return png_response(images, [path.seed] * len(images), columns=len(images))
+        return png_response(
+            images, [path.seed] * len(images), labels_header([path.label] * len(images)), columns=len(images)
+        )
     return InterpolateResponse(
         created=int(time.time()),
         model=model.name,
         layers=path.layers,
         seed=path.seed,
+        label=path.label,
         data=[InterpolatedImage(b64_json=b64_png(img), t=it.t) for img, it in zip(images, items)],
     )

@@ -29,6 +29,18 @@ class SampleItem:
 
 
 @dataclass(frozen=True)
+class UpscaleItem:
+    """A super-resolution model's sample given a low-resolution image (/upscale, a cascade's stage)."""
+
+    low_res: np.ndarray  # uint8 (h, h, C), h = the model's low_res
+    seed: int
+    temperature: Temperature = 1.0
+    label: int | None = None
+    guidance: GuidanceWeights | None = None
+    low_res_noise: float | None = None  # None: the model's training value
+
+
+@dataclass(frozen=True)
 class ReconstructItem:
     image: np.ndarray  # uint8 (H, W, C)
     layers: int  # top latent layers taken from the image's posterior
@@ -71,6 +83,7 @@ class InterpolationPath:
     seed: int  # the layers below (and their output-layer draws)
     temperature: Temperature = 1.0  # of the layers below
     label: int | None = None
+    guidance: GuidanceWeights | None = None
 
 
 @dataclass(frozen=True)

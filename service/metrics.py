@@ -6,6 +6,9 @@ sizes in images. `endpoint` is the route template ("/sample"), never the raw pat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Latency buckets from 1 ms (a tiny model on a GPU) to 2 minutes (a 1024x1024 batch on a CPU).
@@ -22,6 +25,19 @@ def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
         b *= 2
     buckets.append(float(max_batch_size))
     return tuple(buckets)
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    """The metrics of one (model, operation), already labelled: `labels()` costs a lock and a dict
+    lookup per call, several times per request and once per queued image."""
+
+    queue_depth: Any
+    queue_duration: Any
+    compute_duration: Any
+    batch_size: Any
+    images: Any
+    batches: Any
 
 
 class Metrics:
@@ -92,6 +108,32 @@ class Metrics:
         self.ready = Gauge(
             "vae_ready", "1 when every model is loaded and warmed up and not draining.", registry=r
         )
+        self._answers: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._batch: dict[tuple[str, str], BatchMetrics] = {}
+
+    def answered(self, endpoint: str, code: str, seconds: float) -> None:
+        """Count one answer of `endpoint` (a route template) and its duration."""
+        children = self._answers.get((endpoint, code))
+        if children is None:  # endpoints are templates and codes few: the cache stays small
+            children = (
+                self.requests.labels(endpoint=endpoint, code=code),
+                self.request_duration.labels(endpoint),
+            )
+            self._answers[(endpoint, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def batch_metrics(self, model: str, operation: str) -> BatchMetrics:
+        """The batch and queue metrics of one model and operation."""
+        found = self._batch.get((model, operation))
+        if found is None:
+            labels = {"model": model, "operation": operation}
+            found = BatchMetrics(
+                *(m.labels(**labels) for m in (self.queue_depth, self.queue_duration, self.compute_duration)),
+                *(m.labels(**labels) for m in (self.batch_size, self.images, self.batches)),
+            )
+            self._batch[(model, operation)] = found
+        return found
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

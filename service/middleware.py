@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import sys
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,6 +42,13 @@ REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Set in scope["state"] by the connection protocol on connections beyond max_connections.
 OVER_CONNECTION_LIMIT = "over_connection_limit"
 DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+def new_request_id() -> str:
+    """32 random hex digits. Not uuid4: its os.urandom is a system call that gives up the GIL, and
+    the event loop then waited for the engine thread to hand it back; a request id needs to be
+    unique, not unpredictable."""
+    return f"{random.getrandbits(128):032x}"
 
 
 async def send_problem(
@@ -69,7 +76,7 @@ class RequestTrackingMiddleware:
             return
         start = time.monotonic()
         given = _header(scope, b"x-request-id")
-        request_id = given if given and REQUEST_ID_PATTERN.match(given) else uuid.uuid4().hex
+        request_id = given if given and REQUEST_ID_PATTERN.match(given) else new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrival"] = start
@@ -110,8 +117,7 @@ class RequestTrackingMiddleware:
             if endpoint is None:
                 endpoint = scope["path"] if scope["path"] in self.static_paths else "other"
             code = str(status or 500)
-            self.metrics.requests.labels(endpoint=endpoint, code=code).inc()
-            self.metrics.request_duration.labels(endpoint=endpoint).observe(time.monotonic() - start)
+            self.metrics.answered(endpoint, code, time.monotonic() - start)
 
 
 # Methods whose requests carry no body we read: they skip the guard at no cost.

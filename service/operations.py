@@ -41,12 +41,13 @@ from .items import (
     StageInfo,
     StageSink,
     StreamItem,
+    UpscaleItem,
 )
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 # Items that carry sampling options (temperature, label, guidance, seed).
-SamplingItem = SampleItem | DecodeItem
+SamplingItem = SampleItem | DecodeItem | InterpolationPath | UpscaleItem
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +104,18 @@ def sampling_options(vae: VDVAE, items: Sequence[SamplingItem]) -> dict[str, Any
 
 def run_sample(vae: VDVAE, items: Sequence[SampleItem]) -> list[Image]:
     images = vae.sample(len(items), **sampling_options(vae, items))
+    return list(images.cpu().numpy())
+
+
+def run_upscale(vae: VDVAE, items: Sequence[UpscaleItem]) -> list[Image]:
+    """A super-resolution model's samples, each conditioned on its item's low-resolution image."""
+    noise = [vae.hp.low_res_noise if it.low_res_noise is None else it.low_res_noise for it in items]
+    images = vae.sample(
+        len(items),
+        **sampling_options(vae, items),
+        low_res=torch.from_numpy(np.stack([it.low_res for it in items])),
+        low_res_noise=noise,
+    )
     return list(images.cpu().numpy())
 
 
@@ -219,6 +232,7 @@ def run_interpolate(vae: VDVAE, items: Sequence[InterpolateItem]) -> list[Image]
         len(items),
         temperature=path_temperature(layers, [it.path.temperature for it in items], vae.hp.num_layers),
         labels=labels(vae, [it.path for it in items]),
+        guidance=guidance([it.path for it in items]),
         seeds=GivenNoise(given, [it.path.seed for it in items]),
     )
     return list(out.cpu().numpy())
@@ -226,12 +240,18 @@ def run_interpolate(vae: VDVAE, items: Sequence[InterpolateItem]) -> list[Image]
 
 @dataclass(frozen=True)
 class Operation(Generic[ItemT, ResultT]):
-    """One batched operation: its runner (items in, one result per item out, in order) and the
-    items of a small warm-up batch for a model."""
+    """One batched operation: its runner (items in, one result per item out, in order), the items
+    of a small warm-up batch for a model, and the models it serves: "plain" ones (they sample from
+    the prior alone), "super_resolution" ones (HParams.low_res: they need a low-resolution image), or
+    "any"."""
 
     name: str
     run: Callable[[VDVAE, Sequence[ItemT]], list[ResultT]]
     warmup_items: Callable[[VDVAE], list[ItemT]]
+    models: str = "plain"
+
+    def serves(self, vae: VDVAE) -> bool:
+        return self.models == "any" or (self.models == "super_resolution") == bool(vae.hp.low_res)
 
 
 def _blank(vae: VDVAE) -> np.ndarray:
@@ -241,6 +261,12 @@ def _blank(vae: VDVAE) -> np.ndarray:
 
 def _warm_sample(vae: VDVAE) -> list[SampleItem]:
     return [SampleItem(seed=0), SampleItem(seed=1, temperature=0.5)]
+
+
+def _warm_upscale(vae: VDVAE) -> list[UpscaleItem]:
+    hp = vae.hp
+    low = np.zeros((hp.low_res, hp.low_res, hp.image_channels), dtype=np.uint8)
+    return [UpscaleItem(low, seed=0), UpscaleItem(low, seed=1, temperature=0.5, low_res_noise=0.0)]
 
 
 def _warm_reconstruct(vae: VDVAE) -> list[ReconstructItem]:
@@ -280,10 +306,13 @@ OPERATIONS: dict[str, Operation[Any, Any]] = {
     op.name: op
     for op in (
         Operation[SampleItem, Image]("sample", run_sample, _warm_sample),
-        Operation[ReconstructItem, ReconstructResult]("reconstruct", run_reconstruct, _warm_reconstruct),
-        Operation[EncodeItem, EncodeResult]("encode", run_encode, _warm_encode),
+        Operation[ReconstructItem, ReconstructResult](
+            "reconstruct", run_reconstruct, _warm_reconstruct, "any"
+        ),
+        Operation[EncodeItem, EncodeResult]("encode", run_encode, _warm_encode, "any"),
         Operation[DecodeItem, Image]("decode", run_decode, _warm_decode),
         Operation[StreamItem, Image]("sample_stream", run_sample_stream, _warm_stream),
         Operation[InterpolateItem, Image]("interpolate", run_interpolate, _warm_interpolate),
+        Operation[UpscaleItem, Image]("upscale", run_upscale, _warm_upscale, "super_resolution"),
     )
 }

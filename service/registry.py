@@ -2,7 +2,11 @@
 
 A model folder is `<model_dir>/<name>/` with `config.json` and `model.safetensors` (model.checkpoint);
 its name is the folder name. A folder that fails to load is logged and reported by /health/ready,
-and the others are still served.
+and the others are still served. A cascade folder (model.cascade) is served under its folder name
+too: its stages are the served models of the folders it names (so they share their batches with
+requests made to them directly), or, for a stage folder that is not served on its own (inside the
+cascade folder), a stage model of its own named `<cascade>.stage<k>`, listed nowhere but batched
+like the others.
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from typing import Any
 
 import torch
 
+from model.cascade import CascadeStage, StageOptions, checked_cascade, is_cascade_folder, stage_entries
 from model.checkpoint import CheckpointError, load_model, model_folders
 from model.hparams import HParams
 from model.inference import optimize_for_inference
 from model.vae import VDVAE
 
-from .errors import ModelNotFound
+from .errors import ModelNotFound, ServiceError, invalid_input
 
 log = logging.getLogger("service.registry")
 
@@ -76,30 +81,113 @@ class ServedModel:
             "latent_shapes": [list(s) for s in self.vae.latent_shapes()],
             "parameters": sum(p.numel() for p in self.vae.parameters()),
             "num_classes": hp.num_classes,
+            "low_res": hp.low_res,
+            "low_res_noise": hp.low_res_noise if hp.low_res else 0.0,
+            "attention": hp.attention,
             "conditional": hp.conditional,
             "output_head": hp.output_head,
             "dataset": hp.dataset,
             "device": str(self.vae.device),
             "amp": str(self.vae.amp_dtype).removeprefix("torch.") if self.vae.amp_dtype else "none",
+            "sampling": self.vae.sampling.to_dict(),
             "provenance": without_absolute_paths(self.vae.provenance),  # written by whoever trained it
         }
 
 
 @dataclass
+class ServedCascade:
+    """A cascade: its stages' served models (base first) and the cascade's options for each."""
+
+    name: str
+    stages: list[ServedModel]
+    options: list[StageOptions]
+    listed: list[bool]  # whether each stage's model is also served (and listed) on its own
+
+    def info(self) -> dict[str, Any]:
+        """Metadata for GET /v1/models/{name}: the final images' shape, the base stage's classes and
+        sampling defaults, and each stage."""
+        base, last = self.stages[0].info(), self.stages[-1].info()
+        stages = [
+            {
+                "index": k,
+                "model": m.name,
+                "served": listed,
+                "image_size": m.hp.image_size,
+                "low_res": m.hp.low_res,
+                "num_layers": m.num_layers,
+                "conditional": m.hp.conditional,
+                "sampling": m.vae.sampling.to_dict(),
+                "options": opts.to_json(),
+            }
+            for k, (m, opts, listed) in enumerate(zip(self.stages, self.options, self.listed))
+        ]
+        return {
+            **{k: last[k] for k in ("image_size", "image_channels", "output_head", "device", "amp")},
+            **{k: base[k] for k in ("num_classes", "conditional", "dataset", "sampling")},
+            "id": self.name,
+            "object": "cascade",
+            "num_layers": sum(m.num_layers for m in self.stages),
+            "latent_shapes": [],  # no one latent space: /encode and /decode take the stages' models
+            "parameters": sum(m.info()["parameters"] for m in self.stages),
+            "provenance": {},
+            "stages": stages,
+        }
+
+
+@dataclass
 class ModelRegistry:
-    """Models by name, the default one, and the folders that failed to load."""
+    """Models and cascades by name, the default one, the cascades' own stage models, and the
+    folders that failed to load."""
 
     models: dict[str, ServedModel] = field(default_factory=dict)
     default_name: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    cascades: dict[str, ServedCascade] = field(default_factory=dict)
+    stage_models: dict[str, ServedModel] = field(default_factory=dict)  # stages served by no other name
+
+    def served(self) -> list[ServedModel]:
+        """Every model that needs batchers: the listed ones and the cascades' own stages."""
+        return [*self.models.values(), *self.stage_models.values()]
+
+    def get_any(self, name: str | None) -> ServedModel | ServedCascade:
+        """The named model or cascade (the default when None), or ModelNotFound listing them."""
+        key = self.default_name if name is None else name
+        if key in self.models:
+            return self.models[key]
+        if key in self.cascades:
+            return self.cascades[key]
+        known = ", ".join(sorted([*self.models, *self.cascades])) or "none"
+        raise ModelNotFound(f"no model named {name!r}; served models: {known}")
 
     def get(self, name: str | None) -> ServedModel:
-        """The named model (the default when None), or ModelNotFound listing what is served."""
-        key = self.default_name if name is None else name
-        if key is None or key not in self.models:
-            known = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"no model named {name!r}; served models: {known}")
-        return self.models[key]
+        """The named model (the default when None): ModelNotFound, or a 422 for a cascade (only
+        /sample and /sample/stream run one)."""
+        found = self.get_any(name)
+        if isinstance(found, ServedCascade):
+            stages = ", ".join(m.name for m in found.stages)
+            raise invalid_input(
+                [
+                    {
+                        "loc": ["body", "model"],
+                        "msg": f"model {found.name!r} is a cascade ({stages}): POST /sample and "
+                        "/sample/stream run it; this endpoint takes one of its stages' models",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        return found
+
+    def unsupported(self, model: str, operation: str) -> ServiceError:
+        """The 422 of an operation that a model does not serve (see Operation.models)."""
+        sr = operation != "upscale"
+        why = (
+            "is a super-resolution model: it needs a low-resolution image (POST /upscale, or a cascade)"
+            if sr
+            else "is not a super-resolution model: POST /upscale takes one (GET /v1/models: low_res)"
+        )
+        return invalid_input(
+            [{"loc": ["body", "model"], "msg": f"model {model!r} {why}", "type": "value_error"}]
+        )
 
 
 def load_registry(
@@ -108,11 +196,15 @@ def load_registry(
     """Load every model folder under model_dir (blocking: call it off the event loop), each in its
     fast inference form (model.inference: channels_last, amp on CUDA, optional torch.compile)."""
     registry = ModelRegistry()
+    cascades, paths = [], {}  # cascade folders, loaded models by their folder's resolved path
     for folder in model_folders(model_dir):
         name = folder.name
         if not NAME_PATTERN.match(name):
             registry.errors[name] = "folder name is not a valid model name ([A-Za-z0-9._-], up to 64)"
             log.error("skipping %s: %s", folder, registry.errors[name])
+            continue
+        if is_cascade_folder(folder):
+            cascades.append(folder)
             continue
         try:
             vae = load_model(folder, device=device)
@@ -121,15 +213,51 @@ def load_registry(
             log.error("cannot load model %r: %s", name, e)
             continue
         optimize_for_inference(vae, amp=amp, compile=compile)
-        registry.models[name] = ServedModel(name=name, vae=vae)
+        registry.models[name] = paths[folder.resolve()] = ServedModel(name=name, vae=vae)
         log.info(
             "loaded model %r from %s: %dx%dx%d, %d latent layers, %s classes, on %s",
             name, folder, vae.hp.image_size, vae.hp.image_size, vae.hp.image_channels,
             vae.hp.num_layers, vae.hp.num_classes or "no", device,
         )  # fmt: skip
-    if default_model in registry.models:
+    for folder in cascades:
+        try:
+            registry.cascades[folder.name] = load_served_cascade(
+                folder, paths, registry, device, amp, compile
+            )
+        except CheckpointError as e:
+            registry.errors[folder.name] = public_message(str(e), folder)
+            log.error("cannot load cascade %r: %s", folder.name, e)
+    if default_model in registry.models or default_model in registry.cascades:
         registry.default_name = default_model
     elif registry.models:
         registry.default_name = next(iter(registry.models))
         log.warning("default model %r not found; using %r", default_model, registry.default_name)
     return registry
+
+
+def load_served_cascade(
+    folder: Path,
+    paths: dict[Path, ServedModel],
+    registry: ModelRegistry,
+    device: torch.device,
+    amp: str,
+    compile: bool,
+) -> ServedCascade:
+    """A cascade folder's stages: the served model of each folder it names, or a stage model of its
+    own (registry.stage_models); CheckpointError when a stage cannot be loaded or they do not chain."""
+    stages, listed = [], []
+    entries = stage_entries(folder)
+    for k, entry in enumerate(entries):
+        served = paths.get(entry.path.resolve())
+        listed.append(served is not None)
+        if served is None:
+            vae = load_model(entry.path, device=device)
+            optimize_for_inference(vae, amp=amp, compile=compile)
+            served = ServedModel(name=f"{folder.name}.stage{k}", vae=vae)
+        stages.append(served)
+    checked_cascade(folder, [CascadeStage(e.name, m.vae, e.options) for e, m in zip(entries, stages)])
+    for m, is_listed in zip(stages, listed):
+        if not is_listed:
+            registry.stage_models[m.name] = m
+    log.info("loaded cascade %r: %s", folder.name, " -> ".join(m.name for m in stages))
+    return ServedCascade(folder.name, stages, [e.options for e in entries], listed)

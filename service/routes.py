@@ -8,11 +8,11 @@ for `Accept: image/png`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Annotated, Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
@@ -20,57 +20,24 @@ from pydantic import BaseModel
 from model.imageio import grid_columns, grid_png
 
 from . import bodies, schemas, validation
+from .cascade import CascadePlan, StageRunner, cascade_plan, cascade_stages
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
 from .images import b64_png, encode_png
 from .items import DecodeItem, SampleItem
+from .model_route import ServiceRoute, model_endpoint, service
 from .parsing import read_body
-from .registry import ServedModel
+from .registry import ServedCascade, ServedModel
 from .settings import Settings
 from .state import Phase, ServiceState
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute)
 metrics_router = APIRouter()  # left out when metrics_access is closed
 
 MODEL_ERRORS = schemas.problem_responses(400, 404, 408, 413, 415, 422, 503, 504)
 T = TypeVar("T")
 ReqT = TypeVar("ReqT", bound=BaseModel)
 ItemT = TypeVar("ItemT")
-
-
-def service(request: Request) -> ServiceState:
-    return request.app.state.service
-
-
-def admit(svc: ServiceState) -> Callable[[], None]:
-    """503 unless the service is ready; else count a model request in flight, until the returned
-    call (which may be called more than once) ends it."""
-    svc.check_accepting()
-    svc.inflight.requests += 1
-    svc.metrics.inflight.inc()
-    done = False
-
-    def release() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            svc.inflight.requests -= 1
-            svc.metrics.inflight.dec()
-
-    return release
-
-
-async def accepting(request: Request) -> AsyncIterator[ServiceState]:
-    """Dependency of the model endpoints: 503 unless ready; counts the request as in flight."""
-    svc = service(request)
-    release = admit(svc)
-    try:
-        yield svc
-    finally:
-        release()
-
-
-Accepting = Annotated[ServiceState, Depends(accepting)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +73,11 @@ async def compute(
         svc.inflight.queued -= 1
 
 
+def stage_runner(request: Request, svc: ServiceState, timeout_ms: int | None) -> StageRunner:
+    """`compute` for each stage of a cascade request, under the request's one deadline."""
+    return lambda operation, model, items: compute(request, svc, operation, model, items, timeout_ms)
+
+
 async def prepare(request: Request, svc: ServiceState, build: Callable[[bytes, str, ServiceState], T]) -> T:
     """Read the body and turn it into (request, model, items) with `build`, off the loop when large."""
     raw = await read_body(request)
@@ -114,9 +86,17 @@ async def prepare(request: Request, svc: ServiceState, build: Callable[[bytes, s
 
 def sample_request(
     raw: bytes, content_type: str, svc: ServiceState
-) -> tuple[schemas.SampleRequest, ServedModel, list[SampleItem]]:
+) -> (
+    tuple[schemas.SampleRequest, ServedModel, list[SampleItem]]
+    | tuple[schemas.SampleRequest, ServedCascade, CascadePlan]
+):
+    """/sample's body: a model's items, or a cascade's plan (service.cascade)."""
     req = bodies.json_body(raw, content_type, schemas.SampleRequest, svc.settings)
-    model = svc.registry.get(req.model)
+    model = svc.registry.get_any(req.model)
+    if isinstance(model, ServedCascade):
+        return req, model, cascade_plan(req, model, svc.settings)
+    if req.stages is not None:
+        raise validation.invalid("stages", f"model {model.name!r} is not a cascade: omit stages")
     return req, model, validation.sample_items(req, model, svc.settings)
 
 
@@ -165,6 +145,11 @@ def prefers_png(request: Request) -> bool:
     return png > 0 and png >= weights.get("application/json", 0.0)
 
 
+def labels_header(labels: Sequence[int | None]) -> dict[str, str]:
+    """X-Labels: each image's label, comma-separated, "null" for the unconditional prior."""
+    return {"X-Labels": ",".join("null" if y is None else str(y) for y in labels)}
+
+
 def png_response(
     images: list[np.ndarray],
     seeds: list[int],
@@ -185,11 +170,21 @@ def png_response(
     return Response(body, media_type="image/png", headers=headers)
 
 
-def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int]) -> schemas.ImageResponse:
+def sampled_response(
+    request: Request, model: ServedModel | ServedCascade, images: list[np.ndarray], items: Sequence[Any]
+) -> Any:
+    """The answer of an endpoint that samples: JSON with each image's seed and label, or the PNG
+    (a grid for several) with X-Seeds and X-Labels."""
+    seeds, labels = [it.seed for it in items], [it.label for it in items]
+    if prefers_png(request):
+        return png_response(images, seeds, labels_header(labels))
     return schemas.ImageResponse(
         created=int(time.time()),
         model=model.name,
-        data=[schemas.EncodedImage(b64_json=b64_png(img), seed=s) for img, s in zip(images, seeds)],
+        data=[
+            schemas.SampledImage(b64_json=b64_png(img), seed=s, label=y)
+            for img, s, y in zip(images, seeds, labels)
+        ],
     )
 
 
@@ -209,15 +204,26 @@ def image_response(model: ServedModel, images: list[np.ndarray], seeds: list[int
     openapi_extra=schemas.json_request_body(schemas.SampleRequest),
     tags=["images"],
 )
-async def sample(request: Request, svc: Accepting) -> Any:
-    """n images from the model's prior, optionally class-conditional and guided. Image i uses seed + i;
-    the seeds used are returned. `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds."""
+@model_endpoint
+async def sample(request: Request) -> Any:
+    """n images from the model's prior. Image i uses seed + i; the seeds used are returned, and the
+    label each image was drawn with. Options left out take the model's sampling defaults (GET
+    /v1/models: `sampling`): for a class-conditional model, image i's label is seed_i mod
+    num_classes unless `label` is given; `"label": null` draws from the unconditional prior.
+    `Accept: image/png` returns the PNG (a grid for n > 1) with X-Seeds and X-Labels.
+
+    A cascade (GET /v1/models: object "cascade") runs its stages in this one request, each batched
+    with the other requests at that stage; `stages[k]` gives stage k's temperature, guidance and
+    low_res_noise. The answer is its last stage's images, with the images' own seeds and labels."""
+    svc = service(request)
     body, model, items = await prepare(request, svc, sample_request)
+    if isinstance(model, ServedCascade):
+        stages = [
+            images async for images in cascade_stages(items, stage_runner(request, svc, body.timeout_ms))
+        ]
+        return sampled_response(request, model, stages[-1], items.items)
     images = await compute(request, svc, "sample", model, items, body.timeout_ms)
-    seeds = [it.seed for it in items]
-    if prefers_png(request):
-        return png_response(images, seeds)
-    return image_response(model, images, seeds)
+    return sampled_response(request, model, images, items)
 
 
 @router.post(
@@ -228,9 +234,11 @@ async def sample(request: Request, svc: Accepting) -> Any:
     openapi_extra=schemas.image_request_body(schemas.ReconstructRequest),
     tags=["images"],
 )
-async def reconstruct(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def reconstruct(request: Request) -> Any:
     """The top `layers` latent layers from the image's posterior, the rest from the prior (at the
     given temperature), in one pass. Returns the reconstruction and the bits it took from the image."""
+    svc = service(request)
     req, model, item = await prepare(request, svc, reconstruct_request)
     (result,) = await compute(request, svc, "reconstruct", model, [item], req.timeout_ms)
     if prefers_png(request):
@@ -251,9 +259,11 @@ async def reconstruct(request: Request, svc: Accepting) -> Any:
     openapi_extra=schemas.image_request_body(schemas.EncodeRequest),
     tags=["latents"],
 )
-async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
+@model_endpoint
+async def encode(request: Request) -> schemas.EncodeResponse:
     """The image's posterior: KL of each latent layer in bits, rate, distortion and the ELBO bound in
     bits per dim, and on request (`latents: k`) the z of the top k layers as float32 tensors."""
+    svc = service(request)
     req, model, item = await prepare(request, svc, encode_request)
     (result,) = await compute(request, svc, "encode", model, [item], req.timeout_ms)
     return schemas.EncodeResponse(
@@ -278,14 +288,15 @@ async def encode(request: Request, svc: Accepting) -> schemas.EncodeResponse:
     openapi_extra=schemas.json_request_body(schemas.DecodeRequest),
     tags=["latents"],
 )
-async def decode(request: Request, svc: Accepting) -> Any:
+@model_endpoint
+async def decode(request: Request) -> Any:
     """The image whose top latent layers are the given z (as /encode returns them); the layers
-    below come from the prior at the given temperature and seed."""
+    below come from the prior at the given temperature and seed. Options left out take the model's
+    sampling defaults, as in /sample."""
+    svc = service(request)
     body, model, item = await prepare(request, svc, decode_request)
     images = await compute(request, svc, "decode", model, [item], body.timeout_ms)
-    if prefers_png(request):
-        return png_response(images, [item.seed])
-    return image_response(model, images, [item.seed])
+    return sampled_response(request, model, images, [item])
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,7 +304,7 @@ async def decode(request: Request, svc: Accepting) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
+def model_info(svc: ServiceState, model: ServedModel | ServedCascade) -> schemas.ModelInfo:
     s = svc.settings
     limits = schemas.ServingLimits(
         max_batch_size=s.max_batch_size,
@@ -307,7 +318,8 @@ def model_info(svc: ServiceState, model: ServedModel) -> schemas.ModelInfo:
 @router.get("/v1/models", response_model=schemas.ModelList, tags=["models"], summary="The served models")
 async def list_models(request: Request) -> schemas.ModelList:
     svc = service(request)
-    return schemas.ModelList(data=[model_info(svc, m) for m in svc.registry.models.values()])
+    served = [*svc.registry.models.values(), *svc.registry.cascades.values()]
+    return schemas.ModelList(data=[model_info(svc, m) for m in served])
 
 
 @router.get(
@@ -319,7 +331,7 @@ async def list_models(request: Request) -> schemas.ModelList:
 )
 async def get_model(name: str, request: Request) -> schemas.ModelInfo:
     svc = service(request)
-    return model_info(svc, svc.registry.get(name))
+    return model_info(svc, svc.registry.get_any(name))
 
 
 @router.get(
@@ -342,7 +354,9 @@ async def ready(request: Request) -> Any:
     svc = service(request)
     if svc.phase is Phase.READY:
         return schemas.Health(
-            status="ready", models=sorted(svc.registry.models), model_errors=svc.registry.errors
+            status="ready",
+            models=sorted([*svc.registry.models, *svc.registry.cascades]),
+            model_errors=svc.registry.errors,
         )
     error = (
         ShuttingDown(svc.problem)

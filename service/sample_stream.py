@@ -7,7 +7,8 @@ final images given the latent layers drawn so far, with the layers below at thei
 (temperature 0). Then one `final` event with the samples, identical to /sample's for the same seeds
 and parameters. A problem after the stream began (deadline, a failing image) is an `error` event
 carrying the problem document; before that (bad input, full queue) the answer is the usual
-problem+json. A client that disconnects stops its images' work at the next resolution.
+problem+json. A client that disconnects stops its images' work at the next resolution. A cascade
+streams one event per stage instead (service.cascade_stream).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from pydantic import BaseModel
 from model.decoder import resolution_stops
 
 from . import schemas
+from .cascade_stream import CascadeStream
 from .errors import ServiceError, count_failure, problem_body
 from .images import b64_png
 from .items import Image, SampleItem, StreamItem
-from .registry import ServedModel
-from .routes import MODEL_ERRORS, admit, prepare, request_context, sample_request, service
+from .model_route import admit, service
+from .registry import ServedCascade, ServedModel
+from .routes import MODEL_ERRORS, prepare, request_context, sample_request
 from .state import ServiceState
 from .streaming import EventStream, StageQueue, sse
 
@@ -168,7 +171,11 @@ async def sample_stream(request: Request) -> EventStream:
     release = admit(svc)
     try:
         body, model, items = await prepare(request, svc, sample_request)
-        stream = SampleStream(request, svc, model, items, body.timeout_ms)
+        if isinstance(model, ServedCascade):  # one event per stage (service.cascade_stream)
+            stream = CascadeStream(request, svc, items, body.timeout_ms)
+            items = items.items
+        else:
+            stream = SampleStream(request, svc, model, items, body.timeout_ms)
     except BaseException:
         release()
         raise

@@ -5,6 +5,10 @@ These models check what can be checked without a model: strict types (no "8" for
 and not a silent default). Checks that need the model or the settings (n limit, temperature bounds
 and per-layer length, labels, latent shapes) are in validation.py; openapi.py writes those same
 bounds into the published schema.
+
+Sampling options left out of a request (temperature, label, guidance) take the model's sampling
+defaults (GET /v1/models: `sampling`; validation.sampling_for). An explicit `"label": null` asks for
+the unconditional prior, an explicit `"guidance": null` for no guidance.
 """
 
 from __future__ import annotations
@@ -57,17 +61,24 @@ TemperatureField = Annotated[
                 {"type": "array", "items": {"type": "number", "minimum": 0}},
             ],
             "description": "Prior temperature: one number for every latent layer, or one per latent "
-            "layer (top-down; as many as the model's num_layers).",
-            "default": 1.0,
+            "layer (top-down; as many as the model's num_layers). Omitted: the model's recommended "
+            "temperature (GET /v1/models: sampling.temperature).",
         }
     ),
 ]
 LabelField = Annotated[
     int | None,
     Field(
-        ge=0, description="Class label, for class-conditional models only; omit for an unconditional draw."
+        ge=0,
+        description="Class label, for class-conditional models only. Omitted: the model's label rule "
+        '(sampling.label; "seed": image i gets label seed_i mod num_classes, reported per image). '
+        "null: the unconditional prior (the null label).",
     ),
 ]
+SamplingGuidanceDescription = (
+    "Guidance weights, for images with a label. Omitted: the model's recommended guidance "
+    "(sampling.guidance); null: none."
+)
 TimeoutField = Annotated[
     int | None,
     Field(
@@ -97,14 +108,39 @@ class Guidance(StrictModel):
     variance: NonNegativeFloat = Field(0.0, description="Guidance weight on the prior variance.")
 
 
+LowResNoiseField = Annotated[
+    float | None,
+    Field(
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Super-resolution stages: the std of the Gaussian noise added to the low-resolution "
+        "input in [-1, 1] (conditioning augmentation). Omitted: the cascade's option for the stage, else "
+        "the model's training value (low_res_noise in GET /v1/models).",
+    ),
+]
+
+
+class StageRequest(StrictModel):
+    """One stage's options in a cascade's /sample. Each one left out is the cascade's option for the
+    stage, else the stage model's sampling default (GET /v1/models: stages[k])."""
+
+    temperature: TemperatureField = None
+    guidance: Guidance | None = Field(
+        None, description="Guidance of a class-conditional stage; omitted: its default; null: none."
+    )
+    low_res_noise: LowResNoiseField = None
+
+
 class SampleRequest(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
         json_schema_extra={
             "examples": [
-                {"n": 4, "temperature": 0.8, "seed": 42},
+                {"n": 4, "seed": 42},
                 {"model": "mnist", "n": 1, "label": 7, "guidance": {"mean": 1.0, "variance": 0.5}, "seed": 7},
+                {"n": 4, "label": None, "temperature": 0.8, "seed": 42},
             ]
         },
     )
@@ -113,10 +149,45 @@ class SampleRequest(StrictModel):
     n: int = Field(
         1, ge=1, le=4096, description="Number of images (at most the service's max_images_per_request)."
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description="Guidance weights; needs a label.")
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    stages: list[StageRequest] | None = Field(
+        None,
+        max_length=16,
+        description='Cascades only (GET /v1/models: object "cascade"): one entry per stage, base first, '
+        "each stage's temperature, guidance and low_res_noise; a cascade takes these instead of the "
+        "top-level temperature and guidance. `label` applies to every class-conditional stage.",
+    )
+    timeout_ms: TimeoutField = None
+
+
+class UpscaleRequest(StrictModel):
+    """JSON form of /upscale; the multipart form has the same fields with `image` as a file."""
+
+    # No example: the examples at /docs must work as written, and this one needs a super-resolution model.
+
+    model: ModelField = None
+    image_b64: str | None = Field(
+        None,
+        description="The low-resolution image as base64 PNG or JPEG (a data: URL prefix is allowed), of "
+        "the model's low_res size; JSON bodies only.",
+    )
+    stage: int | None = Field(
+        None,
+        ge=1,
+        description="When `model` is a cascade: which of its super-resolution stages (1 = the first "
+        "after the base); omitted: the stage that takes the base stage's images.",
+    )
+    temperature: TemperatureField = None
+    seed: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_SEED, description="The image's seed; random when omitted, always returned."),
+    ] = None
+    label: LabelField = None
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    low_res_noise: LowResNoiseField = None
     timeout_ms: TimeoutField = None
 
 
@@ -139,11 +210,16 @@ class ReconstructRequest(StrictModel):
         None,
         ge=0,
         description="How many top latent layers come from the image's posterior (the rest from the prior); "
-        "all of them when omitted, 0 gives an unconditional sample.",
+        "all of them when omitted, 0 gives a sample from the prior.",
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
-    label: LabelField = None
+    label: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The class the image shows (class-conditional models); omitted: the null label."
+        ),
+    ] = None
     timeout_ms: TimeoutField = None
 
 
@@ -164,7 +240,12 @@ class EncodeRequest(StrictModel):
         0, ge=0, description="Return the posterior samples z of this many top latent layers."
     )
     seed: SeedField = None
-    label: LabelField = None
+    label: Annotated[
+        int | None,
+        Field(
+            ge=0, description="The class the image shows (class-conditional models); omitted: the null label."
+        ),
+    ] = None
     timeout_ms: TimeoutField = None
 
 
@@ -209,10 +290,10 @@ class DecodeRequest(StrictModel):
         description="z of the top k latent layers, as /encode returns them (layers 0..k-1 in order); "
         "the layers below come from the prior.",
     )
-    temperature: TemperatureField = 1.0
+    temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = None
+    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
     timeout_ms: TimeoutField = None
 
 
@@ -226,12 +307,19 @@ class EncodedImage(BaseModel):
     seed: int
 
 
+class SampledImage(EncodedImage):
+    label: int | None = Field(
+        description="The class label the image was drawn with (given, or from its seed under the "
+        "model's label rule); null: the unconditional prior."
+    )
+
+
 class ImageResponse(BaseModel):
     """OpenAI-style image list."""
 
     created: int = Field(description="Unix time of the response.")
     model: str
-    data: list[EncodedImage]
+    data: list[SampledImage]
 
 
 class ReconstructedImage(EncodedImage):
@@ -264,6 +352,17 @@ class EncodeResponse(BaseModel):
     latents: list[LatentTensor] = Field(default_factory=list)
 
 
+class SamplingDefaults(BaseModel):
+    """What /sample and /decode use for options a request leaves out (config.json's "sampling")."""
+
+    temperature: float
+    guidance: Guidance | None
+    label: Literal["seed", "null"] = Field(
+        description='"seed": image i gets label seed_i mod num_classes; "null": the unconditional prior.'
+    )
+    chosen_by: str = Field(description="How these values were chosen.")
+
+
 class ServingLimits(BaseModel):
     """How the service serves a model: what a client sizes and times its requests by."""
 
@@ -273,11 +372,35 @@ class ServingLimits(BaseModel):
     request_timeout_s: float = Field(description="Default deadline of a request; timeout_ms may shorten it.")
 
 
+class CascadeStageInfo(BaseModel):
+    """One stage of a cascade: the model that runs it and what it uses for options left out."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    index: int = Field(description="0: the base model; k > 0: super-resolves stage k - 1's images.")
+    model: str = Field(description="The stage's model; served on its own too when `served`.")
+    served: bool = Field(
+        description="Whether the stage's model is also listed here (its own /v1/models entry)."
+    )
+    image_size: int
+    low_res: int = Field(description="The size of the images it super-resolves; 0 for the base stage.")
+    num_layers: int
+    conditional: bool
+    sampling: SamplingDefaults = Field(description="The stage model's sampling defaults.")
+    options: dict[str, Any] = Field(
+        description="The cascade's own options for this stage (temperature, guidance, low_res_noise), which "
+        "come before the model's defaults; a request's stages[k] comes before both."
+    )
+
+
 class ModelInfo(BaseModel):
+    """A model, or a cascade of models (object "cascade": `stages` lists them; the image fields describe
+    its final images, `num_classes` and `sampling` its base stage)."""
+
     model_config = ConfigDict(protected_namespaces=())
 
     id: str
-    object: Literal["model"] = "model"
+    object: Literal["model", "cascade"] = "model"
     default: bool
     image_size: int
     image_channels: int
@@ -290,8 +413,17 @@ class ModelInfo(BaseModel):
     dataset: str
     device: str
     amp: str
+    sampling: SamplingDefaults
     provenance: dict[str, Any]
     limits: ServingLimits
+    low_res: int = Field(
+        0, description="Super-resolution models: the size of the images they take (POST /upscale); else 0."
+    )
+    low_res_noise: float = Field(
+        0.0, description="Super-resolution models: the low-res input noise trained with."
+    )
+    attention: str = Field("", description="Resolutions with attention blocks (HParams.attention).")
+    stages: list[CascadeStageInfo] | None = Field(None, description="Cascades only: the stages, base first.")
 
 
 class ModelList(BaseModel):

@@ -66,7 +66,12 @@ class ServiceState:
         raise NotReady(f"the service is not ready: {self.problem}", headers={"Retry-After": "5"})
 
     def batcher(self, model: str, operation: str) -> Batcher:
-        return self.batchers[(model, operation)]
+        """The queue of a model and operation; a 422 naming the model's kind when it has none (a
+        super-resolution model does not sample from its prior alone, a plain one does not upscale)."""
+        try:
+            return self.batchers[(model, operation)]
+        except KeyError:
+            raise self.registry.unsupported(model, operation) from None
 
     @property
     def idle(self) -> bool:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from model.noise import MAX_SEED
+from model.sampling import DEFAULT
 
 from . import schemas
 from .errors import InvalidInput, invalid_input
@@ -44,7 +45,10 @@ def seeds_for(seed: int | None, n: int) -> list[int]:
     return [start + i for i in range(n)]
 
 
-def temperature_for(value: float | list[float], model: ServedModel, settings: Settings) -> Temperature:
+def temperature_for(value: float | list[float] | None, model: ServedModel, settings: Settings) -> Temperature:
+    """The request's temperature, checked; omitted (None): the model's recommended one."""
+    if value is None:
+        return model.vae.sampling.temperature
     lo, hi = settings.min_temperature, settings.max_temperature
     values = [value] if isinstance(value, float | int) else value
     L = model.num_layers
@@ -77,15 +81,16 @@ def label_for(label: int | None, model: ServedModel) -> int | None:
 
 
 def guidance_for(
-    guidance: schemas.Guidance | None, label: int | None, model: ServedModel, settings: Settings
+    guidance: schemas.Guidance | None, labelled: bool, model: ServedModel, settings: Settings
 ) -> tuple[float, float] | None:
+    """Checked guidance weights; `labelled`: the images get labels (given, or from their seeds)."""
     if guidance is None:
         return None
     if not model.hp.conditional:
         raise invalid(
             "guidance", f"model {model.name!r} is unconditional: guidance needs a class-conditional model"
         )
-    if label is None:
+    if not labelled:
         raise invalid("guidance", "guidance needs a label: it steers the draw towards that class")
     for name in ("mean", "variance"):
         w = getattr(guidance, name)
@@ -104,6 +109,55 @@ def timeout_s(timeout_ms: int | None, settings: Settings) -> float:
 # --------------------------------------------------------------------------------------------
 # Per operation
 # --------------------------------------------------------------------------------------------
+
+
+def sampling_for(
+    req: schemas.StrictModel,
+    model: ServedModel,
+    settings: Settings,
+    seeds: list[int],
+) -> list[SampleItem]:
+    """Each image's seed, temperature, label and guidance: what the request gives (checked), and the
+    model's sampling defaults for what it leaves out (VDVAE.sampling_options: for a class-conditional
+    model, each image's label from its own seed). Every endpoint that samples from the prior takes
+    its options from here, so defaults and the label rule are the same everywhere.
+
+    `req` needs the fields temperature, label and guidance (/sample, /decode, /upscale); a field
+    counts as left out when it is absent from the JSON, so an explicit `"label": null` is the
+    unconditional prior and an explicit `"guidance": null` no guidance.
+    """
+    given = req.model_fields_set
+    label = label_for(req.label, model) if "label" in given else DEFAULT
+    labelled = label is not None and (label is not DEFAULT or model.vae.sampling.label == "seed")
+    return sampling_items(
+        model,
+        seeds,
+        labels=label,
+        temperature=temperature_for(req.temperature, model, settings),
+        guidance=guidance_for(req.guidance, labelled, model, settings) if "guidance" in given else DEFAULT,
+    )
+
+
+def sampling_items(
+    model: ServedModel,
+    seeds: list[int],
+    labels: object = DEFAULT,
+    temperature: object = DEFAULT,
+    guidance: object = DEFAULT,
+) -> list[SampleItem]:
+    """One SampleItem per seed from checked options (each may be DEFAULT: the model's sampling
+    default; labels also None, one label, or one per seed). Guidance goes to labelled images only."""
+    opts = model.vae.sampling_options(seeds, temperature=temperature, labels=labels, guidance=guidance)
+    labels = opts["labels"] if isinstance(opts["labels"], list) else [opts["labels"]] * len(seeds)
+    return [
+        SampleItem(
+            seed=s,
+            temperature=opts["temperature"],
+            label=y,
+            guidance=opts["guidance"] if y is not None else None,
+        )
+        for s, y in zip(seeds, labels)
+    ]
 
 
 def within_image_limit(field: str, count: int, settings: Settings) -> None:
@@ -130,17 +184,14 @@ def layers_for(field: str, layers: int | None, model: ServedModel) -> int:
 
 def sample_items(req: schemas.SampleRequest, model: ServedModel, settings: Settings) -> list[SampleItem]:
     within_image_limit("n", req.n, settings)
-    temperature = temperature_for(req.temperature, model, settings)
-    label = label_for(req.label, model)
-    guidance = guidance_for(req.guidance, label, model, settings)
-    return [
-        SampleItem(seed=s, temperature=temperature, label=label, guidance=guidance)
-        for s in seeds_for(req.seed, req.n)
-    ]
+    return sampling_for(req, model, settings, seeds_for(req.seed, req.n))
 
 
-def image_for(data: bytes, model: ServedModel, settings: Settings) -> np.ndarray:
-    return decode_image(data, model.hp.image_size, model.hp.image_channels, settings)
+def image_for(data: bytes, model: ServedModel, settings: Settings, size: int | None = None) -> np.ndarray:
+    """An uploaded image of the model's size (or `size`: a super-resolution model's low_res) and
+    channels, or the 422 invalid-image problem naming what was expected."""
+    size = model.hp.image_size if size is None else size
+    return decode_image(data, size, model.hp.image_channels, settings)
 
 
 def reconstruct_item(
@@ -198,13 +249,13 @@ def latents_for(tensors: list[schemas.LatentTensor], model: ServedModel) -> tupl
 
 
 def decode_item(req: schemas.DecodeRequest, model: ServedModel, settings: Settings) -> DecodeItem:
-    label = label_for(req.label, model)
+    (o,) = sampling_for(req, model, settings, seeds_for(req.seed, 1))
     return DecodeItem(
         latents=latents_for(req.latents, model),
-        seed=seeds_for(req.seed, 1)[0],
-        temperature=temperature_for(req.temperature, model, settings),
-        label=label,
-        guidance=guidance_for(req.guidance, label, model, settings),
+        seed=o.seed,
+        temperature=o.temperature,
+        label=o.label,
+        guidance=o.guidance,
     )
 
 

@@ -36,6 +36,12 @@ class TrainConfig:
         group="data and output",
     )
     data_format: str = param("auto", "force the data format", group="data and output", choices=DATA_FORMATS)
+    data_pool: bool = param(
+        False,
+        "average-pool larger images to the model's --image-size (an integer factor), e.g. the 32x32 "
+        "digits to 16x16 for a cascade's base model",
+        group="data and output",
+    )
     test_data: str | None = param(
         None,
         "separate test folder or .npy; without it a folder or an .npy gets a seeded hold-out, "
@@ -96,9 +102,11 @@ class TrainConfig:
     )
     kl_schedule: str = param(
         "none",
-        "KL reweighting by the information schedule (none = the plain ELBO)",
+        "KL reweighting by an information schedule (none = the plain ELBO; shifted_exp: shares growing "
+        "exponentially towards the last layers; constant_per: shares proportional to resolution, the "
+        "super-resolution recipe)",
         group="optimisation",
-        choices=("none", "shifted_exp"),
+        choices=("none", "shifted_exp", "constant_per"),
     )
     label_dropout: float = param(
         0.1, "probability of the null label, for classifier-free guidance", group="optimisation"

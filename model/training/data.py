@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from ..imageio import MODE_CHANNELS
+from ..lowres import downsample
 from .config import DATA_FORMATS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -211,8 +212,10 @@ def load_split(
     test_data: str | None = None,
     holdout: int = 5000,
     seed: int = 0,
+    pool: bool = False,
 ) -> ImageSet:
-    """Load and validate one split ("train" or "test") of the data for a model's image shape."""
+    """Load and validate one split ("train" or "test") of the data for a model's image shape;
+    `pool`: average-pool larger square images down to it by an integer factor."""
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     fmt = detect_format(data) if fmt == "auto" else fmt
@@ -235,6 +238,8 @@ def load_split(
             out = load(data)
             if not test_data:
                 out = _holdout(out, split, holdout, seed)
+    if pool and out.images.shape[1] != image_size:
+        out = _pooled(out, image_size)
     shape = tuple(out.images.shape[1:])
     expected = (image_size, image_size, image_channels)
     if shape != expected:
@@ -245,6 +250,22 @@ def load_split(
     if len(out) == 0:
         raise DataError(f"{out.source}: the {split} split is empty")
     return out
+
+
+def _pooled(data: ImageSet, size: int, chunk: int = 4096) -> ImageSet:
+    """The images average-pooled to size x size (in chunks: a memory-mapped array stays on disk
+    until read)."""
+    h = data.images.shape[1]
+    if h < size or h % size or data.images.shape[2] != h:
+        raise DataError(
+            f"{data.source}: cannot average-pool {h}x{data.images.shape[2]} images to {size}x{size}"
+        )
+    parts = [
+        downsample(torch.from_numpy(np.ascontiguousarray(data.images[i : i + chunk])), size).numpy()
+        for i in range(0, len(data), chunk)
+    ]
+    source = f"{data.source} (pooled to {size}x{size})"
+    return ImageSet(np.concatenate(parts), data.labels, data.class_names, source)
 
 
 def _holdout(data: ImageSet, split: str, holdout: int, seed: int) -> ImageSet:

@@ -1,6 +1,8 @@
-"""Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth.
+"""Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth,
+and with --fid the quality of its samples (model.training.quality).
 
     python -m model.training.evaluate weights/mnist --data mnist --split test --out eval/
+    python -m model.training.evaluate weights/mnist --data mnist --fid
 
 Prints one JSON object. Posterior noise comes from per-image seeds (seed + image index), so the
 figure is exactly reproducible: the same command gives the same digits on any batch size.
@@ -19,10 +21,14 @@ import torch
 from ..checkpoint import CheckpointError, load_model
 from ..imageio import image_grid, save_png
 from ..likelihoods import LN2
-from ..vae import VDVAE, Encoding
+from ..lowres import downsample
+from ..outputs import Encoding
+from ..vae import VDVAE
 from .config import DATA_FORMATS
 from .data import DataError, ImageSet, load_split
+from .judge import JudgeError
 from .progress import progress_bar
+from .quality import DEFAULT, INCEPTION_NOTE, Setting, draw, judge_path_for, load_quality_judge
 
 
 def uses_labels(vae: VDVAE, data: ImageSet, conditional: bool = True) -> bool:
@@ -130,21 +136,49 @@ def label_agreement(
     return out
 
 
-def sample_grids(vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, cols: int = 10) -> dict:
+def low_res_inputs(
+    vae: VDVAE, data: ImageSet | None, cols: int, label: int | None = None
+) -> torch.Tensor | None:
+    """A super-resolution model's inputs for one grid row: the first `cols` images of `data` (of
+    class `label`), average-pooled; None for a plain model."""
+    if not vae.hp.low_res:
+        return None
+    if data is None:
+        raise ValueError("a super-resolution model's sample grids need images to condition on")
+    index = np.arange(len(data)) if label is None else np.flatnonzero(data.labels == label)
+    picks = index[np.linspace(0, len(index) - 1, min(cols, len(index))).astype(int)]  # spread out
+    x = torch.from_numpy(np.ascontiguousarray(data.images[picks]))
+    return downsample(x, vae.hp.low_res)
+
+
+def sample_grids(
+    vae: VDVAE, temperature: float = 0.8, guidance: float = 1.0, cols: int = 10, data: ImageSet | None = None
+) -> dict:
     """Named uint8 grids, every draw from fixed seeds:
     "temperatures": unconditional samples, one row per temperature (1.0 down to 0.6);
     "classes": one row per class (the first 10) at `temperature`;
-    "classes-guided": the same seeds with guidance (guidance, guidance)."""
+    "classes-guided": the same seeds with guidance (guidance, guidance).
+    A super-resolution model conditions each row on pooled images of `data` (of the row's class);
+    its "temperatures" grid starts with a row of those inputs, scaled up."""
     temps = [1.0, 0.9, 0.8, 0.7, 0.6]
-    rows = [vae.sample(cols, temperature=t, seeds=1000 * i) for i, t in enumerate(temps)]
+    low = low_res_inputs(vae, data, cols)
+    rows = [
+        vae.sample(cols, temperature=t, labels=None, seeds=1000 * i, low_res=low) for i, t in enumerate(temps)
+    ]
+    if low is not None:
+        k = vae.hp.image_size // vae.hp.low_res
+        rows.insert(0, low.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2))
     grids = {"temperatures": image_grid(torch.cat(rows), ncols=cols)}
     if vae.hp.conditional:
         classes = range(min(vae.hp.num_classes, 10))
         for name, g in (("classes", None), ("classes-guided", (guidance, guidance))):
-            rows = [
-                vae.sample(cols, temperature=temperature, labels=c, guidance=g, seeds=100 * c)
-                for c in classes
-            ]
+            rows = []
+            for c in classes:
+                low = low_res_inputs(vae, data, cols, c)
+                n = cols if low is None else len(low)
+                rows.append(
+                    vae.sample(n, temperature=temperature, labels=c, guidance=g, seeds=100 * c, low_res=low)
+                )
             grids[name] = image_grid(torch.cat(rows), ncols=cols)
     return grids
 
@@ -179,7 +213,7 @@ def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespac
     depths = default_depths(hp.num_layers)
     grid = reconstruction_grid(vae, x, depths, args.temperature, args.seed, labels)
     save_png(grid, out / "reconstructions.png")
-    grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance)
+    grids = save_sample_grids(vae, out, temperature=args.temperature, guidance=args.guidance, data=data)
     return {
         "reconstructions": {
             "file": str(out / "reconstructions.png"),
@@ -187,6 +221,28 @@ def write_figures(vae: VDVAE, data: ImageSet, out: Path, args: argparse.Namespac
             "labels": "null" if labels is None else "true labels",
         },
         "sample_grids": [str(p) for p in grids],
+    }
+
+
+def sample_quality(vae: VDVAE, data: ImageSet, args: argparse.Namespace) -> dict:
+    """Digit FID, precision, recall, confident share and label accuracy of --samples samples drawn
+    with the model's sampling defaults (or the --fid-* overrides), and of the real `data` images
+    for scale."""
+    qj, about = load_quality_judge(args.fid, args.data, args.data_format, args.test_data)
+    setting = Setting(
+        "evaluated",
+        DEFAULT if args.fid_temperature is None else args.fid_temperature,
+        DEFAULT if args.fid_labels is None else args.fid_labels,
+        DEFAULT if args.fid_guidance is None else args.fid_guidance,
+    )
+    images, labels = draw(vae, setting, args.samples, seed=args.sample_seed)
+    real = torch.from_numpy(np.ascontiguousarray(data.images))
+    return {
+        **about,
+        "setting": setting.describe(vae),
+        "sample_seeds": f"{args.sample_seed}..{args.sample_seed + args.samples - 1}",
+        **qj.score(images, labels),
+        f"real_{args.split}_images": qj.score(real, data.labels),
     }
 
 
@@ -201,6 +257,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--data-format", default="auto", choices=DATA_FORMATS, help="force the data format")
     p.add_argument("--test-data", default=None, help="separate test folder/.npy (else a seeded hold-out)")
+    p.add_argument("--data-pool", action="store_true", help="average-pool larger images to the model's size")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--seed", type=int, default=0, help="image i's posterior noise uses seed + i")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
@@ -211,7 +268,13 @@ def load_data(args: argparse.Namespace, vae: VDVAE) -> ImageSet:
     """The images that add_data_options' options name, checked against the model's image shape."""
     hp = vae.hp
     data = load_split(
-        args.data, args.split, hp.image_size, hp.image_channels, args.data_format, args.test_data
+        args.data,
+        args.split,
+        hp.image_size,
+        hp.image_channels,
+        args.data_format,
+        args.test_data,
+        pool=args.data_pool,
     )
     return data.subset(np.arange(min(args.limit, len(data)))) if args.limit else data
 
@@ -219,9 +282,14 @@ def load_data(args: argparse.Namespace, vae: VDVAE) -> ImageSet:
 def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions.",
+        description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions, "
+        "and with --fid sample quality in a judge's feature space.",
         epilog=f"examples:\n  {prog} weights/mnist --data mnist --split test --out eval/\n"
-        f"  {prog} cifar10-seed0-iter-900000-model-ema.th --data cifar-10-batches-py/ --limit 1000",
+        f"  {prog} weights/mnist --data mnist --fid --samples 1000\n"
+        f"  {prog} cifar10-seed0-iter-900000-model-ema.th --data cifar-10-batches-py/ --limit 1000\n\n"
+        "--fid uses a judge (model.training.judge): for --data mnist the bundled digit judge "
+        "(weights/judges/mnist.safetensors); for other data, a judge file you train or provide. "
+        f"Note: {INCEPTION_NOTE}.",
         formatter_class=ExamplesHelpFormatter,
     )
     p.add_argument("model", help="model folder, or an official .th file (with --preset)")
@@ -247,6 +315,31 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
         help="class-conditional models: draw N samples per class and report how many have a "
         "nearest training image of their class (0: off)",
     )
+    q = p.add_argument_group("sample quality (--fid)")
+    q.add_argument(
+        "--fid",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="JUDGE",
+        help="report digit FID, precision/recall (k=3), confident share and label accuracy of samples; "
+        "JUDGE: a judge file (default for --data mnist: the bundled one)",
+    )
+    q.add_argument("--samples", type=int, default=1000, help="samples drawn for --fid")
+    q.add_argument("--sample-seed", type=int, default=0, help="sample i uses seed sample-seed + i")
+    q.add_argument("--fid-temperature", type=float, default=None, help="unset: the model's sampling default")
+    q.add_argument(
+        "--fid-labels",
+        choices=["seed", "null"],
+        default=None,
+        help="seed: each sample's label from its seed; null: unconditional (unset: the model's rule)",
+    )
+    q.add_argument(
+        "--fid-guidance",
+        type=float,
+        default=None,
+        help="guidance weight, mean = variance (unset: the model's)",
+    )
     return p
 
 
@@ -254,11 +347,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m model.training.ev
     args = build_parser(prog).parse_args(argv)
 
     try:
+        if args.fid:
+            judge_path_for(args.data, args.fid)  # before any work: other data needs a judge file
         vae = load_model(args.model, preset=args.preset, device=args.device)
         hp = vae.hp
         data = load_data(args, vae)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, JudgeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.fid_labels == "seed" and not hp.conditional:
+        print("error: --fid-labels seed needs a class-conditional model", file=sys.stderr)
         return 2
     result = {
         "model": str(args.model),
@@ -267,15 +365,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m model.training.ev
         **evaluate_elbo(vae, data, args.batch_size, args.seed, not args.unconditional, progress=True),
         "labels": "null (unconditional)" if args.unconditional or not hp.conditional else "true labels",
     }
-    if args.label_agreement and hp.conditional:
+    if args.label_agreement and hp.conditional and not hp.low_res:
         train = load_split(
-            args.data, "train", hp.image_size, hp.image_channels, args.data_format, args.test_data
+            args.data,
+            "train",
+            hp.image_size,
+            hp.image_channels,
+            args.data_format,
+            args.test_data,
+            pool=args.data_pool,
         )
         result["label_agreement"] = label_agreement(
             vae, train, args.label_agreement, args.temperature, args.guidance
         )
     if args.out:
         result.update(write_figures(vae, data, Path(args.out), args))
+    if args.fid:
+        try:
+            result["sample_quality"] = sample_quality(vae, data, args)
+        except (JudgeError, DataError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     print(json.dumps(result, indent=2))
     return 0
 

@@ -7,11 +7,16 @@ Image i uses seed base + i (`--seed`), so every image, and every output file, is
 the number of processes; a killed job, rerun with the same command, skips the shards it finished.
 Writes a folder of PNGs per shard (or one .npz per shard: images, labels, seeds) and a manifest
 (model.training.shards describes the folder). Labels of a class-conditional model (`--label`):
+  default  the model's label rule (config.json "sampling"; model.sampling): "seed" gives each
+           image the class seed mod classes, "null" is `none`
   none     the null label: the model's unconditional prior (the only choice for an
            unconditional model)
   K        class K for every image
   random   a class per image drawn from its own seed (a stream apart from its latent draws)
   cycle    image i gets class i mod classes: equal counts per class
+  seed     image i gets class (seed + i) mod classes: the "seed" rule of the sampling defaults
+--temperature and --guidance left out take the model's sampling defaults too (as /sample does);
+`--guidance 0` turns guidance off. job.json records the values used.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import numpy as np
 
 from ..hparams import HParams
 from ..imageio import png_bytes
+from ..sampling import label_from_seed
 from ..vae import VDVAE
 from . import shards
 from .distributed import Dist
 
-LABEL_MODES = ("none", "random", "cycle")
+LABEL_MODES = ("default", "none", "random", "cycle", "seed")
 # Entropy that keeps a seed's label draw apart from its latent and pixel streams (ASCII "label").
 LABEL_STREAM = 0x6C6162656C
 
@@ -43,6 +49,8 @@ def image_labels(mode: str, num_classes: int, index: range, seeds: Sequence[int]
         return [int(np.random.default_rng([LABEL_STREAM, s]).integers(num_classes)) for s in seeds]
     if mode == "cycle":
         return [i % num_classes for i in index]
+    if mode == "seed":
+        return [label_from_seed(s, num_classes) for s in seeds]
     return [int(mode)] * len(index)
 
 
@@ -51,6 +59,17 @@ def label_option(text: str) -> str:
     if text in LABEL_MODES or text.isdigit():
         return text
     raise argparse.ArgumentTypeError(f"expected a class number or one of {', '.join(LABEL_MODES)}")
+
+
+def apply_sampling_defaults(args: argparse.Namespace, vae: VDVAE) -> None:
+    """Fill --label, --temperature and --guidance left out with the model's sampling defaults."""
+    d = vae.sampling
+    if args.label == "default":
+        args.label = "seed" if vae.hp.conditional and d.label == "seed" else "none"
+    if args.temperature is None:
+        args.temperature = d.temperature
+    if args.guidance is None and args.label != "none":
+        args.guidance = d.guidance
 
 
 def check_options(args: argparse.Namespace, hp: HParams) -> None:
@@ -106,6 +125,7 @@ def sample_shard(vae: VDVAE, args: argparse.Namespace) -> shards.Compute:
 
 def prepare(args: argparse.Namespace, dist: Dist) -> shards.Job:
     vae = shards.load_model_for(args, dist)
+    apply_sampling_defaults(args, vae)
     check_options(args, vae.hp)
 
     def describe() -> dict:
@@ -135,11 +155,18 @@ def build_parser(prog: str = "python -m model.training.generate") -> argparse.Ar
     p.add_argument(
         "--label",
         type=label_option,
-        default="none",
-        help="none, an integer class, random or cycle (see above)",
+        default="default",
+        help="default, none, an integer class, random, cycle or seed (see above)",
     )
-    p.add_argument("--guidance", type=guidance, default=None, help="W or W_MEAN,W_VAR (needs labels)")
-    p.add_argument("--temperature", type=float, default=1.0, help="prior temperature of every layer")
+    p.add_argument(
+        "--guidance", type=guidance, default=None, help="W or W_MEAN,W_VAR (needs labels; unset: the model's)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="prior temperature of every layer (unset: the model's)",
+    )
     p.add_argument("--format", choices=("png", "npz"), default="png", help="PNG folders or .npz files")
     return p
 

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from ..hparams import HParams
 from ..vae import VDVAE
 
 
@@ -27,6 +28,24 @@ def information_schedule(
     exponent = i / (num_layers - 1) if num_layers > 1 else torch.zeros(1, dtype=torch.float64)
     raw = scale**exponent + shift
     return (total * raw / raw.sum()).float()
+
+
+def resolution_schedule(layer_resolutions: list[int], total: float = 66.7) -> torch.Tensor:
+    """ "constant_per" (visual-vae's super-resolution recipe): each layer's target share in percent
+    proportional to its resolution (a 32x32 layer gets twice a 16x16 one's), summing to `total`."""
+    raw = torch.tensor(layer_resolutions, dtype=torch.float64)
+    return (total * raw / raw.sum()).float()
+
+
+def kl_schedule(kind: str, hp: HParams) -> torch.Tensor | None:
+    """The target shares (percent, top layer first) of a KL_SCHEDULES name; None for the plain ELBO."""
+    if kind == "none":
+        return None
+    if kind == "shifted_exp":
+        return information_schedule(hp.num_layers)
+    if kind == "constant_per":
+        return resolution_schedule(hp.layer_resolutions)
+    raise ValueError(f"unknown KL schedule {kind!r}; one of none, shifted_exp, constant_per")
 
 
 def kl_weights(kl: torch.Tensor, share_percent: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
@@ -61,14 +80,16 @@ def training_loss(
     x_target: torch.Tensor,
     labels: torch.Tensor | None,
     schedule: torch.Tensor | None,
+    low_res: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The scalar loss (nats/dim, batch mean) and the per-example stats it came from.
 
     Without a schedule: the official negative ELBO (for the Gaussian head with its sigma_q
     distortion). With one: distortion + the reweighted KL. `stats["elbo"]` is always the unweighted
-    bound on 8-bit data, which is what bits per dim report.
+    bound on 8-bit data, which is what bits per dim report. A super-resolution model takes its
+    uint8 `low_res` input; the model adds the conditioning-augmentation noise.
     """
-    stats = vae(x_in, x_target, labels=labels)
+    stats = vae(x_in, x_target, labels=labels, low_res=low_res)
     dims = math.prod(x_in.shape[1:])
     if schedule is None:
         rate = stats["rate"]

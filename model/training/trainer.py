@@ -28,12 +28,13 @@ from ..files import atomic_write, atomic_write_text
 from ..hparams import HParams
 from ..inference import AMP_DTYPES
 from ..likelihoods import LN2
+from ..lowres import downsample
 from ..vae import VDVAE
 from . import distributed
 from .config import TrainConfig, build_hparams
 from .data import BatchOrder, DataError, load_split
 from .evaluate import evaluate_elbo, sample_grids, save_grids
-from .objectives import drop_labels, information_schedule, training_loss
+from .objectives import drop_labels, kl_schedule, training_loss
 from .progress import Progress, RunLogs, rate_table
 
 CHECKPOINT = "checkpoint.pt"
@@ -90,7 +91,17 @@ class Trainer:
             probe = HParams.preset(cfg.preset).replace(**cfg.architecture)
         size, channels = probe.image_size, probe.image_channels
         self.train_data, self.test_data = (
-            load_split(cfg.data, split, size, channels, cfg.data_format, cfg.test_data, cfg.holdout, cfg.seed)
+            load_split(
+                cfg.data,
+                split,
+                size,
+                channels,
+                cfg.data_format,
+                cfg.test_data,
+                cfg.holdout,
+                cfg.seed,
+                pool=cfg.data_pool,
+            )
             for split in ("train", "test")
         )
         self.hp = HParams.from_dict(state["hparams"]) if state else build_hparams(cfg, self.train_data)
@@ -125,7 +136,7 @@ class Trainer:
         if self.amp_dtype is not None and self.device.type != "cuda":
             self.amp_dtype = None  # mixed precision is a CUDA feature here; CPU trains in float32
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.schedule = information_schedule(self.hp.num_layers) if cfg.kl_schedule == "shifted_exp" else None
+        self.schedule = kl_schedule(cfg.kl_schedule, self.hp)
 
     # ---- schedule ------------------------------------------------------------------------------
 
@@ -147,6 +158,7 @@ class Trainer:
         cfg = self.cfg
         x, y = self.batches.get(self.epoch, self.batch_index)
         x_in, x_target = self.vae.preprocess(x)
+        low_res = downsample(x, self.hp.low_res) if self.hp.low_res else None  # noised in the model
         labels = None
         if self.hp.conditional:
             labels = drop_labels(y, cfg.label_dropout)
@@ -155,7 +167,7 @@ class Trainer:
 
         self.opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss, stats = training_loss(self.model, x_in, x_target, labels, self.schedule)
+            loss, stats = training_loss(self.model, x_in, x_target, labels, self.schedule, low_res)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
         clip = cfg.grad_clip if cfg.grad_clip and cfg.grad_clip > 0 else float("inf")
@@ -269,7 +281,12 @@ class Trainer:
 
     def write_samples(self) -> None:
         cfg = self.cfg
-        grids = sample_grids(self.ema, temperature=cfg.sample_temperature, guidance=cfg.sample_guidance)
+        grids = sample_grids(
+            self.ema,
+            temperature=cfg.sample_temperature,
+            guidance=cfg.sample_guidance,
+            data=self.test_data,
+        )
         save_grids(grids, self.out / "samples", prefix=f"step-{self.step:07d}-")
         self.log.images(self.step, grids)
 
@@ -363,6 +380,7 @@ class Trainer:
             "test_bits_per_dim": round(result["bits_per_dim"], 4),
             "test_eval": "python -m model.training.evaluate <folder> --data "
             + self.cfg.data
+            + (" --data-pool" if self.cfg.data_pool else "")
             + " --split test --seed 0",
         }
         return save_model_folder(self.ema, self.out / "model", provenance)

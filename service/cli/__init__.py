@@ -1,7 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
     vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model | bench service
-    vdvae sample | reconstruct | encode | decode | models          (the service's client)
+    vdvae sample | reconstruct | upscale | encode | decode | interpolate | models  (the client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
 serve flags from Settings); `vdvae NAME ARGS` hands ARGS to them unchanged and imports nothing else,
@@ -49,13 +49,14 @@ BENCHES = {
     "model": Tool("model.tools.bench", "sampling speed of a model in this process, eager against optimized"),
     "service": Tool("service.bench", "closed-loop load test of a running (or spawned) service"),
 }
-# `vdvae interpolate` joins the client commands once the /interpolate endpoint is merged.
 COMMANDS: dict[str, Tool | ClientTool] = {
     "serve": Tool("service.__main__", "serve every model folder under --model-dir over HTTP"),
     "sample": ClientTool("draw images: a grid, or one file per image into a folder (bulk, resumable)"),
     "reconstruct": ClientTool("reconstruct an image from its top latent layers, the rest from the prior"),
+    "upscale": ClientTool("super-resolve a low-resolution image (a super-resolution model or cascade)"),
     "encode": ClientTool("an image's per-layer KL, bits per dim, and latents (saved as .npz)"),
     "decode": ClientTool("an image from latents that `encode --latents K` saved"),
+    "interpolate": ClientTool("images on a path between two seeds or images, through the latent layers"),
     "models": ClientTool("the served models: sizes, layers, classes, limits"),
     "train": Tool("model.training.train", "train a VDVAE on your own images"),
     "evaluate": Tool("model.training.evaluate", "ELBO in bits per dim, per-layer rate, reconstructions"),
@@ -73,9 +74,9 @@ Very Deep VAEs: serve them, sample, reconstruct and encode with them, train them
 commands:
 {commands}
 
-The client commands (sample, reconstruct, encode, decode, models) talk to a running service
-(--url, default $VDVAE_URL or http://127.0.0.1:8000) or, with --local FOLDER, run the service
-in this process on a model folder: the same seeds give the same image bytes either way.
+The client commands (sample, reconstruct, upscale, encode, decode, interpolate, models) talk to a
+running service (--url, default $VDVAE_URL or http://127.0.0.1:8000) or, with --local FOLDER, run
+the service in this process on a model folder: the same seeds give the same image bytes either way.
 
 examples:
   vdvae serve                                             # weights/*/ on http://127.0.0.1:8000

@@ -1,4 +1,5 @@
-"""The client commands of `vdvae`: sample (service.cli.sampling), reconstruct, encode, decode, models.
+"""The client commands of `vdvae`: sample (service.cli.sampling), reconstruct, upscale, encode, decode,
+interpolate, models.
 
 Each sends only the options the user gave, so the service's defaults (and a model's own sampling
 defaults) apply to the rest, and writes the service's PNG bytes as they came.
@@ -54,6 +55,30 @@ async def reconstruct(client: AsyncClient, args: argparse.Namespace) -> None:
         f"wrote {args.out}: {rec.layers} top latent layer(s) from {args.image} ({rec.bits:.1f} bits), "
         f"the rest from the prior; seed {rec.image.seed}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# upscale
+# --------------------------------------------------------------------------------------------
+
+
+def upscale_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="a PNG or JPEG of the super-resolution model's low_res size and channels")
+    p.add_argument(
+        "--stage", type=int, help="when --model is a cascade: its super-resolution stage (default 1)"
+    )
+    p.add_argument("--low-res-noise", type=float, help="std of the noise on the input (default: the model's)")
+    add_sampling_options(p)
+    p.add_argument("-o", "--out", default="upscaled.png", help="(default: upscaled.png)")
+
+
+async def upscale(client: AsyncClient, args: argparse.Namespace) -> None:
+    options = call_options(args, "stage", "low_res_noise", "temperature", "seed", "label", "guidance")
+    (image,) = await client.upscale(image_file(args.image), **options)
+    atomic_write_bytes(args.out, image.png)
+    label = "" if image.label is None else f", label {image.label}"
+    model = options.get("model", "the default model")
+    print(f"wrote {args.out}: {args.image} super-resolved by {model}; seed {image.seed}{label}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +177,45 @@ async def decode(client: AsyncClient, args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# interpolate
+# --------------------------------------------------------------------------------------------
+
+
+def path_end(text: str) -> int | str:
+    """An end of the path: a seed (an integer) or an image file."""
+    try:
+        return int(text)
+    except ValueError:
+        return image_file(text)
+
+
+def interpolate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("start", help="a seed (its sample) or an image file (its reconstruction)")
+    p.add_argument("end", help="a seed or an image file")
+    p.add_argument("--steps", type=int, default=8, help="images on the path, both ends included (default: 8)")
+    p.add_argument("--layers", type=int, help="top latent layers interpolated (default: all)")
+    add_sampling_options(p)
+    p.add_argument("-o", "--out", default="interpolation.png", help="the row, one PNG (default: %(default)s)")
+    p.add_argument("--frames", metavar="DIR", help="also write each image as DIR/step_000.png ...")
+
+
+async def interpolate(client: AsyncClient, args: argparse.Namespace) -> None:
+    options = call_options(args, "layers", "temperature", "seed", "label", "guidance")
+    path = await client.interpolate(path_end(args.start), path_end(args.end), args.steps, **options)
+    atomic_write_bytes(args.out, path.grid_png())
+    if args.frames:
+        Path(args.frames).mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(path):
+            atomic_write_bytes(Path(args.frames) / f"step_{i:03d}.png", image.png)
+    label = "no label" if path.label is None else f"label {path.label}"
+    frames = f" and {len(path)} frames to {args.frames}/" if args.frames else ""
+    print(
+        f"wrote {args.out}{frames}: {len(path)} images from {args.start} to {args.end} through the top "
+        f"{path.layers} latent layer(s); seed {path.seed}, {label}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------------------------
 
@@ -203,6 +267,13 @@ COMMANDS = {
         "examples:\n  {prog} digit.png --layers 8 --seed 0 -o rec.png\n"
         "  {prog} digit.png --layers 0 --label 7 -o prior.png      # no layer from the image\n",
     ),
+    "upscale": Command(
+        "Super-resolve a low-resolution image with a super-resolution model (or a cascade's stage).",
+        upscale_arguments,
+        upscale,
+        "examples:\n  {prog} small.png --model sr16to32 --seed 0 -o big.png\n"
+        "  {prog} small.png --model digits-cascade --label 7 --low-res-noise 0.15 -o big.png\n",
+    ),
     "encode": Command(
         "An image's KL per latent layer in bits, its rate, distortion and ELBO in bits per dim, and "
         "on request its top layers' latents (z), saved as .npz for `vdvae decode`.",
@@ -216,6 +287,15 @@ COMMANDS = {
         decode_arguments,
         decode,
         "examples:\n  {prog} z.npz -o out.png\n  {prog} z.npz --temperature 0.5 --seed 3 -o out.png\n",
+    ),
+    "interpolate": Command(
+        "Images on a path from START to END (each a seed or an image file) through the latent layers: "
+        "one row PNG, left to right.",
+        interpolate_arguments,
+        interpolate,
+        "examples:\n  {prog} 1 2 --steps 8 --label 3 -o path.png\n"
+        "  {prog} digit.png 7 --steps 6 --frames frames/   # a digit to seed 7's sample\n"
+        "  {prog} 1 2 --layers 4 --seed 0                  # only the top 4 layers move\n",
     ),
     "models": Command(
         "The served models: image size, latent layers, classes, parameters, and the batch size.",

@@ -71,25 +71,52 @@ def connection_parser() -> argparse.ArgumentParser:
     return p
 
 
+# `--label none`, `--guidance none`: sent as null (the unconditional prior, no guidance), where
+# leaving the flag out sends nothing and the model's sampling defaults apply.
+NONE = "none"
+
+
+def label_arg(text: str) -> int | str:
+    """A class label, or 'none' for the unconditional prior."""
+    if text.lower() == NONE:
+        return NONE
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class label or 'none', got {text!r}") from None
+
+
+def guidance_or_none(text: str) -> float | tuple[float, float] | str:
+    """Guidance weights (guidance_arg), or 'none' for no guidance."""
+    return NONE if text.lower() == NONE else guidance_arg(text)
+
+
 def add_sampling_options(p: argparse.ArgumentParser, guidance: bool = True) -> None:
-    """--temperature, --seed, --label (and --guidance); left out, the service's defaults apply."""
+    """--temperature, --seed, --label (and --guidance); left out, the model's sampling defaults
+    apply (for a class-conditional model, each image's label from its seed)."""
     p.add_argument(
         "--temperature", type=temperature_arg, help="prior temperature: one number, or one per latent layer"
     )
     p.add_argument("--seed", type=int, help="seed (of the first image; image i uses seed + i)")
-    p.add_argument("--label", type=int, help="class label (class-conditional models)")
+    p.add_argument(
+        "--label",
+        type=label_arg,
+        metavar="LABEL|none",
+        help="class label (class-conditional models); none: the unconditional prior",
+    )
     if guidance:
         p.add_argument(
             "--guidance",
-            type=guidance_arg,
-            metavar="W|MEAN,VAR",
-            help="classifier-free guidance weights; needs a label on most models",
+            type=guidance_or_none,
+            metavar="W|MEAN,VAR|none",
+            help="classifier-free guidance weights (needs a label); none: no guidance",
         )
 
 
 def call_options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
-    """The named request options the user gave, with the model and the timeout."""
-    return {n: getattr(args, n) for n in ("model", "timeout", *names) if getattr(args, n) is not None}
+    """The named request options the user gave, with the model and the timeout ('none' as None)."""
+    given = {n: getattr(args, n) for n in ("model", "timeout", *names) if getattr(args, n) is not None}
+    return {n: None if v == NONE else v for n, v in given.items()}
 
 
 async def with_client(args: argparse.Namespace, run: Callable[[AsyncClient], Awaitable[None]]) -> None:

@@ -27,10 +27,12 @@ from .errors import APIError, ConnectionFailed
 from .results import (
     Encoding,
     Images,
+    Interpolation,
     ModelInfo,
     Reconstruction,
     parse_encoding,
     parse_images,
+    parse_interpolation,
     parse_models,
     parse_reconstruction,
 )
@@ -54,8 +56,19 @@ class CallOptions(TypedDict, total=False):
 
 class SampleOptions(CallOptions, total=False):
     temperature: float | Sequence[float]  # one for every latent layer, or one per layer (top-down)
-    label: int  # class-conditional models
-    guidance: float | tuple[float, float]  # (mean, variance) weights; one number: both
+    # Left out, the model's sampling defaults apply (for a class-conditional model, each image's
+    # label from its seed); label=None asks for the unconditional prior, guidance=None for none.
+    label: int | None
+    guidance: float | tuple[float, float] | None  # (mean, variance) weights; one number: both
+
+
+class InterpolateOptions(SampleOptions, total=False):
+    layers: int  # the top latent layers interpolated (all when left out)
+
+
+class UpscaleOptions(SampleOptions, total=False):
+    low_res_noise: float  # std of the noise on the low-resolution input; the model's when left out
+    stage: int  # when `model` is a cascade: which super-resolution stage (default 1)
 
 
 class ReconstructOptions(CallOptions, total=False):
@@ -76,8 +89,8 @@ class Call(Generic[T]):
     method: str
     path: str
     parse: Callable[[httpx.Response], T]
-    fields: dict[str, Any] | None = None  # the JSON body, or the multipart text fields with `image`
-    image: bytes | None = None
+    fields: dict[str, Any] | None = None  # the JSON body, or the multipart text fields with `files`
+    files: dict[str, bytes] | None = None  # uploaded images by field name: the body is multipart
     timeout: float | None = None
 
     def request(self, deadline: float | None) -> dict[str, Any]:
@@ -91,17 +104,21 @@ class Call(Generic[T]):
         body = dict(self.fields)
         if remaining is not None:
             body["timeout_ms"] = max(1, math.ceil(1000 * remaining))
-        if self.image is None:
+        if not self.files:
             args["json"] = body
         else:  # text fields are read as JSON by the service, so "3" is a number and '"3"' a string
             args["data"] = {k: json.dumps(v) for k, v in body.items()}
-            args["files"] = {"image": ("image", self.image, "application/octet-stream")}
+            args["files"] = {k: (k, data, "application/octet-stream") for k, data in self.files.items()}
         return args
+
+
+# Options whose None is a value (the unconditional prior, no guidance) and is sent as null.
+NULLABLE = frozenset({"label", "guidance"})
 
 
 def _fields(options: Mapping[str, Any]) -> tuple[dict[str, Any], float | None]:
     """The fields a caller gave, in the API's form, and the call's timeout."""
-    body = {k: v for k, v in options.items() if v is not None and k != "timeout"}
+    body = {k: v for k, v in options.items() if k != "timeout" and (v is not None or k in NULLABLE)}
     guidance = body.get("guidance")
     if isinstance(guidance, int | float):
         body["guidance"] = {"mean": float(guidance), "variance": float(guidance)}
@@ -143,17 +160,37 @@ def sample_call(n: int, options: Mapping[str, Any]) -> Call[Images]:
 
 def reconstruct_call(image: ImageInput, options: Mapping[str, Any]) -> Call[Reconstruction]:
     body, timeout = _fields(options)
-    return Call("POST", "/reconstruct", parse_reconstruction, body, image_bytes(image), timeout)
+    return Call("POST", "/reconstruct", parse_reconstruction, body, {"image": image_bytes(image)}, timeout)
+
+
+def upscale_call(image: ImageInput, options: Mapping[str, Any]) -> Call[Images]:
+    body, timeout = _fields(options)
+    return Call("POST", "/upscale", parse_images, body, {"image": image_bytes(image)}, timeout)
 
 
 def encode_call(image: ImageInput, options: Mapping[str, Any]) -> Call[Encoding]:
     body, timeout = _fields(options)
-    return Call("POST", "/encode", parse_encoding, body, image_bytes(image), timeout)
+    return Call("POST", "/encode", parse_encoding, body, {"image": image_bytes(image)}, timeout)
 
 
 def decode_call(latents: Sequence[np.ndarray] | Encoding, options: Mapping[str, Any]) -> Call[Images]:
     body, timeout = _fields(options)
     return Call("POST", "/decode", parse_images, {"latents": latent_fields(latents), **body}, timeout=timeout)
+
+
+def interpolate_call(
+    start: int | ImageInput, end: int | ImageInput, steps: int, options: Mapping[str, Any]
+) -> Call[Interpolation]:
+    """Each end a seed (an int) or an image; images go as multipart files, seeds as fields."""
+    body, timeout = _fields(options)
+    body["steps"] = steps
+    files = {}
+    for name, end_ in (("start", start), ("end", end)):
+        if isinstance(end_, int) and not isinstance(end_, bool):
+            body[name] = end_
+        else:
+            files[name] = image_bytes(end_)
+    return Call("POST", "/interpolate", parse_interpolation, body, files, timeout)
 
 
 def models_call() -> Call[list[ModelInfo]]:

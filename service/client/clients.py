@@ -18,19 +18,23 @@ from .calls import (
     Call,
     EncodeOptions,
     ImageInput,
+    InterpolateOptions,
     ReconstructOptions,
     RetryPolicy,
     SampleOptions,
+    UpscaleOptions,
     answer,
     decode_call,
     encode_call,
+    interpolate_call,
     model_call,
     models_call,
     reconstruct_call,
     sample_call,
+    upscale_call,
 )
 from .errors import ConnectionFailed
-from .results import Encoding, Images, ModelInfo, Reconstruction
+from .results import Encoding, Images, Interpolation, ModelInfo, Reconstruction
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -101,6 +105,11 @@ class Client(_ClientBase):
         """The top `layers` latent layers from the image's posterior, the rest from the prior."""
         return self._run(reconstruct_call(image, options))
 
+    def upscale(self, image: ImageInput, **options: Unpack[UpscaleOptions]) -> Images:
+        """A super-resolution model's image of a low-resolution `image` (of the model's low_res size);
+        `model` may name a cascade (then its `stage`, default 1)."""
+        return self._run(upscale_call(image, options))
+
     def encode(self, image: ImageInput, **options: Unpack[EncodeOptions]) -> Encoding:
         """Per-layer KL, rate, distortion and ELBO of the image; with latents=k, the top k layers' z."""
         return self._run(encode_call(image, options))
@@ -108,6 +117,16 @@ class Client(_ClientBase):
     def decode(self, latents: Sequence[np.ndarray] | Encoding, **options: Unpack[SampleOptions]) -> Images:
         """The image whose top layers are `latents` (Encoding.latents), the rest from the prior."""
         return self._run(decode_call(latents, options))
+
+    def interpolate(
+        self,
+        start: int | ImageInput,
+        end: int | ImageInput,
+        steps: int = 8,
+        **options: Unpack[InterpolateOptions],
+    ) -> Interpolation:
+        """`steps` images from `start` to `end` (each a seed or an image), through the latent layers."""
+        return self._run(interpolate_call(start, end, steps, options))
 
     def models(self) -> list[ModelInfo]:
         return self._run(models_call())
@@ -153,6 +172,9 @@ class AsyncClient(_ClientBase):
     async def reconstruct(self, image: ImageInput, **options: Unpack[ReconstructOptions]) -> Reconstruction:
         return await self._run(reconstruct_call(image, options))
 
+    async def upscale(self, image: ImageInput, **options: Unpack[UpscaleOptions]) -> Images:
+        return await self._run(upscale_call(image, options))
+
     async def encode(self, image: ImageInput, **options: Unpack[EncodeOptions]) -> Encoding:
         return await self._run(encode_call(image, options))
 
@@ -160,6 +182,15 @@ class AsyncClient(_ClientBase):
         self, latents: Sequence[np.ndarray] | Encoding, **options: Unpack[SampleOptions]
     ) -> Images:
         return await self._run(decode_call(latents, options))
+
+    async def interpolate(
+        self,
+        start: int | ImageInput,
+        end: int | ImageInput,
+        steps: int = 8,
+        **options: Unpack[InterpolateOptions],
+    ) -> Interpolation:
+        return await self._run(interpolate_call(start, end, steps, options))
 
     async def models(self) -> list[ModelInfo]:
         return await self._run(models_call())

@@ -70,6 +70,20 @@ class Images(Sequence[GeneratedImage]):
 
 
 @dataclass(frozen=True)
+class Interpolation(Images):
+    """The images of an /interpolate answer, start to end: one label and one seed for the path."""
+
+    t: tuple[float, ...] = ()  # each image's place on the path: 0 at the start, 1 at the end
+    layers: int = 0  # the top latent layers interpolated
+    seed: int = 0  # of the layers below, and of image ends' posterior draws
+    label: int | None = None
+
+    def grid_png(self) -> bytes:
+        """One row, as the service sends it for `Accept: image/png`."""
+        return grid_png(self.arrays(), columns=len(self))
+
+
+@dataclass(frozen=True)
 class Reconstruction:
     model: str
     layers: int  # top latent layers taken from the image's posterior
@@ -107,7 +121,11 @@ class ModelInfo:
     device: str
     amp: str
     provenance: dict[str, Any]
+    sampling: dict[str, Any] = field(default_factory=dict)  # defaults for what a request leaves out
     limits: dict[str, Any] = field(default_factory=dict)  # max_batch_size, max_images_per_request, ...
+    object: str = "model"  # or "cascade": then `stages` lists its stages (model, sizes, options)
+    low_res: int = 0  # super-resolution models: the size of the images `upscale` takes
+    stages: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # fields this client does not know yet
 
     @classmethod
@@ -125,6 +143,14 @@ def parse_images(r: httpx.Response) -> Images:
         GeneratedImage(base64.b64decode(d["b64_json"]), d["seed"], d.get("label")) for d in body["data"]
     )
     return Images(body["model"], tuple(images))
+
+
+def parse_interpolation(r: httpx.Response) -> Interpolation:
+    body = r.json()
+    seed, label = body["seed"], body.get("label")
+    images = tuple(GeneratedImage(base64.b64decode(d["b64_json"]), seed, label) for d in body["data"])
+    t = tuple(d["t"] for d in body["data"])
+    return Interpolation(body["model"], images, t, body["layers"], seed, label)
 
 
 def parse_reconstruction(r: httpx.Response) -> Reconstruction:

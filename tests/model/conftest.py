@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import model
-from tests.factories import perturbed
+from tests.factories import perturbed, tiny_base16, tiny_sr16to32
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +21,13 @@ def tiny_cond() -> model.VDVAE:
         num_classes=10, image_channels=1, dataset="mnist", num_mixtures=3
     )
     return perturbed(hp, seed=1)
+
+
+@pytest.fixture(scope="session")
+def base16() -> model.VDVAE:
+    return perturbed(tiny_base16(), seed=2)
+
+
+@pytest.fixture(scope="session")
+def sr16() -> model.VDVAE:
+    return perturbed(tiny_sr16to32(), seed=3)

@@ -53,6 +53,17 @@ def test_seed_ends_are_the_samples_of_their_seeds(tiny, tiny_cond) -> None:
     assert torch.equal(labelled[-1], tiny_cond.sample(1, seeds=[4], labels=[7])[0])
 
 
+def test_left_out_the_label_is_the_start_seeds_and_the_path_starts_at_its_sample(tiny_cond) -> None:
+    # The seed rule: sample(seed 13) of a 10-class model is a 3; the path from seed 13 takes label 3,
+    # so it starts at exactly that image and ends at seed 14's sample drawn as a 3.
+    path = tiny_cond.interpolate(13, 14, steps=3)
+    assert torch.equal(path[0], tiny_cond.sample(1, seeds=[13])[0])
+    assert torch.equal(path[-1], tiny_cond.sample(1, seeds=[14], labels=[13 % 10])[0])
+    assert not torch.equal(path[-1], tiny_cond.sample(1, seeds=[14])[0])
+    unconditional = tiny_cond.interpolate(13, 14, steps=3, labels=None)
+    assert torch.equal(unconditional[0], tiny_cond.sample(1, seeds=[13], labels=None)[0])
+
+
 def test_image_ends_are_their_full_reconstructions(tiny) -> None:
     x = random_images(2, seed=5)
     path = tiny.interpolate(x[0], x[1], steps=3, seed=9)

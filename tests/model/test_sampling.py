@@ -118,6 +118,7 @@ def test_labels_change_the_sample(tiny_cond):
         ({"labels": [-2]}, "label -2 out of range"),
         ({"labels": [1, 2]}, "2 labels for 1 images"),
         ({"labels": [1], "guidance": (float("inf"), 1.0)}, "finite"),
+        ({"labels": [1], "guidance": (1.0, 2.0, 3.0)}, r"guidance must be \(w_mean, w_var\)"),
     ],
 )
 def test_bad_labels_or_guidance_are_explained(tiny_cond, kwargs, message):

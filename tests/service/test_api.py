@@ -156,12 +156,12 @@ def test_sample_labels_guidance_and_temperatures_change_the_image(client: httpx.
         assert r.status_code == 200, r.text
         return r.json()["data"][0]["b64_json"]
 
-    plain = image()
-    assert image(label=4) != plain
-    assert image(label=4, guidance={"mean": 2.0, "variance": 1.0}) != image(label=4)
-    assert image(temperature=0.0) != plain
-    assert image(temperature=[1.0] * L) == plain  # one value per layer, all 1: the same draw
-    assert image(temperature=[1.0] * (L - 1) + [0.0]) != plain
+    plain = image(label=None, temperature=1.0)
+    assert image(label=4, temperature=1.0) != plain
+    assert image(label=4, guidance={"mean": 2.0, "variance": 1.0}) != image(label=4, guidance=None)
+    assert image(label=None, temperature=0.0) != plain
+    assert image(label=None, temperature=[1.0] * L) == plain  # one value per layer, all 1: the same draw
+    assert image(label=None, temperature=[1.0] * (L - 1) + [0.0]) != plain
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +197,8 @@ def test_reconstruct_depth_controls_the_bits_used(client: httpx.Client) -> None:
     assert 0 <= bits[1] <= bits[L]
     # layers=0 is the prior sample with the same seed
     r0 = client.post("/reconstruct", json={"image_b64": png64, "layers": 0, "seed": 1}).json()
-    s0 = client.post("/sample", json={"n": 1, "seed": 1}).json()
+    temperature = model_info(client)["sampling"]["temperature"]  # /reconstruct's default, as /sample's
+    s0 = client.post("/sample", json={"n": 1, "seed": 1, "label": None, "temperature": temperature}).json()
     assert r0["data"][0]["b64_json"] == s0["data"][0]["b64_json"]
 
 

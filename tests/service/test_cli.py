@@ -93,6 +93,35 @@ def test_reconstruct_encode_decode_remote_and_local(tmp_path, server, model_dir)
     assert (remote / "out.png").read_bytes() == (local / "out.png").read_bytes() == decoded
 
 
+def test_interpolate_writes_the_services_row_and_frames_remote_and_local(tmp_path, server, model_dir) -> None:
+    args = (
+        "interpolate",
+        "digit.png",
+        "7",
+        "--steps",
+        "4",
+        "--seed",
+        "2",
+        "--frames",
+        "frames",
+        "-o",
+        "row.png",
+    )
+    remote, local = both(tmp_path, server, model_dir, *args)
+    with Client(server.url) as client:
+        path = client.interpolate(png_bytes(digit_like()), 7, 4, seed=2)
+    for folder in (remote, local):
+        assert (folder / "row.png").read_bytes() == path.grid_png()
+        frames = sorted((folder / "frames").glob("*.png"))
+        assert [f.read_bytes() for f in frames] == [im.png for im in path]
+    printed = vdvae(
+        "interpolate", "3", "4", "--steps", "2", "--label", "none", cwd=remote, url=server.url
+    ).stdout
+    assert "2 images from 3 to 4" in printed and "no label" in printed
+    missing = vdvae("interpolate", "nothere.png", "4", cwd=remote, url=server.url, check=False)
+    assert missing.returncode == 2 and "no image file nothere.png" in missing.stderr
+
+
 def test_encode_and_models_print_readable_tables(tmp_path, server, model_dir) -> None:
     (tmp_path / "digit.png").write_bytes(png_bytes(digit_like()))
     table = vdvae("encode", "digit.png", "--seed", "0", cwd=tmp_path, url=server.url).stdout

@@ -72,6 +72,49 @@ def test_reconstruct_encode_and_decode_round_trip(server: RunningServer) -> None
     assert info.limits["max_batch_size"] == 16 and info.default
 
 
+def test_interpolate_between_seeds_and_images_and_the_unconditional_prior(server: RunningServer) -> None:
+    digit = digit_like()
+    with Client(server.url) as client:
+        path = client.interpolate(21, 22, 5, label=4, seed=0)
+        from_image = client.interpolate(digit, 7, 3, seed=0)
+        default = client.interpolate(23, 24, 3)
+        prior = client.interpolate(23, 24, 3, label=None)
+        alone = client.sample(1, seed=23)
+    with server.client() as raw:
+        body = raw.post(
+            "/interpolate", json={"start": 21, "end": 22, "steps": 5, "label": 4, "seed": 0}
+        ).json()
+        row = raw.post(
+            "/interpolate",
+            json={"start": 21, "end": 22, "steps": 5, "label": 4, "seed": 0},
+            headers={"accept": "image/png"},
+        ).content
+        multipart = raw.post(
+            "/interpolate",
+            files={"start": ("d.png", png_bytes(digit), "image/png")},
+            data={"end": "7", "steps": "3", "seed": "0"},
+        ).json()
+    assert [im.png for im in path] == [base64.b64decode(d["b64_json"]) for d in body["data"]]
+    assert path.t == (0.0, 0.25, 0.5, 0.75, 1.0) and path.label == 4 and path.seed == 0
+    assert path.grid_png() == row  # one row, as the service sends it
+    assert [im.png for im in from_image] == [base64.b64decode(d["b64_json"]) for d in multipart["data"]]
+    assert from_image.label is None  # an image start has no seed's label
+    assert default.label == 3 and default[0].png == alone[0].png  # the seed rule: 23 -> 3
+    assert prior.label is None and prior[0].png != alone[0].png
+
+
+def test_label_none_is_sent_as_the_unconditional_prior(server: RunningServer) -> None:
+    with Client(server.url) as client:
+        unconditional = client.sample(2, seed=5, label=None, temperature=0.8)
+        default = client.sample(2, seed=5)
+        sampling = client.model("mnist").sampling
+    with server.client() as raw:
+        body = raw.post("/sample", json={"n": 2, "seed": 5, "label": None, "temperature": 0.8}).json()
+    assert unconditional.labels == [None, None] and default.labels == [5, 6]
+    assert [im.png for im in unconditional] == [base64.b64decode(d["b64_json"]) for d in body["data"]]
+    assert sampling["label"] == "seed"  # what the model's defaults say, as ModelInfo.sampling
+
+
 def test_async_client_gives_the_same_results_concurrently(server: RunningServer) -> None:
     async def three() -> list[Images]:
         async with AsyncClient(server.url) as client:

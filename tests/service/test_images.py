@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.imageio import image_grid
+from model.imageio import grid_png, image_grid
 from service.errors import InvalidImage
 from service.images import decode_base64, decode_image, encode_png
 from service.settings import Settings
@@ -84,6 +84,20 @@ def test_encode_png_round_trips_grey_and_rgb() -> None:
     for img in (digit_like(), digit_like(channels=3)):
         decoded = np.asarray(Image.open(io.BytesIO(encode_png(img))))
         assert np.array_equal(decoded.reshape(img.shape), img)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (32, 32, 1), (7, 13, 3), (64, 48, 3)])
+def test_png_writer_is_exact_and_valid_at_any_size(shape: tuple[int, int, int]) -> None:
+    """Our own PNG writer: Pillow verifies its chunks' CRCs and reads back every pixel (full range)."""
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    data = encode_png(img)
+    Image.open(io.BytesIO(data)).verify()
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == ("L" if shape[2] == 1 else "RGB") and decoded.size == (shape[1], shape[0])
+        assert np.array_equal(np.asarray(decoded).reshape(shape), img)
+    expected = image_grid(np.stack([img, img]))
+    grid = np.asarray(Image.open(io.BytesIO(grid_png(np.stack([img, img])))))
+    assert np.array_equal(grid.reshape(expected.shape), expected)
 
 
 def test_grid_is_row_major_with_a_border() -> None:

@@ -31,6 +31,27 @@ def test_seed_ends_are_the_samples_of_sample(client: httpx.Client) -> None:
     assert all(not np.array_equal(m, decode_png(sampled[0]["b64_json"])) for m in middle)
 
 
+def test_left_out_the_label_follows_the_start_seed_and_the_path_starts_at_its_sample(
+    client: httpx.Client,
+) -> None:
+    r = client.post("/interpolate", json={"start": 23, "end": 24, "steps": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] == 3  # the bundled model's rule: seed 23 -> 23 mod 10
+    alone = client.post("/sample", json={"n": 1, "seed": 23}).json()["data"][0]
+    assert alone["label"] == 3 and r.json()["data"][0]["b64_json"] == alone["b64_json"]
+    end = client.post("/sample", json={"n": 1, "seed": 24, "label": 3}).json()["data"][0]
+    assert r.json()["data"][-1]["b64_json"] == end["b64_json"]
+    png = client.post(
+        "/interpolate", json={"start": 23, "end": 24, "steps": 3}, headers={"accept": "image/png"}
+    )
+    assert png.headers["x-labels"] == "3,3,3"
+    # an explicit null is the unconditional prior; an image start has no seed's label
+    assert client.post("/interpolate", json={"start": 23, "end": 24, "label": None}).json()["label"] is None
+    r = client.post("/interpolate", files={"start": ("d.png", PNG, "image/png")}, data={"end": "24"})
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] is None
+
+
 def test_image_ends_are_their_reconstructions_multipart_and_json_alike(client: httpx.Client) -> None:
     other = png_bytes(digit_like(seed=4)[::-1].copy())
     form = client.post(

@@ -61,7 +61,9 @@ function useModel(id) {
 async function loadModels() {
   showError($("app-error"), null);
   try {
-    models = (await getJSON("/v1/models")).data;
+    // Every tab works on one model's latent layers: cascades and super-resolution models (which
+    // need a low-resolution input) are left to the API.
+    models = (await getJSON("/v1/models")).data.filter((m) => m.object !== "cascade" && !m.low_res);
   } catch (e) {
     const hint = e instanceof ApiError && e.status === 401 ? " Type the service's API key above." : "";
     showError($("app-error"), new Error(`${e.message}${hint}`));

@@ -114,3 +114,14 @@ def test_training_stops_before_it_starts_on_bad_data(digits, tmp_path, capsys):
     assert code == 2
     assert "odd.png: wrong size 28x28; expected 32x32" in capsys.readouterr().err
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_pooling_makes_16x16_digits_and_is_only_done_when_asked():
+    full = load_split("mnist", "test", 32, 1)
+    small = load_split("mnist", "test", 16, 1, pool=True)
+    assert small.images.shape == (500, 16, 16, 1) and np.array_equal(small.labels, full.labels)
+    assert abs(small.images.mean() - full.images.mean()) < 0.5  # pooling keeps the mean
+    with pytest.raises(DataError, match="images are 32x32x1; the model expects 16x16x1"):
+        load_split("mnist", "test", 16, 1)
+    with pytest.raises(DataError, match="cannot average-pool 32x32 images to 12x12"):
+        load_split("mnist", "test", 12, 1, pool=True)

@@ -77,8 +77,17 @@ def test_npz_output_and_the_checks_of_a_job(tmp_path, capsys, tiny, one_thread):
     assert main([*args, "--seed", "100", "--out", str(out)]) == 0
     arrays = read_arrays(out)
     vae = load_model(BUNDLED, device="cpu")
+    # options left out: the model's sampling defaults, as vae.sample and /sample use them
     assert np.array_equal(arrays["images"], vae.sample(6, seeds=100).numpy())
-    assert arrays["seeds"].tolist() == list(range(100, 106)) and arrays["labels"].tolist() == [-1] * 6
+    assert arrays["seeds"].tolist() == list(range(100, 106)) and arrays["labels"].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert json.loads((out / "job.json").read_text())["temperature"] == vae.sampling.temperature
     capsys.readouterr()
 
     # A rerun into the same folder must ask for the same job.
@@ -89,7 +98,7 @@ def test_npz_output_and_the_checks_of_a_job(tmp_path, capsys, tiny, one_thread):
     refused = {
         "unconditional": [str(tmp_path / "tiny"), "--num-samples", "2", "--label", "3"],
         "out of range": [str(BUNDLED), "--num-samples", "2", "--label", "10"],
-        "needs labels": [str(BUNDLED), "--num-samples", "2", "--guidance", "1"],
+        "needs labels": [str(BUNDLED), "--num-samples", "2", "--label", "none", "--guidance", "1"],
         "temperature": [str(BUNDLED), "--num-samples", "2", "--temperature", "-1"],
     }
     for problem, bad in refused.items():

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from model.training.objectives import drop_labels, information_schedule, kl_weights, training_loss
+from model.training.objectives import (
+    drop_labels,
+    information_schedule,
+    kl_weights,
+    resolution_schedule,
+    training_loss,
+)
 from tests.factories import random_images
 
 
@@ -62,3 +68,12 @@ def test_reweighted_loss_is_finite_and_keeps_the_unweighted_bound(tiny):
     assert torch.equal(stats["elbo"], stats_w["elbo"])  # the reported bound is never reweighted
     assert plain.item() == pytest.approx(stats["elbo"].mean().item())
     assert weighted.item() != pytest.approx(plain.item())
+
+
+def test_the_resolution_schedule_gives_each_layer_a_share_proportional_to_its_resolution():
+    r = resolution_schedule([16, 16, 32, 32])
+    assert math.isclose(r.sum().item(), 66.7, rel_tol=1e-6)
+    assert torch.allclose(r, torch.tensor([1.0, 1.0, 2.0, 2.0]) * 66.7 / 6)
+    # visual-vae's 32 -> 64 configuration: 20 layers at each, 1.112 % and 2.223 %.
+    r = resolution_schedule([32] * 20 + [64] * 20)
+    assert (round(r[0].item(), 3), round(r[-1].item(), 3)) == (1.112, 2.223)

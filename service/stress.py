@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("give --url or --spawn")
     print(load_line())
     with contextlib.ExitStack() as stack:
-        url = args.url or stack.enter_context(spawned_server(["--cpu-threads", "1", *args.server_flags]))
+        url = args.url or stack.enter_context(spawned_server(["--cpu-threads", "1", *args.server_flags]))[0]
         hostile_requests()  # built before the clock starts
         quiet = phase(url, args.duration, args.normal_clients, 0)
         report("quiet", quiet, None)

@@ -71,10 +71,25 @@ class ServiceRoute(APIRoute):
             release = admit(service(request))
             try:
                 answer = await endpoint(request)
-                return answer if isinstance(answer, Response) else json_response(answer)
-            finally:
-                # Before the answer is sent, unlike a dependency's exit: nothing else runs on the
-                # loop in between (sending does not wait unless the client stops reading).
+            except BaseException:
                 release()
+                raise
+            response = answer if isinstance(answer, Response) else json_response(answer)
+            return SentThenReleased(response, release)
 
         return handle
+
+
+class SentThenReleased(Response):
+    """An answer whose request stays in flight until its last byte is sent (or sending failed), so
+    a draining server never exits with an answer still on the wire."""
+
+    def __init__(self, answer: Response, release: Callable[[], None]) -> None:
+        # Only delegates: the answer keeps its own status, headers and body.
+        self.answer, self.release = answer, release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.answer(scope, receive, send)
+        finally:
+            self.release()

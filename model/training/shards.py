@@ -306,6 +306,7 @@ def main(prepare: Callable[[Dist], Job], device: str | None) -> int:
     summary. 2, with the problem, for bad options, data or model (prepare's ValueErrors:
     CheckpointError, DataError, ...) and for an output folder that holds another job."""
     dist = distributed.setup(device)
+    finished = False
     try:
         try:
             job = prepare(dist)
@@ -315,8 +316,9 @@ def main(prepare: Callable[[Dist], Job], device: str | None) -> int:
             summary = run(job, dist)
         except JobError as e:  # any other error of a run is a bug: it keeps its traceback
             return _refuse(e, dist)
+        finished = True
     finally:
-        dist.close()
+        dist.close(finished)
     if summary is not None:
         print(json.dumps(summary, indent=2))
     return 0

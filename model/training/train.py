@@ -31,11 +31,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m model.trainin
     except (DataError, HParamsError, FileNotFoundError, ValueError, MissingExtra) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finished = False
     try:
         trainer.run()
+        finished = True
     finally:
         trainer.log.close()
-        trainer.dist.close()
+        trainer.dist.close(finished)
     return 0
 
 

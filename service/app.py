@@ -23,6 +23,7 @@ from model.inference import resolve_device
 from . import __version__, interpolate, playground, sample_stream, upscale
 from .access import add_access_control
 from .batcher import Batcher
+from .body_limits import endpoint_body_limits
 from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
 from .memory import ByteBudget, HeapTrimmer
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         budget=state.body_budget,
         trimmer=state.trimmer,
+        endpoint_limits=state.endpoint_body_limits,
     )
     keys = add_access_control(app, settings, metrics)
     static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
@@ -129,6 +131,8 @@ async def start_models(state: ServiceState) -> None:
             load_registry, settings.model_dir, device, settings.amp, settings.default_model, settings.compile
         )
         state.registry = registry
+        if settings.endpoint_body_limits:
+            state.endpoint_body_limits.update(endpoint_body_limits(registry.served(), settings))
         if not registry.models and not registry.cascades:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
             raise RuntimeError(f"no model could be loaded from the model folder ({errors})")

@@ -70,7 +70,10 @@ class ModelNotFound(ServiceError):
 
 class BodyTooLarge(ServiceError):
     status, slug, title, reason = 413, "body-too-large", "Request body too large", "too_large"
-    description = "The body is larger than the service's max_body_bytes."
+    description = (
+        "The body is larger than its endpoint can need for the served models (GET /v1/models gives "
+        "their shapes), or than the service's max_body_bytes."
+    )
 
 
 class BodyTooComplex(ServiceError):

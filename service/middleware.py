@@ -5,8 +5,9 @@
   answers the app cannot give itself: 503 on a connection beyond max_connections (the protocol flags
   it), a 500 problem with the request id that closes the connection for an unexpected error, and a
   503 problem for a request still running when shutdown cancels it.
-- BodyGuardMiddleware: for requests that may carry a body: 413 above max_body_bytes (from
-  Content-Length before reading anything, else by counting), 408 when the body is not in within
+- BodyGuardMiddleware: for requests that may carry a body: 413 above the endpoint's limit (the
+  served models' largest valid body, body_limits.py) or else max_body_bytes (from Content-Length
+  before reading anything, else by counting), 408 when the body is not in within
   body_timeout_s (or the request deadline, if sooner), and 503 with Retry-After when the bodies held
   at once would pass max_body_bytes_in_flight.
 """
@@ -146,10 +147,19 @@ class BodyGuardMiddleware:
     DRAIN_BYTES = 64 * 2**20
 
     def __init__(
-        self, app: ASGIApp, settings: Settings, metrics: Metrics, budget: ByteBudget, trimmer: HeapTrimmer
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        metrics: Metrics,
+        budget: ByteBudget,
+        trimmer: HeapTrimmer,
+        endpoint_limits: dict[str, int],
     ) -> None:
+        """endpoint_limits: {path: most body bytes}, filled in once the models are loaded; other
+        paths (and every path before then) take max_body_bytes."""
         self.app = app
         self.max_body_bytes = settings.max_body_bytes
+        self.endpoint_limits = endpoint_limits
         self.read_s = min(settings.body_timeout_s, settings.request_timeout_s)
         self.metrics = metrics
         self.budget = budget
@@ -167,6 +177,7 @@ class _GuardedRequest:
 
     def __init__(self, guard: BodyGuardMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
         self.guard, self.scope, self._receive, self._send = guard, scope, receive, send
+        self.limit = guard.endpoint_limits.get(scope["path"], guard.max_body_bytes)
         arrival = scope.get("state", {}).get("arrival", time.monotonic())
         self.deadline = arrival + guard.read_s
         self.received = 0  # body bytes so far
@@ -179,11 +190,10 @@ class _GuardedRequest:
         declared = _header(self.scope, b"content-length")
         if declared is not None and declared.isdigit():
             size = int(declared)
-            if size > guard.max_body_bytes:
-                if size <= guard.max_body_bytes + guard.DRAIN_BYTES:
+            if size > self.limit:
+                if size <= self.limit + guard.DRAIN_BYTES:
                     await self._drain()
-                detail = f"the body has {size} bytes; the limit is {guard.max_body_bytes}"
-                await self._reject(BodyTooLarge(detail))
+                await self._reject(BodyTooLarge(f"the body has {size} bytes; {self._limit_text()}"))
                 return
             if size > UNCOUNTED_BODY_BYTES and not self._reserve(size):
                 await self._reject(self._budget_full())
@@ -197,6 +207,11 @@ class _GuardedRequest:
             if self.held:
                 guard.budget.give(self.held)
                 guard.trimmer.released(self.held)
+
+    def _limit_text(self) -> str:
+        if self.limit < self.guard.max_body_bytes:
+            return f"the limit of {self.scope['path']} for the served models is {self.limit} bytes"
+        return f"the limit is {self.limit} bytes"
 
     def _reserve(self, nbytes: int) -> bool:
         if not self.guard.budget.take(nbytes):
@@ -227,11 +242,10 @@ class _GuardedRequest:
         chunk = len(message.get("body", b""))
         self.received += chunk
         more = message.get("more_body", False)
-        if self.received > self.guard.max_body_bytes:
+        if self.received > self.limit:
             if more:
                 await self._drain()
-            limit = self.guard.max_body_bytes
-            await self._reject(BodyTooLarge(f"the request body exceeds the limit of {limit} bytes"))
+            await self._reject(BodyTooLarge(f"the request body is larger than allowed: {self._limit_text()}"))
             return DISCONNECT  # the app stops; whatever it answers is dropped by send()
         over = self.received > UNCOUNTED_BODY_BYTES and self.received > self.held  # no Content-Length
         if over and not self._reserve(self.received - self.held):

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     # 16 MiB holds a base64 PNG of a 1024x1024 FFHQ image (~4 MiB) or a /decode body with the
     # latents of all layers of the small models, with room to spare; larger bodies get 413.
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted (413).")
+    # A 15 MB body to the digit model's /encode cost 15 ms of CPU to read and scan before its 413
+    # (python -m service.stress); refused by its Content-Length it costs the read alone, no parsing.
+    endpoint_body_limits: bool = Field(
+        True,
+        description="Refuse (413) a body larger than its endpoint can need for the served models' "
+        "shapes (each limit at most max_body_bytes).",
+    )
 
     # --- batching ---------------------------------------------------------------------------
     # Batches count images. 32 fills a CPU's cores and a GPU's SMs for the small models; the

@@ -36,6 +36,8 @@ class ServiceState:
     body_budget: ByteBudget = field(default_factory=lambda: ByteBudget(2**62))  # body bytes held at once
     trimmer: HeapTrimmer = field(default_factory=lambda: HeapTrimmer(0.0))  # heap back after bursts
     registry: ModelRegistry = field(default_factory=ModelRegistry)
+    # {path: most body bytes} of the model endpoints, set with the registry (body_limits.py).
+    endpoint_body_limits: dict[str, int] = field(default_factory=dict)
     engine: Engine | None = None
     batchers: dict[tuple[str, str], Batcher] = field(default_factory=dict)
     inflight: InFlight = field(default_factory=InFlight)  # model requests in the service

@@ -20,8 +20,9 @@ from ..conftest import RunningServer, digit_like, png_bytes, running_server
 
 @pytest.fixture(scope="module")
 def big_bodies(model_dir: Path) -> Iterator[RunningServer]:
-    """Default body limits (16 MiB), so the hostile bodies are read in full."""
-    with running_server(model_dir) as server:
+    """The 16 MiB body limit alone (no endpoint limits), so the hostile bodies are read in full and
+    meet the parsing caps, as they would for a model whose images are large."""
+    with running_server(model_dir, endpoint_body_limits=False) as server:
         yield server
 
 

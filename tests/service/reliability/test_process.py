@@ -32,7 +32,9 @@ def rss_mb(pid: int) -> float:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 def test_memory_comes_back_after_a_burst_of_large_bodies(model_dir: Path) -> None:
-    proc, url = start_service(model_dir, *QUIET)
+    # Without the endpoints' own limits, so the 15 MiB bodies are read and parsed, as a model with
+    # large images would take them.
+    proc, url = start_service(model_dir, *QUIET, "--no-endpoint-body-limits")
     try:
         with httpx.Client(base_url=url, timeout=60) as c:
             png = png_bytes(digit_like())
@@ -144,7 +146,9 @@ def test_starts_and_serves_on_a_read_only_root(model_dir: Path, tmp_path: Path) 
     home.mkdir()
     env = {**os.environ, "TMPDIR": str(home), "HOME": str(home)}
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
-    proc, url = start_service(model_dir, *QUIET, prefix=IN_READ_ONLY_ROOT, env=env, cwd=home)
+    # Without the endpoints' own limits, which would refuse the 2 MiB upload for these small models.
+    flags = (*QUIET, "--no-endpoint-body-limits")
+    proc, url = start_service(model_dir, *flags, prefix=IN_READ_ONLY_ROOT, env=env, cwd=home)
     try:
         with httpx.Client(base_url=url, timeout=60) as c:
             assert c.post("/sample", json={"n": 2, "seed": 0}).status_code == 200

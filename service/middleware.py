@@ -160,6 +160,7 @@ class BodyGuardMiddleware:
         self.app = app
         self.max_body_bytes = settings.max_body_bytes
         self.endpoint_limits = endpoint_limits
+        self.oversized_delay_s = settings.oversized_body_delay_s
         self.read_s = min(settings.body_timeout_s, settings.request_timeout_s)
         self.metrics = metrics
         self.budget = budget
@@ -191,6 +192,9 @@ class _GuardedRequest:
         if declared is not None and declared.isdigit():
             size = int(declared)
             if size > self.limit:
+                # A pause before the answer: a client looping oversized bodies is held to a few a
+                # second per connection instead of costing a read of each at full speed.
+                await asyncio.sleep(guard.oversized_delay_s)
                 if size <= self.limit + guard.DRAIN_BYTES:
                     await self._drain()
                 await self._reject(BodyTooLarge(f"the body has {size} bytes; {self._limit_text()}"))

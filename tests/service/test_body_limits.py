@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,9 +103,12 @@ def test_a_body_past_its_endpoint_limit_is_refused_by_its_content_length(
 
 
 def test_the_million_chunk_png_is_refused_before_it_is_parsed(default_limits: RunningServer) -> None:
-    """Refused by its size (413) rather than by the parsing caps (422, "metadata")."""
+    """Refused by its size (413) rather than by the parsing caps (422, "metadata"), after the pause
+    that holds a client looping such bodies to a few a second."""
     with default_limits.client() as client:
+        t0 = time.monotonic()
         r = client.post("/encode", files={"image": ("x.png", million_chunk_png(png_bytes(digit_like())))})
+        assert time.monotonic() - t0 >= Settings().oversized_body_delay_s
         assert r.status_code == 413
         assert "the limit of /encode for the served models" in r.json()["detail"]
         # A real digit upload to the same endpoint is served.

@@ -18,7 +18,7 @@ import torch
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from model.inference import resolve_device
+from model.inference import keep_freed_memory_in_heap, resolve_device
 
 from . import __version__, interpolate, playground, sample_stream, upscale
 from .access import add_access_control
@@ -125,6 +125,7 @@ async def start_models(state: ServiceState) -> None:
             threads = cpu_threads(settings.cpu_threads)
             torch.set_num_threads(threads)
             log.info("CPU inference with %d torch thread(s)", threads)
+            keep_freed_memory_in_heap()  # before the engine's thread starts: it keeps its arena
         state.engine = Engine(device, state.metrics)
         state.set_phase(Phase.LOADING, f"loading models from {settings.model_dir}")
         registry = await state.engine.call(

@@ -22,7 +22,6 @@ model.training.shards.read_arrays(out) concatenates the shards of a finished job
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ..likelihoods import LN2
 from ..vae import VDVAE
 from . import shards
 from .data import ImageSet
-from .distributed import Dist
+from .distributed import Dist, exit_process
 from .evaluate import add_data_options, encode_images, load_data, uses_labels
 
 
@@ -121,4 +120,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m model.trainin
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

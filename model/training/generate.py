@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from ..imageio import png_bytes
 from ..sampling import label_from_seed
 from ..vae import VDVAE
 from . import shards
-from .distributed import Dist
+from .distributed import Dist, exit_process
 
 LABEL_MODES = ("default", "none", "random", "cycle", "seed")
 # Entropy that keeps a seed's label draw apart from its latent and pixel streams (ASCII "label").
@@ -177,4 +176,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m model.trainin
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from ..hparams import HParamsError
 from .config import parse_args
 from .data import DataError
+from .distributed import exit_process
 from .tensorboard_log import MissingExtra
 from .trainer import Trainer
 
@@ -42,4 +43,4 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m model.trainin
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

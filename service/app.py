@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         budget=state.body_budget,
         trimmer=state.trimmer,
-        endpoint_limits=state.endpoint_body_limits,
+        endpoint_limits=state.endpoint_limits,
     )
     keys = add_access_control(app, settings, metrics)
     static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
@@ -133,7 +133,7 @@ async def start_models(state: ServiceState) -> None:
         )
         state.registry = registry
         if settings.endpoint_body_limits:
-            state.endpoint_body_limits.update(endpoint_body_limits(registry.served(), settings))
+            state.endpoint_limits.update(endpoint_body_limits(registry.served(), settings))
         if not registry.models and not registry.cascades:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
             raise RuntimeError(f"no model could be loaded from the model folder ({errors})")

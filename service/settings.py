@@ -71,18 +71,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted (413).")
     # A 15 MB body to the digit model's /encode cost 15 ms of CPU to read and scan before its 413
     # (python -m service.stress); refused by its Content-Length it costs the read alone, no parsing.
+    endpoint_body_limits: bool = Field(
+        True,
+        description="Refuse (413) a body larger than its endpoint can need for the served models' "
+        "shapes (each limit at most max_body_bytes).",
+    )
     # Four clients looping 15 MB bodies on 2 cores raised a normal /sample's p50 2.8x when each was
-    # read and refused at once; with this pause before the 413, 1.0x (python -m service.stress).
+    # read and refused at once; with this pause before the 413, 1.1x (python -m service.stress).
     oversized_body_delay_s: float = Field(
         0.25,
         ge=0.0,
         le=10.0,
         description="Pause before answering 413 to a body whose Content-Length is over its limit.",
-    )
-    endpoint_body_limits: bool = Field(
-        True,
-        description="Refuse (413) a body larger than its endpoint can need for the served models' "
-        "shapes (each limit at most max_body_bytes).",
     )
 
     # --- batching ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ class ServiceState:
     trimmer: HeapTrimmer = field(default_factory=lambda: HeapTrimmer(0.0))  # heap back after bursts
     registry: ModelRegistry = field(default_factory=ModelRegistry)
     # {path: most body bytes} of the model endpoints, set with the registry (body_limits.py).
-    endpoint_body_limits: dict[str, int] = field(default_factory=dict)
+    endpoint_limits: dict[str, int] = field(default_factory=dict)
     engine: Engine | None = None
     batchers: dict[tuple[str, str], Batcher] = field(default_factory=dict)
     inflight: InFlight = field(default_factory=InFlight)  # model requests in the service

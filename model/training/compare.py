@@ -67,16 +67,15 @@ class Entry:
         base), and those labels."""
         base = self.cascade.stages[0].vae.hp
         weights = (guidance, guidance) if guidance else None
+        options = [
+            StageOptions(temperature=temperature, guidance=weights if s.vae.hp.conditional else None)
+            for s in self.cascade.stages
+        ]
         images, labels = [], []
         for start in range(0, n, batch_size):
             seeds = list(range(start, min(n, start + batch_size)))
-            conditional = base.conditional
-            batch_labels = [label_from_seed(s, base.num_classes) if conditional else -1 for s in seeds]
-            options = [
-                StageOptions(temperature=temperature, guidance=weights if s.vae.hp.conditional else None)
-                for s in self.cascade.stages
-            ]
-            asked = batch_labels if conditional else None
+            batch_labels = [label_from_seed(s, base.num_classes) if base.conditional else -1 for s in seeds]
+            asked = batch_labels if base.conditional else None
             images.append(self.cascade.sample(len(seeds), asked, seeds, options))
             labels += batch_labels
         return torch.cat(images), labels

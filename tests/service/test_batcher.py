@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -28,13 +29,29 @@ def items(n: int, start: int = 0) -> list[SampleItem]:
     return [SampleItem(seed=start + i) for i in range(n)]
 
 
+class GatedEngine(Engine):
+    """The real engine, whose first pass waits for `gate` and whose passes log when they start
+    (time.monotonic(), on the engine's thread) and how many images they hold."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.gate = threading.Event()
+        self.passes: list[tuple[float, int]] = []
+
+    def _run_live(self, model, op, items, contexts):
+        if not self.passes:
+            self.gate.wait(30)
+        self.passes.append((time.monotonic(), len(items)))
+        return super()._run_live(model, op, items, contexts)
+
+
 class Harness:
     """A started batcher over the real engine and model, and what it recorded."""
 
-    def __init__(self, model, **kwargs) -> None:
+    def __init__(self, model, engine: type[Engine] = Engine, **kwargs) -> None:
         kwargs = {"max_batch_size": 8, "max_batch_delay_s": 0.05, "max_queue_images": 64, **kwargs}
         self.metrics = Metrics(kwargs["max_batch_size"])
-        self.engine = Engine(torch.device("cpu"), self.metrics)
+        self.engine = engine(torch.device("cpu"), self.metrics)
         self.batcher = Batcher(model, OPERATIONS["sample"], self.engine, self.metrics, **kwargs)
         self.batcher.start()
 
@@ -167,3 +184,44 @@ def test_drain_finishes_queued_work_then_refuses_new_work(served_mnist) -> None:
 
     results, elapsed = asyncio.run(go())
     assert len(results) == 3 and elapsed < 5
+
+
+def test_a_full_batch_waits_at_the_engine_and_starts_without_the_event_loop(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, engine=GatedEngine, max_batch_size=4, max_batch_delay_s=30.0)
+        first = h.batcher.submit(items(4), ctx())  # full: its pass starts and waits at the gate
+        second = h.batcher.submit(items(4, start=4), ctx())  # full too, while that pass runs
+        await asyncio.sleep(0.2)  # the batcher's turn: it hands the second batch over
+        h.engine.gate.set()
+        time.sleep(2.0)  # the event loop is busy (blocked) while both passes run
+        busy_until = time.monotonic()
+        await asyncio.gather(*first, *second)
+        await h.close()
+        return h.engine.passes, busy_until
+
+    passes, busy_until = asyncio.run(go())
+    assert [n for _, n in passes] == [4, 4]
+    assert passes[1][0] < busy_until  # it did not need the event loop to start
+
+
+def test_a_batch_that_others_could_join_gathers_until_the_engine_is_free(served_mnist) -> None:
+    inflight = InFlight(requests=3, queued=1)
+
+    async def go():
+        h = Harness(
+            served_mnist, engine=GatedEngine, max_batch_size=8, max_batch_delay_s=0.05, inflight=inflight
+        )
+        first = h.batcher.submit(items(8), ctx())  # full: its pass waits at the gate
+        inflight.queued = 2
+        second = h.batcher.submit(items(2, start=8), ctx())
+        await asyncio.sleep(0.3)  # far past its window, but the engine is busy and a request is coming
+        inflight.queued = 3
+        third = h.batcher.submit(items(2, start=10), ctx())
+        await asyncio.sleep(0.1)
+        h.engine.gate.set()
+        await asyncio.gather(*first, *second, *third)
+        await h.close()
+        return h.engine.passes
+
+    passes = asyncio.run(go())
+    assert [n for _, n in passes] == [8, 4]  # the two later requests shared a pass

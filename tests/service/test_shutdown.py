@@ -42,6 +42,8 @@ def test_sigterm_drains_in_flight_work_and_exits_0(model_dir: Path) -> None:
         ready = httpx.get(url + "/health/ready", timeout=5)
         assert ready.status_code == 503
         assert ready.json()["type"] == "/problems/shutting-down"
+        # Liveness stays 200 while draining: a liveness probe must not restart a draining replica.
+        assert httpx.get(url + "/health/live", timeout=5).status_code == 200
         refused = httpx.post(url + "/sample", json={"n": 1}, timeout=5)
         assert refused.status_code == 503
         assert refused.json()["type"] == "/problems/shutting-down"

@@ -28,6 +28,13 @@ def test_one_and_two_processes_write_identical_files(tmp_path):
     assert one["computed"] == two["computed"] == 23
     assert [r["images"] for r in two["per_rank"]] == [13, 10]
     assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
+    # A job resumes on another number of processes: the shards left are dealt to both ranks.
+    (tmp_path / "one" / "shard-00001.json").unlink()
+    (tmp_path / "one" / "shard-00003.npz").unlink()
+    (tmp_path / "one" / "manifest.json").unlink()
+    resumed, _ = run_job("encode_dataset", [str(BUNDLED), *ARGS, "--out", str(tmp_path / "one")], processes=2)
+    assert resumed["skipped_shards"] == 3 and [r["images"] for r in resumed["per_rank"]] == [5, 5]
+    assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
     arrays = read_arrays(tmp_path / "one")
     assert arrays["index"].tolist() == list(range(23))
     assert arrays["label"].tolist() == load_split("mnist", "test", 32, 1).labels[:23].tolist()

@@ -29,6 +29,10 @@ def test_one_and_two_processes_write_identical_files(tmp_path):
     two, bar = run_job("generate", [str(BUNDLED), *ARGS, "--out", str(tmp_path / "two")], processes=2)
     assert one["computed"] == two["computed"] == 23
     assert [r["images"] for r in two["per_rank"]] == [13, 10]
+    # The end summary: images/s overall and per rank (each rank's images over its busy time).
+    assert two["processes"] == 2 and two["images_per_s"] > 0
+    for r in two["per_rank"]:
+        assert r["seconds"] > 0 and r["images_per_s"] == round(r["images"] / r["seconds"], 2)
     assert "23/23" in bar  # rank 0's bar counts every rank's images
     files = outputs(tmp_path / "one")
     assert files == outputs(tmp_path / "two")
@@ -66,6 +70,7 @@ def test_a_killed_job_resumes_and_skips_its_finished_shards(tmp_path, capsys, on
     assert main([*args, "--out", str(killed)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["skipped_shards"] == len(done) and summary["computed"] == 120 - 5 * len(done)
+    assert [r["images"] for r in summary["per_rank"]] == [summary["computed"]]
     assert stamps(killed, finished) == before  # finished shards were neither recomputed nor rewritten
     assert main([*args, "--out", str(straight)]) == 0
     assert outputs(killed) == outputs(straight)

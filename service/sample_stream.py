@@ -39,8 +39,9 @@ router = APIRouter()
 EVENTS = """`text/event-stream`, one event per resolution of the top-down pass:
 
 - `preview` (each resolution but the last): `{"stage", "stages", "resolution", "layers",
-  "num_layers", "data": [{"b64_json", "seed"}]}`: the final images given the `layers` latent layers
-  drawn so far (the layers below at their prior mean), as base64 PNGs, in request order;
+  "num_layers", "data": [{"b64_json", "seed", "label"}]}`: the final images given the `layers`
+  latent layers drawn so far (the layers below at their prior mean), as base64 PNGs, in request
+  order, each with its seed and the label it is drawn with (as /sample reports them);
 - `final`: the same fields plus `created` and `model`: the samples, identical to /sample's;
 - `error`: a problem document (RFC 9457) when the request fails after the stream began.
 """
@@ -54,7 +55,7 @@ class StreamStage(BaseModel):
     resolution: int
     layers: int
     num_layers: int
-    data: list[schemas.EncodedImage]
+    data: list[schemas.SampledImage]
     created: int | None = None
     model: str | None = None
 
@@ -116,7 +117,10 @@ class SampleStream:
             "resolution": resolution,
             "layers": layers,
             "num_layers": self.model.num_layers,
-            "data": [{"b64_json": b64_png(img), "seed": it.seed} for img, it in zip(images, self.items)],
+            "data": [
+                {"b64_json": b64_png(img), "seed": it.seed, "label": it.label}
+                for img, it in zip(images, self.items)
+            ],
         }
 
     async def events(self) -> AsyncIterator[bytes]:

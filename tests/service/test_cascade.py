@@ -177,6 +177,8 @@ def test_a_cascade_streams_stage_by_stage(http):
     high = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d["b64_json"])))) for d in final["data"]]
     sampled = images_of(http.post("/sample", json=body))
     assert all(np.array_equal(a, b) for a, b in zip(high, sampled))
+    labels = [d["label"] for d in http.post("/sample", json=body).json()["data"]]
+    assert [d["label"] for d in preview["data"]] == [d["label"] for d in final["data"]] == labels
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,60 @@ def test_a_sample_grid_forms_from_previews_then_shows_its_final_images(page: web
     assert console_errors(page) == []
 
 
+def curl_body(browser: webdriver.Chrome) -> dict:
+    """The JSON body of the detail panel's curl command."""
+    return json.loads(re.search(r"-d '(.*?)'", by_id(browser, "detail-curl").text).group(1))
+
+
+@needs_browser
+@pytest.mark.parametrize(
+    ("label", "shown", "sent"),
+    [
+        # the model's rule (seed 17 -> 7): the label left out, the guidance its recommended weights
+        ("rule", "7 (by its seed)", None),
+        ("", "none (unconditional)", {"label": None}),
+        ("3", "3", {"label": 3, "guidance": {"mean": 0, "variance": 0}}),  # guidance off, not the default
+    ],
+)
+def test_a_clicked_image_is_what_its_parameters_and_curl_command_draw(
+    page: webdriver.Chrome, label: str, shown: str, sent: dict | None
+) -> None:
+    """What the detail panel says (label, guidance) is what was drawn: the curl command's body gives
+    the clicked image through /sample, whatever the model's defaults."""
+    set_value(page, "sample-n", "2")
+    set_value(page, "sample-seed", "16")
+    Select(by_id(page, "sample-label")).select_by_value(label)
+    if label == "3":
+        set_value(page, "sample-guide-mean", "0")
+        set_value(page, "sample-guide-var", "0")
+    by_id(page, "sample-go").click()
+    wait(page, lambda b: by_id(b, "sample-grid").get_attribute("data-stage") == "final")
+    page.find_elements(By.CSS_SELECTOR, "#sample-grid .tile")[1].click()
+    params = dict(
+        zip(
+            *[
+                [e.text for e in page.find_elements(By.CSS_SELECTOR, f"#detail-params {t}")]
+                for t in ("dt", "dd")
+            ]
+        )
+    )
+    assert params["seed"] == "17" and params["label"] == shown
+    body = curl_body(page)
+    sent = sent or {"guidance": model_info(page)["sampling"]["guidance"]}
+    assert {k: body[k] for k in ("label", "guidance") if k in body} == sent
+    drawn = httpx.post(page.current_url.split("#")[0] + "sample", json=body).json()["data"][0]
+    src = page.find_elements(By.CSS_SELECTOR, "#sample-grid .tile img")[1].get_attribute("src")
+    assert src == "data:image/png;base64," + drawn["b64_json"]
+    by_id(page, "detail-copy").click()  # to the clipboard, or selected where the page may not write it
+    wait(
+        page,
+        lambda b: (
+            by_id(b, "detail-copied").text in ("Copied.", "Selected: copy it with Ctrl+C (or \u2318C).")
+        ),
+    )
+    assert console_errors(page) == []
+
+
 @needs_browser
 def test_a_drawn_digit_reconstructs_at_every_depth(page: webdriver.Chrome) -> None:
     by_id(page, "tab-reconstruct").click()
@@ -345,6 +399,9 @@ def test_a_phone_never_scrolls_sideways(page: webdriver.Chrome) -> None:
         width = page.execute_script("return document.documentElement.clientWidth")
         assert page.execute_script("return document.documentElement.scrollWidth") <= width
         screenshot(page, "phone")
+        page.find_element(By.CSS_SELECTOR, "#sample-grid .tile").click()  # its long curl command too
+        wait(page, lambda b: by_id(b, "sample-detail").is_displayed())
+        assert page.execute_script("return document.documentElement.scrollWidth") <= width
     finally:
         page.set_window_size(*LAPTOP)
 

@@ -51,7 +51,11 @@ def test_previews_by_resolution_then_the_images_of_sample(client: httpx.Client) 
     final = events[-1][1]
     assert final["model"] == "mnist" and final["created"] > 0
     sampled = client.post("/sample", json=BODY).json()["data"]
-    assert [i["b64_json"] for i in final["data"]] == [i["b64_json"] for i in sampled]
+    assert final["data"] == sampled  # the same images, seeds and labels
+    assert all(
+        d["data"] == [{**i, "b64_json": d["data"][k]["b64_json"]} for k, i in enumerate(sampled)]
+        for _, d in events
+    )  # every preview names each image's seed and label, as /sample does
     # The first preview is not yet the image: the layers below the top are at their prior mean.
     assert events[0][1]["data"][0]["b64_json"] != final["data"][0]["b64_json"]
 
@@ -64,7 +68,9 @@ def test_a_stream_larger_than_a_batch_is_whole_and_ordered(
     assert [d["stage"] for _, d in events] == list(range(len(events)))
     assert all(len(d["data"]) == n for _, d in events)
     last = client.post("/sample", json={"n": 1, "seed": 7 + n - 1}).json()["data"][0]
-    assert events[-1][1]["data"][-1]["b64_json"] == last["b64_json"]
+    assert events[-1][1]["data"][-1] == last
+    # Left out, each image's label is the model's rule on its own seed, named in every event.
+    assert all([i["label"] for i in d["data"]] == [(7 + k) % 10 for k in range(n)] for _, d in events)
 
 
 def test_concurrent_streams_share_passes(server: RunningServer) -> None:

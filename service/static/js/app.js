@@ -37,11 +37,16 @@ function bindTabs() {
   selectTab(names.includes(start) ? start : "sample");
 }
 
+// Every label picker offers the unconditional prior and each class; where a request may leave the
+// label out (select[data-rule]) and the model has a label rule, that comes first: what the API
+// does by default, each image's class from its own seed.
 function fillLabels(info) {
+  const rule = info.sampling?.label === "seed";
   for (const select of document.querySelectorAll(".label-select")) {
     const none = el("option", { value: "" }, "none (unconditional)");
     const classes = Array.from({ length: info.num_classes }, (_, c) => el("option", { value: String(c) }, String(c)));
-    select.replaceChildren(none, ...classes);
+    const byRule = rule && "rule" in select.dataset ? [el("option", { value: "rule" }, select.dataset.rule)] : [];
+    select.replaceChildren(...byRule, none, ...classes);
     const field = select.closest("fieldset.cond") || select.closest(".field");
     field.hidden = !info.conditional;
   }

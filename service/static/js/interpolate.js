@@ -61,18 +61,20 @@ async function run() {
       temperature: num($("interp-temp")),
       seed: int($("interp-seed")),
     };
-    const label = model.conditional ? labelOf($("interp-label")) : null;
-    if (label !== null) fields.label = label;
+    // Left out (undefined), the label follows the start seed; an image start has none, so a form
+    // (where null cannot be sent) leaves out the unconditional label too.
+    const label = model.conditional ? labelOf($("interp-label")) : undefined;
     $("interp-status").textContent = "Interpolating\u2026";
     const answer =
       mode() === "seeds"
-        ? await postJSON("/interpolate", { ...fields, start: { seed: int($("interp-seed-a")) }, end: { seed: int($("interp-seed-b")) } })
-        : await postForm("/interpolate", { ...fields, start: await pads[0].png(), end: await pads[1].png() });
+        ? await postJSON("/interpolate", { ...fields, label, start: { seed: int($("interp-seed-a")) }, end: { seed: int($("interp-seed-b")) } })
+        : await postForm("/interpolate", { ...fields, label, start: await pads[0].png(), end: await pads[1].png() });
     $("interp-row").replaceChildren(
       ...answer.data.map((d) =>
         el("figure", {}, el("div", { className: "tile" }, el("img", { src: pngSrc(d.b64_json), alt: `Step at t = ${d.t.toFixed(2)}` })), el("figcaption", {}, `t = ${d.t.toFixed(2)}`)),
       ),
     );
-    $("interp-status").textContent = `${answer.data.length} images; the top ${answer.layers} of ${model.num_layers} latent layers interpolated.`;
+    const drawnAs = model.conditional ? `, label ${answer.label === null ? "none (unconditional)" : answer.label}` : "";
+    $("interp-status").textContent = `${answer.data.length} images; the top ${answer.layers} of ${model.num_layers} latent layers interpolated${drawnAs}.`;
   }, $("interp-status"));
 }

@@ -46,6 +46,10 @@ export function setModel(info) {
       return el("div", { className: "field" }, label, input);
     }),
   );
+  // The guidance fields start at the model's recommended weights: what /sample uses when left out.
+  const guidance = info.sampling?.guidance;
+  $("sample-guide-mean").value = guidance?.mean ?? 0;
+  $("sample-guide-var").value = guidance?.variance ?? 0;
   guidanceEnabled();
   $("sample-grid").replaceChildren();
   $("sample-detail").hidden = true;
@@ -57,7 +61,7 @@ function groupInputs() {
 }
 
 function guidanceEnabled() {
-  const on = labelOf($("sample-label")) !== null;
+  const on = labelOf($("sample-label")) !== null; // a class given, or picked by the seeds' rule
   $("sample-guide-mean").disabled = !on;
   $("sample-guide-var").disabled = !on;
 }
@@ -69,14 +73,15 @@ function temperature() {
   return layers.every((t) => t === layers[0]) ? layers[0] : layers;
 }
 
+// Every option is sent as shown (guidance of 0 and an unconditional label included), so what the
+// page shows is what was drawn, whatever the model's defaults; only the label rule leaves the label
+// out, since that is how a request asks for it.
 function request() {
   const body = { model: model.id, n: int($("sample-n")), seed: int($("sample-seed")), temperature: temperature() };
-  const label = model.conditional ? labelOf($("sample-label")) : null;
-  if (label !== null) {
-    body.label = label;
-    const guidance = { mean: num($("sample-guide-mean")) || 0, variance: num($("sample-guide-var")) || 0 };
-    if (guidance.mean || guidance.variance) body.guidance = guidance;
-  }
+  if (!model.conditional) return body;
+  const label = labelOf($("sample-label"));
+  if (label !== undefined) body.label = label;
+  if (label !== null) body.guidance = { mean: num($("sample-guide-mean")) || 0, variance: num($("sample-guide-var")) || 0 };
   return body;
 }
 
@@ -87,13 +92,14 @@ async function run() {
   const grid = $("sample-grid");
   const body = request();
   await busy($("sample-go"), $("sample-error"), async () => {
-    last = { body, seeds: [], stages: [] };
+    last = { body, seeds: [], labels: [], stages: [] };
     grid.replaceChildren();
     delete grid.dataset.stage;
     $("sample-detail").hidden = true;
     $("sample-status").textContent = "Waiting for the first resolution\u2026";
     for await (const { event, data } of postEvents("/sample/stream", body, signal)) {
       last.seeds = data.data.map((d) => d.seed);
+      last.labels = data.data.map((d) => d.label);
       last.stages.push({ event, resolution: data.resolution, layers: data.layers, images: data.data.map((d) => d.b64_json) });
       show(grid, event, data);
     }
@@ -126,7 +132,10 @@ function select(i) {
   const one = { ...last.body, n: 1, seed: last.seeds[i] };
   $("detail-seed").textContent = `seed ${one.seed}`;
   const params = { model: one.model, seed: one.seed, temperature: JSON.stringify(one.temperature) };
-  if (one.label !== undefined) params.label = one.label;
+  if (model.conditional) {
+    const label = last.labels[i];
+    params.label = label === null ? "none (unconditional)" : `${label}${one.label === undefined ? " (by its seed)" : ""}`;
+  }
   if (one.guidance) params.guidance = `mean ${one.guidance.mean}, variance ${one.guidance.variance}`;
   $("detail-params").replaceChildren(...Object.entries(params).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   $("detail-stages").replaceChildren(

@@ -66,8 +66,10 @@ export function num(input) {
   return Number.parseFloat(input.value);
 }
 
-// A label <select>'s value: the class, or null for unconditional.
+// A label <select>'s value: the class, null for the unconditional prior, or undefined for the
+// model's label rule (the request leaves the label out, so each image's own seed picks it).
 export function labelOf(select) {
+  if (select.value === "rule") return undefined;
   return select.value === "" ? null : Number.parseInt(select.value, 10);
 }
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from .bench_model import ModelTimer, compare_with_model, default_model, round_batches
@@ -96,12 +97,11 @@ class RunResult:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (NaN for no values)."""
+    """Nearest-rank percentile: always one of the measured values, never an interpolation between
+    two (numpy's inverted_cdf); NaN for no values."""
     if not values:
         return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
+    return float(np.percentile(values, q, method="inverted_cdf"))
 
 
 def scrape(text: str, model: str, operation: str) -> dict[str, float]:

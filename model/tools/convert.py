@@ -1,6 +1,6 @@
 """Import an official openai/vdvae checkpoint into our folder format.
 
-    python -m model.tools.convert cifar10-seed0-iter-900000-model-ema.th --preset cifar10 \
+    python -m model.tools.convert cifar10-seed0-iter-900000-model-ema.th --preset cifar10 \\
         --out weights/cifar10
 
 The weights are copied unchanged (state-dict compatible), so the imported model gives the same

@@ -205,6 +205,10 @@ def model_call(name: str) -> Call[ModelInfo]:
 # Retries
 # --------------------------------------------------------------------------------------------
 
+# Written here, not with a retry library: httpx's transports retry only failed connections, and
+# tenacity (a new dependency for a few lines) would not know that each try must send what is left
+# of the call's deadline (Call.request) or that a Retry-After past that deadline ends the call now.
+
 # Failures before any answer: nothing was computed, so trying again is safe.
 RETRIED_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 

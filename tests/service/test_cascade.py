@@ -298,7 +298,7 @@ def test_bad_upscale_requests_are_problems(http, body, status, slug, message):
     assert p["type"] == f"/problems/{slug}" and message in p["detail"], p
 
 
-def test_the_client_and_the_cli_upscale(cascade_server, http, tmp_path):
+def test_the_client_and_the_cli_upscale(cascade_server, cascade_dir, http, tmp_path):
     from service.client import Client
     from tests.service.test_cli import vdvae
 
@@ -326,6 +326,8 @@ def test_the_client_and_the_cli_upscale(cascade_server, http, tmp_path):
     )
     out = vdvae(*args, "-o", "big.png", cwd=tmp_path, url=cascade_server.url)
     assert (tmp_path / "big.png").read_bytes() == png and "seed 8, label 1" in out.stdout
+    vdvae(*args, "-o", "local.png", "--local", str(cascade_dir / "sr16to32"), cwd=tmp_path)
+    assert (tmp_path / "local.png").read_bytes() == png  # the service in this process: the same bytes
     bad = vdvae(
         "upscale", "big.png", "--model", "sr16to32", cwd=tmp_path, url=cascade_server.url, check=False
     )

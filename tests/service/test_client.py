@@ -156,6 +156,48 @@ def test_a_full_queue_is_retried_until_every_request_is_served(model_dir: Path) 
     assert [r.seeds for r in results] == [[2 * i, 2 * i + 1] for i in range(6)]
 
 
+@pytest.fixture(scope="module")
+def never_computes(model_dir: Path) -> Iterator[RunningServer]:
+    """A service whose batch window (60 s, never closed early) outlasts its own deadline (30 s): a
+    request ends at its deadline, never computed."""
+    with running_server(
+        model_dir,
+        max_batch_size=64,
+        max_batch_delay_ms=60_000,
+        batch_early_close=False,
+        request_timeout_s=30.0,
+        max_queue_images=4,
+        max_images_per_request=4,
+    ) as srv:
+        yield srv
+
+
+def test_the_per_call_timeout_is_the_services_deadline(never_computes: RunningServer) -> None:
+    # Had the timeout not been sent, the service would hold the request for its own 30 s and the
+    # client's read timeout (the call's 0.5 s + 2 s of grace) would end the call as ConnectionFailed.
+    with Client(never_computes.url) as client, pytest.raises(APIError) as late:
+        client.sample(1, seed=0, timeout=0.5)
+    e = late.value
+    assert (e.status, e.title, e.type, e.bad_input) == (
+        504,
+        "Deadline exceeded",
+        "/problems/deadline-exceeded",
+        False,
+    )
+    assert metric_value(never_computes.metrics(), "vae_images_total", operation="sample") == 0
+
+
+def test_the_cli_exits_1_with_the_sentence_when_the_service_fails(tmp_path, never_computes) -> None:
+    from .test_cli import vdvae
+
+    late = vdvae(
+        "sample", "--timeout", "0.5", "-o", "x.png", cwd=tmp_path, url=never_computes.url, check=False
+    )
+    assert late.returncode == 1 and "Traceback" not in late.stderr
+    assert late.stderr.startswith("vdvae sample: error: ") and "deadline" in late.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # A loopback server that answers 503 (Retry-After) before it answers 200
 # --------------------------------------------------------------------------------------------

@@ -6,9 +6,12 @@ seed). A batch window opens at the first queued arrival and closes when max_batc
 queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
 request that could still join is in the service (the routes keep that count in `InFlight`), so a
 lone client pays no window. While a batch computes, the next one gathers, so under load batches
-fill without waiting for the window; once it is full, or no other request could join it, it is
-handed to the engine behind the running pass, which then starts it the moment the running one ends
-instead of after a turn of the event loop (at most one batch per queue waits there). A request's
+fill without waiting for the window; a full one is handed to the engine behind the running pass,
+which then starts it the moment the running one ends instead of after a turn of the event loop (at
+most one batch per queue waits there). One that is not full gathers until the engine is free, even
+when no other request could join it yet: the requests of the running pass come back as it ends, and
+a batch closed before that would split the clients into three groups for good (running, waiting,
+gathering; 32 closed-loop clients settled at batches of 10.7 instead of 16). A request's
 items are admitted all together or not at all: when they do not fit in max_queue_images, the
 request gets 503 with Retry-After at once. Items whose request expired or disconnected are dropped
 when the batch forms (and again just before its pass).
@@ -146,19 +149,18 @@ class Batcher(Generic[ItemT, ResultT]):
         self._metrics.queue_depth.set(len(self._queue))
 
     async def _wait_for_window(self, ahead: asyncio.Task | None) -> None:
-        """Until max_batch_size images are queued, no other request could join, or the window from
-        the first live arrival closes; while the pass `ahead` runs the window stays open (more may
-        arrive before the engine is free)."""
+        """Until max_batch_size images are queued, or, once the pass `ahead` has ended, no other
+        request could join or the window from the first live arrival closes."""
         while not self._closing:
             self._drop_abandoned_head()  # re-anchors the window when its first request gave up
             if not self._queue or len(self._queue) >= self.max_batch_size:
-                return
-            if self.inflight is not None and not self.inflight.could_join:
                 return
             self._wake.clear()
             if ahead is not None and not ahead.done():
                 await self._wake.wait()  # an arrival, or the pass ahead ended
                 continue
+            if self.inflight is not None and not self.inflight.could_join:
+                return
             remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
             if remaining <= 0:
                 return

@@ -204,18 +204,18 @@ def test_a_full_batch_waits_at_the_engine_and_starts_without_the_event_loop(serv
     assert passes[1][0] < busy_until  # it did not need the event loop to start
 
 
-def test_a_batch_that_others_could_join_gathers_until_the_engine_is_free(served_mnist) -> None:
-    inflight = InFlight(requests=3, queued=1)
+def test_a_batch_that_is_not_full_gathers_until_the_engine_is_free(served_mnist) -> None:
+    inflight = InFlight(requests=2, queued=1)
 
     async def go():
         h = Harness(
             served_mnist, engine=GatedEngine, max_batch_size=8, max_batch_delay_s=0.05, inflight=inflight
         )
         first = h.batcher.submit(items(8), ctx())  # full: its pass waits at the gate
-        inflight.queued = 2
+        inflight.queued = 2  # no other request in the service could join the second one ...
         second = h.batcher.submit(items(2, start=8), ctx())
-        await asyncio.sleep(0.3)  # far past its window, but the engine is busy and a request is coming
-        inflight.queued = 3
+        await asyncio.sleep(0.3)  # ... and its window is long past, but the engine is busy
+        inflight.requests, inflight.queued = 3, 3  # a client comes back (in the service: from the pass)
         third = h.batcher.submit(items(2, start=10), ctx())
         await asyncio.sleep(0.1)
         h.engine.gate.set()

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -192,7 +193,7 @@ def save_grids(grids: dict[str, np.ndarray], folder: Path, prefix: str = "") -> 
     return paths
 
 
-def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs: Any) -> list[Path]:
     return save_grids(sample_grids(vae, **kwargs), folder, prefix)
 
 

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from model.noise import MAX_SEED
+from model.sampling import MAX_SEED
 
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 

@@ -316,6 +316,12 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
         help="class-conditional models: draw N samples per class and report how many have a "
         "nearest training image of their class (0: off)",
     )
+    add_quality_options(p)
+    return p
+
+
+def add_quality_options(p: argparse.ArgumentParser) -> None:
+    """--fid and the settings of the samples it draws, as one group of the help."""
     q = p.add_argument_group("sample quality (--fid)")
     q.add_argument(
         "--fid",
@@ -341,7 +347,6 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
         default=None,
         help="guidance weight, mean = variance (unset: the model's)",
     )
-    return p
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluate") -> int:

@@ -24,6 +24,14 @@ def scale_init(c: nn.Conv2d, n_blocks: int) -> None:
         c.weight.mul_(math.sqrt(1.0 / n_blocks))
 
 
+def add_to_stream(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + y, in place when autograd is off and x is not a view (of bias_xs, say, which an
+    in-place add would corrupt); the stream tensors the loop creates are never views."""
+    if torch.is_inference_mode_enabled() and x._base is None:
+        return x.add_(y)
+    return x + y
+
+
 def _gelu_inplace(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.gelu_(x)
 

@@ -18,21 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention
-from .blocks import Block, conv, scale_init
+from .blocks import Block, add_to_stream, conv, scale_init
+from .guidance import Guidance, guided_prior, guided_step, prior_features
 from .heads import make_head
 from .hparams import HParams
 from .likelihoods import gaussian_kl
-
-# Bound on w_var * (log var_c - log var_u): guided std stays within e^±10 of the conditional std.
-GUIDANCE_LOG_VAR_CLAMP = 20.0
-
-
-def _add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """x + y, in place when autograd is off and x is not a view (of bias_xs, say, which an
-    in-place add would corrupt); the stream tensors the loop creates are never views."""
-    if torch.is_inference_mode_enabled() and x._base is None:
-        return x.add_(y)
-    return x + y
 
 
 class DecBlock(nn.Module):
@@ -79,16 +69,6 @@ class DecBlock(nn.Module):
 
 
 @dataclass
-class Guidance:
-    """Guided images of a batch: their row indices, weights (g, 1, 1, 1) and null-label embeddings."""
-
-    rows: torch.Tensor  # (g,) long
-    w_mean: torch.Tensor
-    w_var: torch.Tensor
-    null_cond: torch.Tensor  # (g, class_dim)
-
-
-@dataclass
 class Streams:
     """A top-down pass between two layers: `layer` layers done, the stream of each resolution reached,
     and the unconditional streams of the guided images."""
@@ -121,6 +101,21 @@ class TopDown:
     p_mean: list[torch.Tensor] = field(default_factory=list)  # the prior each z was drawn against (kept)
     p_logstd: list[torch.Tensor] = field(default_factory=list)
 
+    def keep(
+        self,
+        z: torch.Tensor,
+        p_mean: torch.Tensor,
+        p_logstd: torch.Tensor,
+        q: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> None:
+        """Record one layer's z, the prior it was drawn against, and its posterior where it has one."""
+        self.z.append(z)
+        self.p_mean.append(p_mean)
+        self.p_logstd.append(p_logstd)
+        if q is not None:
+            self.q_mean.append(q[0])
+            self.q_logstd.append(q[1])
+
 
 def resolution_stops(resolutions: Sequence[int]) -> list[tuple[int, int]]:
     """(resolution, end layer) of each run of consecutive latent layers at one resolution, top-down:
@@ -128,18 +123,6 @@ def resolution_stops(resolutions: Sequence[int]) -> list[tuple[int, int]]:
     return [
         (r, i + 1) for i, r in enumerate(resolutions) if i + 1 == len(resolutions) or resolutions[i + 1] != r
     ]
-
-
-def _guided_prior(pm, pv, pm_u, pv_u, g: Guidance):
-    """Extrapolate mean and log-variance of the guided rows away from the unconditional prior."""
-    pm_c = pm.index_select(0, g.rows).float()
-    pv_c = pv.index_select(0, g.rows).float()
-    pm_u, pv_u = pm_u.float(), pv_u.float()
-    mean = pm_c + g.w_mean * (pm_c - pm_u)
-    # log var = 2 log std: var = var_c * exp(w_v (log var_c - log var_u)), exponent clamped.
-    exponent = (g.w_var * 2.0 * (pv_c - pv_u)).clamp(-GUIDANCE_LOG_VAR_CLAMP, GUIDANCE_LOG_VAR_CLAMP)
-    logstd = pv_c + 0.5 * exponent
-    return pm.float().index_copy(0, g.rows, mean), pv.float().index_copy(0, g.rows, logstd)
 
 
 @dataclass
@@ -260,15 +243,7 @@ class Decoder(nn.Module):
             raise ValueError("posterior layers need encoder activations")
         g = guidance
         n_g = 0 if g is None else g.rows.numel()
-        if start is None:
-            xs_u = {}
-            if g is not None:
-                xs_u = self._initial_streams(
-                    n_g, {r: f.index_select(0, g.rows) for r, f in (low_res or {}).items()}
-                )
-            start = Streams(0, self._initial_streams(n, low_res), xs_u)
-        else:
-            start = start.copy()
+        start = self._start(n, start, low_res, g)
         xs, xs_u = start.xs, start.xs_u
         stop = len(self.dec_blocks) if stop is None else stop
         out = TopDown(px_z=None, streams=Streams(stop, xs, xs_u))
@@ -277,28 +252,41 @@ class Decoder(nn.Module):
             block = self.dec_blocks[i]
             x = block.stream_input(xs, n, ref)
             x_u = block.stream_input(xs_u, n_g, ref) if g is not None else None
-            feats, feats_u = _prior_features(block, x, x_u, cond, g)
+            feats, feats_u = prior_features(block, x, x_u, cond, g)
             pm, pv, xpp = block.split_prior(feats)
             q = None
             if i < src.posterior_max:  # before the in-place add below: the posterior sees x
                 q = block.enc(torch.cat([x, activations[block.base]], dim=1), cond).chunk(2, dim=1)
-            x = _add(x, xpp)
+            x = add_to_stream(x, xpp)
             z, kl = self._layer_z(i, block, src, pm, pv, feats_u, q, latents, noise, log_temperature, g)
             if keep_posterior:
-                out.z.append(z)
-                out.p_mean.append(pm)
-                out.p_logstd.append(pv)
-                if q is not None:
-                    out.q_mean.append(q[0])
-                    out.q_logstd.append(q[1])
+                out.keep(z, pm, pv, q)
             out.kl.append(kl)
-            xs[block.base], x_u = _guided_step(block, x, x_u, feats_u, z, cond, g)
+            xs[block.base], x_u = guided_step(block, x, x_u, feats_u, z, cond, g)
             if g is not None:
                 xs_u[block.base] = x_u
 
         if stop == len(self.dec_blocks):
             out.px_z = xs[self.hp.image_size] * self.gain + self.bias
         return out
+
+    def _start(
+        self,
+        n: int,
+        start: Streams | None,
+        low_res: dict[int, torch.Tensor] | None,
+        g: Guidance | None,
+    ) -> Streams:
+        """Where a pass starts: a copy of `start` when it resumes one, else layer 0 with the initial
+        streams of the n images and, under guidance, of the guided rows' unconditional stream."""
+        if start is not None:
+            return start.copy()
+        xs_u = {}
+        if g is not None:
+            xs_u = self._initial_streams(
+                g.rows.numel(), {r: f.index_select(0, g.rows) for r, f in (low_res or {}).items()}
+            )
+        return Streams(0, self._initial_streams(n, low_res), xs_u)
 
     def _initial_streams(
         self, n: int, low_res: dict[int, torch.Tensor] | None = None
@@ -340,7 +328,7 @@ class Decoder(nn.Module):
                 mean, logstd = pm, pv
                 if g is not None:
                     pm_u, pv_u, _ = block.split_prior(feats_u)
-                    mean, logstd = _guided_prior(pm, pv, pm_u, pv_u, g)
+                    mean, logstd = guided_prior(pm, pv, pm_u, pv_u, g)
                 if log_temperature is not None:
                     logstd = logstd + log_temperature[:, i].view(n, 1, 1, 1)
                 z = torch.exp(logstd) * eps + mean
@@ -360,35 +348,3 @@ class Decoder(nn.Module):
             z_given = latents[i].to(pm.dtype).expand(n, -1, -1, -1)
             z = z_given if z is None else torch.where(src.given_dev > i, z_given, z)
         return z, kl if kl is not None else pm.new_zeros(n, dtype=torch.float32)
-
-
-def _prior_features(
-    block: DecBlock, x: torch.Tensor, x_u: torch.Tensor | None, cond: torch.Tensor | None, g: Guidance | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The prior head's output for the stream, and for the unconditional stream when guided (one
-    conv call for both)."""
-    if g is None:
-        return block.prior(x, cond), None
-    feats = block.prior(torch.cat([x, x_u]), torch.cat([cond, g.null_cond]))
-    return feats[: x.shape[0]], feats[x.shape[0] :]
-
-
-def _guided_step(
-    block: DecBlock,
-    x: torch.Tensor,
-    x_u: torch.Tensor | None,
-    feats_u: torch.Tensor | None,
-    z: torch.Tensor,
-    cond: torch.Tensor | None,
-    g: Guidance | None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Add the projected z to the stream and run the block's shared path (resnet, attention). Under
-    guidance the unconditional stream of the guided images gets the same z and its own prior
-    residual, and both streams share one call of each module."""
-    zp = block.z_proj(z)
-    if g is None:
-        return block.shared(_add(x, zp), cond), None
-    n = x.shape[0]
-    x_u = x_u + feats_u[:, 2 * block.zdim :] + zp.index_select(0, g.rows)
-    both = block.shared(torch.cat([_add(x, zp), x_u]), torch.cat([cond, g.null_cond]))
-    return both[:n], both[n:]

@@ -50,7 +50,7 @@ PREPROCESSING: dict[str, Preprocessing] = {
     "ffhq_1024": Preprocessing(
         shift=-0.4387, scale=1.0 / 0.2743, shift_loss=-0.5, scale_loss=2.0, unit_input=True
     ),
-    # Mean and std of the 4,500 training digits, zero-padded to 32x32 (model/data.py).
+    # Mean and std of the 4,500 training digits, zero-padded to 32x32 (model/training/data.py).
     "mnist": Preprocessing(shift=-25.6068, scale=1.0 / 70.2471),
 }
 

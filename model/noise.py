@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-MAX_SEED = 2**63 - 1
+from .sampling import MAX_SEED
 
 
 def random_seeds(n: int) -> list[int]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .decoder import Guidance
+from .guidance import Guidance
 from .hparams import HParams
 
 # A temperature: one float for every layer, one float per latent layer, or an (n, L) tensor.

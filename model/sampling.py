@@ -25,6 +25,9 @@ from typing import Any
 from .hparams import HParams
 
 LABEL_RULES = ("seed", "null")
+# The largest seed of an image: seeds become torch.Generator seeds (int64). Declared here, beside
+# the seed label rule and without torch, so the service checks requests without importing torch.
+MAX_SEED = 2**63 - 1
 
 
 class Default:

@@ -27,23 +27,19 @@ import json
 import math
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from .bench_model import ModelTimer, compare_with_model, default_model, round_batches
-from .loadgen import CpuSample, HttpConnection, ThreadCpu
+from .loadgen import CpuSample, HttpConnection, ThreadCpu, spawned_server
 
 T = TypeVar("T")
 
@@ -122,6 +118,25 @@ def scrape(text: str, model: str, operation: str) -> dict[str, float]:
     return out
 
 
+@dataclass
+class Window:
+    """The measured part of a run, and what the clients saw in it."""
+
+    t_measure: float  # requests that start from here on are counted
+    t_end: float  # no request starts after this
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """The counters read at the start and at the end of the measured window."""
+
+    client_cpu_s: float  # this process's CPU time
+    server_cpu: CpuSample | None  # the server's CPU per thread (a local server)
+    metrics: dict[str, float]  # scrape() of the server's /metrics
+
+
 async def closed_loop(
     url: str,
     concurrency: int,
@@ -133,118 +148,82 @@ async def closed_loop(
 ) -> RunResult:
     """C clients in a closed loop; only requests that start after the warm-up are counted. With
     `server_pid` (a local server), its event loop's and other threads' CPU per request too."""
-    n_images = int(payload.get("n", 1))
-    model = payload.get("model")
     # Metrics are read on their own connection, so they never wait behind (or delay) the load.
     observer = HttpConnection(url)
-    if model is None:
-        models = json.loads((await observer.request("GET", "/v1/models"))[1])["data"]
-        model = next(m["id"] for m in models if m["default"])
-    cpu = ThreadCpu(server_pid) if ThreadCpu.available(server_pid) else None
-    start = time.monotonic()
-    t_measure = start + warmup_s
-    t_end = t_measure + duration_s
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    before: dict[str, float] = {}
-    server_before: list[CpuSample] = []
-    cpu_at_measure = time.process_time()
-
-    async def client_loop() -> None:
-        rng = random.Random()
-        connection = HttpConnection(url)
-        try:
-            while (t0 := time.monotonic()) < t_end:
-                body = json.dumps({**payload, "seed": rng.randrange(2**31)}).encode()
-                try:
-                    code, _ = await connection.request("POST", "/sample", body, "application/json", timeout_s)
-                    status = str(code)
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
-                    status = type(e).__name__
-                if t0 >= t_measure:
-                    if status == "200":
-                        latencies.append(time.monotonic() - t0)
-                    else:
-                        errors[status] = errors.get(status, 0) + 1
-        finally:
-            connection.close()
-
-    async def snapshot_at_measure_start() -> None:
-        nonlocal cpu_at_measure
-        await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
-        cpu_at_measure = time.process_time()
-        if cpu is not None:
-            server_before.append(cpu.sample())
-        before.update(scrape((await observer.request("GET", "/metrics"))[1].decode(), model, "sample"))
-
     try:
-        await asyncio.gather(snapshot_at_measure_start(), *(client_loop() for _ in range(concurrency)))
+        model = payload.get("model")
+        if model is None:
+            models = json.loads((await observer.request("GET", "/v1/models"))[1])["data"]
+            model = next(m["id"] for m in models if m["default"])
+        cpu = ThreadCpu(server_pid) if ThreadCpu.available(server_pid) else None
+        t_measure = time.monotonic() + warmup_s
+        window = Window(t_measure, t_measure + duration_s)
+
+        async def snapshot_at_measure_start() -> Snapshot:
+            await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+            return await snapshot(observer, cpu, model)
+
+        clients = (client_loop(url, payload, window, timeout_s) for _ in range(concurrency))
+        before, *_ = await asyncio.gather(snapshot_at_measure_start(), *clients)
         elapsed = time.monotonic() - t_measure
-        client_cpu_s = time.process_time() - cpu_at_measure
-        server_after = cpu.sample() if cpu is not None else None
-        after = scrape((await observer.request("GET", "/metrics"))[1].decode(), model, "sample")
+        after = await snapshot(observer, cpu, model)
     finally:
         observer.close()
-    delta = {k: after[k] - before.get(k, 0.0) for k in after}
-    n = len(latencies)
+    return run_result(concurrency, int(payload.get("n", 1)), window, elapsed, before, after)
+
+
+async def client_loop(url: str, payload: dict, window: Window, timeout_s: float) -> None:
+    """One client: the next request as soon as the last is answered, until the window ends; each
+    request that starts inside the window is counted (its latency, or its error)."""
+    rng = random.Random()
+    connection = HttpConnection(url)
+    try:
+        while (t0 := time.monotonic()) < window.t_end:
+            body = json.dumps({**payload, "seed": rng.randrange(2**31)}).encode()
+            try:
+                code, _ = await connection.request("POST", "/sample", body, "application/json", timeout_s)
+                status = str(code)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+                status = type(e).__name__
+            if t0 >= window.t_measure:
+                if status == "200":
+                    window.latencies.append(time.monotonic() - t0)
+                else:
+                    window.errors[status] = window.errors.get(status, 0) + 1
+    finally:
+        connection.close()
+
+
+async def snapshot(observer: HttpConnection, cpu: ThreadCpu | None, model: str) -> Snapshot:
+    client_cpu_s = time.process_time()
+    server_cpu = cpu.sample() if cpu is not None else None
+    metrics = scrape((await observer.request("GET", "/metrics"))[1].decode(), model, "sample")
+    return Snapshot(client_cpu_s, server_cpu, metrics)
+
+
+def run_result(
+    concurrency: int, n_images: int, window: Window, elapsed: float, before: Snapshot, after: Snapshot
+) -> RunResult:
+    """The run's figures: the clients' counts, and the differences of the counters across the window."""
+    delta = {k: after.metrics[k] - before.metrics.get(k, 0.0) for k in after.metrics}
+    n = len(window.latencies)
     result = RunResult(
         concurrency=concurrency,
         seconds=elapsed,
         requests=n,
         images=n * n_images,
-        errors=errors,
-        latencies_s=latencies,
+        errors=window.errors,
+        latencies_s=window.latencies,
         batches=delta["batches"],
         batch_images=delta["batch_images"],
         queue_s_per_image=delta["queue_s"] / delta["queued"] if delta["queued"] else math.nan,
         compute_s_per_batch=delta["compute_s"] / delta["batches"] if delta["batches"] else math.nan,
-        client_cpu_s_per_request=client_cpu_s / n if n else math.nan,
+        client_cpu_s_per_request=(after.client_cpu_s - before.client_cpu_s) / n if n else math.nan,
     )
-    if server_after is not None and server_before and n:
-        result.loop_cpu_s_per_request = (server_after.loop_s - server_before[0].loop_s) / n
-        result.compute_cpu_s_per_request = (server_after.others_s - server_before[0].others_s) / n
+    if after.server_cpu is not None and before.server_cpu is not None and n:
+        result.loop_cpu_s_per_request = (after.server_cpu.loop_s - before.server_cpu.loop_s) / n
+        result.compute_cpu_s_per_request = (after.server_cpu.others_s - before.server_cpu.others_s) / n
     return result
-
-
-# --------------------------------------------------------------------------------------------
-# Starting servers
-# --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
-    """`python -m service` on a free loopback port with `flags`; yields (its URL, its process id)
-    once ready, then stops it with SIGTERM."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    cmd += flags
-    print("$", " ".join(cmd), flush=True)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n{proc.stderr.read()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready in time")
-            time.sleep(0.2)
-        yield url, proc.pid
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 # --------------------------------------------------------------------------------------------

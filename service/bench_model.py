@@ -106,5 +106,12 @@ def _summary(values: list[float]) -> str:
 
 
 def default_model(model_dir: Path) -> str:
-    names = sorted(p.name for p in model_dir.iterdir() if (p / "config.json").is_file())
-    return "mnist" if "mnist" in names else names[0]
+    """The model a server of `model_dir` serves by default: the settings' default_model when that
+    folder is there, else the first model folder."""
+    from model.checkpoint import model_folders
+
+    from .settings import Settings
+
+    names = [p.name for p in model_folders(model_dir)]
+    wanted = Settings.model_fields["default_model"].default
+    return wanted if wanted in names else names[0]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from model.interpolation import steps_t
-from model.noise import MAX_SEED
+from model.sampling import MAX_SEED
 
 from . import bodies, schemas, validation
 from .images import b64_png, decode_base64

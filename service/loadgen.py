@@ -9,16 +9,27 @@ service was tuned on, as much as the server itself, and took that CPU from the s
 `ThreadCpu` reads a process's CPU time from /proc (Linux): the event loop is the main thread, whose
 thread id is the process id; every other thread (the engine's device thread, torch's intra-op
 workers, the parsing thread) is counted as compute.
+
+`spawned_server` starts the server to measure (service.bench --spawn, service.stress --spawn, and
+the tests that need a real one) on a `free_port`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import httpx
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -121,3 +132,44 @@ def _cpu_seconds(stat: Path) -> float:
     text = stat.read_text()
     fields = text[text.rindex(")") + 2 :].split()  # from field 3 on
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# --------------------------------------------------------------------------------------------
+# Servers to measure: `python -m service` started on a free loopback port
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def spawned_server(flags: Sequence[str], ready_timeout_s: float = 300.0) -> Iterator[tuple[str, int]]:
+    """`python -m service` on a free loopback port with `flags`; yields (its URL, its process id)
+    once ready, then stops it with SIGTERM."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    cmd += flags
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}:\n{proc.stderr.read()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready in time")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from model.imageio import grid_columns, grid_png
 
-from . import bodies, schemas, validation
+from . import bodies, responses, schemas, validation
 from .cascade import CascadePlan, StageRunner, cascade_plan, cascade_stages
 from .context import RequestContext, wait_for_results
 from .errors import PROBLEM_TYPES, NotReady, ShuttingDown, problem_response
@@ -34,7 +34,7 @@ from .state import Phase, ServiceState
 router = APIRouter(route_class=ServiceRoute)
 metrics_router = APIRouter()  # left out when metrics_access is closed
 
-MODEL_ERRORS = schemas.problem_responses(400, 404, 408, 413, 415, 422, 503, 504)
+MODEL_ERRORS = responses.problem_responses(400, 404, 408, 413, 415, 422, 503, 504)
 T = TypeVar("T")
 ReqT = TypeVar("ReqT", bound=BaseModel)
 ItemT = TypeVar("ItemT")
@@ -178,11 +178,11 @@ def sampled_response(
     seeds, labels = [it.seed for it in items], [it.label for it in items]
     if prefers_png(request):
         return png_response(images, seeds, labels_header(labels))
-    return schemas.ImageResponse(
+    return responses.ImageResponse(
         created=int(time.time()),
         model=model.name,
         data=[
-            schemas.SampledImage(b64_json=b64_png(img), seed=s, label=y)
+            responses.SampledImage(b64_json=b64_png(img), seed=s, label=y)
             for img, s, y in zip(images, seeds, labels)
         ],
     )
@@ -196,7 +196,7 @@ def sampled_response(
 @router.post(
     "/sample",
     summary="Draw images from the prior",
-    response_model=schemas.ImageResponse,
+    response_model=responses.ImageResponse,
     responses={
         200: {"content": {"image/png": {}}, "description": "JSON, or the PNG (a grid when n > 1)"},
         **MODEL_ERRORS,
@@ -229,7 +229,7 @@ async def sample(request: Request) -> Any:
 @router.post(
     "/reconstruct",
     summary="Reconstruct an image at any depth",
-    response_model=schemas.ReconstructResponse,
+    response_model=responses.ReconstructResponse,
     responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
     openapi_extra=schemas.image_request_body(schemas.ReconstructRequest),
     tags=["images"],
@@ -243,30 +243,30 @@ async def reconstruct(request: Request) -> Any:
     (result,) = await compute(request, svc, "reconstruct", model, [item], req.timeout_ms)
     if prefers_png(request):
         return png_response([result.image], [item.seed], {"X-Bits": f"{result.bits:.6g}"})
-    return schemas.ReconstructResponse(
+    return responses.ReconstructResponse(
         created=int(time.time()),
         model=model.name,
         layers=item.layers,
-        data=[schemas.ReconstructedImage(b64_json=b64_png(result.image), seed=item.seed, bits=result.bits)],
+        data=[responses.ReconstructedImage(b64_json=b64_png(result.image), seed=item.seed, bits=result.bits)],
     )
 
 
 @router.post(
     "/encode",
     summary="Per-layer KL, rate, distortion, ELBO and latents of an image",
-    response_model=schemas.EncodeResponse,
+    response_model=responses.EncodeResponse,
     responses=MODEL_ERRORS,
     openapi_extra=schemas.image_request_body(schemas.EncodeRequest),
     tags=["latents"],
 )
 @model_endpoint
-async def encode(request: Request) -> schemas.EncodeResponse:
+async def encode(request: Request) -> responses.EncodeResponse:
     """The image's posterior: KL of each latent layer in bits, rate, distortion and the ELBO bound in
     bits per dim, and on request (`latents: k`) the z of the top k layers as float32 tensors."""
     svc = service(request)
     req, model, item = await prepare(request, svc, encode_request)
     (result,) = await compute(request, svc, "encode", model, [item], req.timeout_ms)
-    return schemas.EncodeResponse(
+    return responses.EncodeResponse(
         created=int(time.time()),
         model=model.name,
         seed=item.seed,
@@ -283,7 +283,7 @@ async def encode(request: Request) -> schemas.EncodeResponse:
 @router.post(
     "/decode",
     summary="Decode an image from top-layer latents",
-    response_model=schemas.ImageResponse,
+    response_model=responses.ImageResponse,
     responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
     openapi_extra=schemas.json_request_body(schemas.DecodeRequest),
     tags=["latents"],
@@ -304,48 +304,48 @@ async def decode(request: Request) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def model_info(svc: ServiceState, model: ServedModel | ServedCascade) -> schemas.ModelInfo:
+def model_info(svc: ServiceState, model: ServedModel | ServedCascade) -> responses.ModelInfo:
     s = svc.settings
-    limits = schemas.ServingLimits(
+    limits = responses.ServingLimits(
         max_batch_size=s.max_batch_size,
         max_images_per_request=s.max_images_per_request,
         max_queue_images=s.max_queue_images,
         request_timeout_s=s.request_timeout_s,
     )
-    return schemas.ModelInfo(default=model.name == svc.registry.default_name, limits=limits, **model.info())
+    return responses.ModelInfo(default=model.name == svc.registry.default_name, limits=limits, **model.info())
 
 
-@router.get("/v1/models", response_model=schemas.ModelList, tags=["models"], summary="The served models")
-async def list_models(request: Request) -> schemas.ModelList:
+@router.get("/v1/models", response_model=responses.ModelList, tags=["models"], summary="The served models")
+async def list_models(request: Request) -> responses.ModelList:
     svc = service(request)
     served = [*svc.registry.models.values(), *svc.registry.cascades.values()]
-    return schemas.ModelList(data=[model_info(svc, m) for m in served])
+    return responses.ModelList(data=[model_info(svc, m) for m in served])
 
 
 @router.get(
     "/v1/models/{name}",
-    response_model=schemas.ModelInfo,
-    responses=schemas.problem_responses(404),
+    response_model=responses.ModelInfo,
+    responses=responses.problem_responses(404),
     tags=["models"],
     summary="One model: image size, channels, layers, parameters, classes, output head, provenance",
 )
-async def get_model(name: str, request: Request) -> schemas.ModelInfo:
+async def get_model(name: str, request: Request) -> responses.ModelInfo:
     svc = service(request)
     return model_info(svc, svc.registry.get_any(name))
 
 
 @router.get(
-    "/health/live", response_model=schemas.Health, tags=["health"], summary="200 while the process is up"
+    "/health/live", response_model=responses.Health, tags=["health"], summary="200 while the process is up"
 )
 @router.get("/v2/health/live", include_in_schema=False)
-async def live() -> schemas.Health:
-    return schemas.Health(status="live")
+async def live() -> responses.Health:
+    return responses.Health(status="live")
 
 
 @router.get(
     "/health/ready",
-    response_model=schemas.Health,
-    responses=schemas.problem_responses(503),
+    response_model=responses.Health,
+    responses=responses.problem_responses(503),
     tags=["health"],
     summary="200 once every model is loaded and warmed up; 503 before that and while draining",
 )
@@ -353,7 +353,7 @@ async def live() -> schemas.Health:
 async def ready(request: Request) -> Any:
     svc = service(request)
     if svc.phase is Phase.READY:
-        return schemas.Health(
+        return responses.Health(
             status="ready",
             models=sorted([*svc.registry.models, *svc.registry.cascades]),
             model_errors=svc.registry.errors,

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from model.decoder import resolution_stops
 
-from . import schemas
+from . import responses, schemas
 from .cascade_stream import CascadeStream
 from .errors import ServiceError, count_failure, problem_body
 from .images import b64_png
@@ -55,7 +55,7 @@ class StreamStage(BaseModel):
     resolution: int
     layers: int
     num_layers: int
-    data: list[schemas.SampledImage]
+    data: list[responses.SampledImage]
     created: int | None = None
     model: str | None = None
 

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         "none", description="Autocast dtype for CUDA inference (ignored on CPU)."
     )
     # Off by default: compiling costs minutes at start-up and per new batch size, and on CPU the
-    # compiled blocks measured slower than eager (model/bench.py --compile).
+    # compiled blocks measured slower than eager (python -m model.tools.bench --compile).
     compile: bool = Field(False, description="torch.compile the model's residual blocks.")
     # More torch threads than free cores make every pass stall (measured: a 12 ms pass took seconds
     # on a busy 2-core box), and the event loop needs a core of its own to parse and answer requests.

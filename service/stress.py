@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from .bench import load_line, percentile, spawned_server
+from .bench import load_line, percentile
+from .loadgen import spawned_server
 
 # --------------------------------------------------------------------------------------------
 # The worst inputs (the tests of the service use the same)

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from . import bodies, schemas
+from . import bodies, responses, schemas
 from .items import UpscaleItem
 from .model_route import ServiceRoute, model_endpoint, service
 from .registry import ServedCascade, ServedModel
@@ -64,7 +64,7 @@ def upscale_request(
 @router.post(
     "/upscale",
     summary="Super-resolve a low-resolution image",
-    response_model=schemas.ImageResponse,
+    response_model=responses.ImageResponse,
     responses={200: {"content": {"image/png": {}}}, **MODEL_ERRORS},
     openapi_extra=schemas.image_request_body(schemas.UpscaleRequest),
     tags=["images"],

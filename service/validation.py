@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.noise import MAX_SEED
-from model.sampling import DEFAULT
+from model.sampling import DEFAULT, MAX_SEED
 
 from . import schemas
 from .errors import InvalidInput, invalid_input

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -192,7 +193,7 @@ def save_grids(grids: dict[str, np.ndarray], folder: Path, prefix: str = "") -> 
     return paths
 
 
-def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs) -> list[Path]:
+def save_sample_grids(vae: VDVAE, folder: Path, prefix: str = "", **kwargs: Any) -> list[Path]:
     return save_grids(sample_grids(vae, **kwargs), folder, prefix)
 
 
@@ -315,6 +316,12 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
         help="class-conditional models: draw N samples per class and report how many have a "
         "nearest training image of their class (0: off)",
     )
+    add_quality_options(p)
+    return p
+
+
+def add_quality_options(p: argparse.ArgumentParser) -> None:
+    """--fid and the settings of the samples it draws, as one group of the help."""
     q = p.add_argument_group("sample quality (--fid)")
     q.add_argument(
         "--fid",
@@ -340,7 +347,6 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
         default=None,
         help="guidance weight, mean = variance (unset: the model's)",
     )
-    return p
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluate") -> int:

@@ -74,7 +74,7 @@ class JsonlLog:
                 kept.append(line)
         self.path.write_text("".join(k + "\n" for k in kept))
 
-    def write(self, kind: str, step: int, **fields) -> None:
+    def write(self, kind: str, step: int, **fields: Any) -> None:
         if not self.enabled:
             return
         row = {"type": kind, "step": step, "time": round(time.time(), 3), **fields}
@@ -97,7 +97,7 @@ class RunLogs:
         if self.tensorboard is not None:
             self.tensorboard.open(purge_from=step + 1)
 
-    def write(self, kind: str, step: int, **fields) -> None:
+    def write(self, kind: str, step: int, **fields: Any) -> None:
         self.jsonl.write(kind, step, **fields)
         if self.tensorboard is not None:
             self.tensorboard.write(kind, step, **fields)

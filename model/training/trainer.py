@@ -351,8 +351,7 @@ class Trainer:
                 "rate_bits_per_layer": result["rate_bits_per_layer"],
                 "layer_resolutions": self.hp.layer_resolutions,
             }
-            text = json.dumps(profile, indent=2)
-            atomic_write_text(self.out / "rate_profile.json", text)
+            atomic_write_text(self.out / "rate_profile.json", json.dumps(profile, indent=2))
             self.progress.message("per-layer rate (bits, test mean):\n" + rate_table(profile))
             self.export(result)
             self.progress.message(

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from pydantic import ValidationError
 
-from model.checkpoint import model_folders
+from model.checkpoint import CONFIG_FILE, model_folders
 
 from ..app import create_app
 from ..client import AsyncClient
@@ -37,7 +37,7 @@ class LocalServiceError(UsageError):
 def served_folders(path: Path, scratch: Path) -> tuple[Path, str | None]:
     """(model_dir, default model) serving `path`: one model folder (linked alone into `scratch`,
     so its siblings are not loaded), or a folder of model folders as it is."""
-    if (path / "config.json").is_file():
+    if (path / CONFIG_FILE).is_file():
         (scratch / path.name).symlink_to(path.resolve(), target_is_directory=True)
         return scratch, path.name
     if model_folders(path):

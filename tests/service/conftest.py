@@ -30,7 +30,7 @@ from PIL import Image
 from model import HParams
 from model.checkpoint import save_model_folder
 from service import Settings, create_app
-from service.bench import free_port
+from service.loadgen import free_port
 from service.server import GracefulServer, uvicorn_config
 from tests.factories import perturbed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 
 import pytest
 
@@ -19,8 +20,11 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_closed_loop_measures_throughput_latency_and_batches(server: RunningServer) -> None:
+    # The test server runs in this process: its CPU per thread is this process's (/proc).
     result = asyncio.run(
-        closed_loop(server.url, concurrency=4, duration_s=1.0, warmup_s=0.2, payload={"n": 2})
+        closed_loop(
+            server.url, concurrency=4, duration_s=1.0, warmup_s=0.2, payload={"n": 2}, server_pid=os.getpid()
+        )
     )
     assert result.requests > 0 and result.errors == {}
     assert result.images == 2 * result.requests
@@ -28,6 +32,7 @@ def test_closed_loop_measures_throughput_latency_and_batches(server: RunningServ
     assert result.batches >= 1 and result.mean_batch >= 2  # each request alone is 2 images
     assert result.compute_s_per_batch > 0
     assert 0 < result.client_cpu_s_per_request < 1  # the load generator's own CPU per request
+    assert 0 <= result.loop_cpu_s_per_request < 1 and 0 < result.compute_cpu_s_per_request < 1
 
 
 def test_main_prints_a_table_row_per_concurrency(

@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.bench import free_port
 from service.cli import COMMANDS, main
 from service.client import Client
+from service.loadgen import free_port
 
 from .conftest import REPO, RunningServer, digit_like, png_bytes
 

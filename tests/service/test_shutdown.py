@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from service.bench import free_port
+from service.loadgen import free_port
 
 from .conftest import REPO, metric_value, start_service
 

@@ -43,7 +43,10 @@ class CascadeStream:
             "resolution": stages[k].hp.image_size,
             "layers": sum(m.num_layers for m in stages[: k + 1]),
             "num_layers": sum(m.num_layers for m in stages),
-            "data": [{"b64_json": b64_png(img), "seed": it.seed} for img, it in zip(images, self.plan.items)],
+            "data": [
+                {"b64_json": b64_png(img), "seed": it.seed, "label": it.label}
+                for img, it in zip(images, self.plan.items)
+            ],
         }
 
     async def events(self) -> AsyncIterator[bytes]:

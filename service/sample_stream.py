@@ -30,7 +30,7 @@ from .images import b64_png
 from .items import Image, SampleItem, StreamItem
 from .model_route import admit, service
 from .registry import ServedCascade, ServedModel
-from .routes import MODEL_ERRORS, prepare, request_context, sample_request
+from .routes import MODEL_ERRORS, labels_header, prepare, request_context, sample_request
 from .state import ServiceState
 from .streaming import EventStream, StageQueue, sse
 
@@ -39,8 +39,9 @@ router = APIRouter()
 EVENTS = """`text/event-stream`, one event per resolution of the top-down pass:
 
 - `preview` (each resolution but the last): `{"stage", "stages", "resolution", "layers",
-  "num_layers", "data": [{"b64_json", "seed"}]}`: the final images given the `layers` latent layers
-  drawn so far (the layers below at their prior mean), as base64 PNGs, in request order;
+  "num_layers", "data": [{"b64_json", "seed", "label"}]}`: the final images given the `layers`
+  latent layers drawn so far (the layers below at their prior mean), as base64 PNGs, in request
+  order, each with the label it is drawn with (as /sample reports it);
 - `final`: the same fields plus `created` and `model`: the samples, identical to /sample's;
 - `error`: a problem document (RFC 9457) when the request fails after the stream began.
 """
@@ -54,7 +55,7 @@ class StreamStage(BaseModel):
     resolution: int
     layers: int
     num_layers: int
-    data: list[schemas.EncodedImage]
+    data: list[schemas.SampledImage]
     created: int | None = None
     model: str | None = None
 
@@ -116,7 +117,10 @@ class SampleStream:
             "resolution": resolution,
             "layers": layers,
             "num_layers": self.model.num_layers,
-            "data": [{"b64_json": b64_png(img), "seed": it.seed} for img, it in zip(images, self.items)],
+            "data": [
+                {"b64_json": b64_png(img), "seed": it.seed, "label": it.label}
+                for img, it in zip(images, self.items)
+            ],
         }
 
     async def events(self) -> AsyncIterator[bytes]:
@@ -166,7 +170,7 @@ class SampleStream:
 async def sample_stream(request: Request) -> EventStream:
     """/sample's images as server-sent events: a `preview` per resolution of the top-down pass (the
     final images given the layers drawn so far), then the `final` images, identical to /sample's.
-    The seeds are in the X-Seeds header and in every event."""
+    The seeds and labels are in the X-Seeds and X-Labels headers and in every event."""
     svc = service(request)
     release = admit(svc)
     try:
@@ -185,4 +189,5 @@ async def sample_stream(request: Request) -> EventStream:
         release()
 
     seeds = ",".join(str(it.seed) for it in items)
-    return EventStream(stream.events(), on_close=closed, headers={"X-Seeds": seeds})
+    headers = {"X-Seeds": seeds, **labels_header([it.label for it in items])}
+    return EventStream(stream.events(), on_close=closed, headers=headers)

@@ -231,6 +231,33 @@ def test_a_sample_grid_forms_from_previews_then_shows_its_final_images(page: web
 
 
 @needs_browser
+def test_the_sample_tab_starts_from_the_models_defaults_and_can_ask_for_the_prior(
+    page: webdriver.Chrome,
+) -> None:
+    defaults = model_info(page)["sampling"]
+    label = Select(by_id(page, "sample-label"))
+    assert label.first_selected_option.get_attribute("value") == "seed"
+    assert float(by_id(page, "sample-guide-mean").get_attribute("value")) == defaults["guidance"]["mean"]
+    assert float(by_id(page, "sample-temp").get_attribute("value")) == defaults["temperature"]
+    set_value(page, "sample-n", "4")
+    set_value(page, "sample-seed", "20")
+    by_id(page, "sample-go").click()
+    wait(page, lambda b: by_id(b, "sample-grid").get_attribute("data-stage") == "final")
+    page.find_elements(By.CSS_SELECTOR, "#sample-grid .tile")[3].click()
+    params = by_id(page, "detail-params").text
+    assert "label\n3" in params, params  # seed 23's label, as the stream reported it
+    assert '"label"' not in by_id(page, "detail-curl").text  # left out: the rule draws it again
+    label.select_by_value("")  # none (unconditional): an explicit null
+    by_id(page, "sample-go").click()
+    wait(page, lambda b: by_id(b, "sample-grid").get_attribute("data-stage") == "final")
+    page.find_elements(By.CSS_SELECTOR, "#sample-grid .tile")[0].click()
+    assert "none (unconditional)" in by_id(page, "detail-params").text
+    curl = by_id(page, "detail-curl").text
+    assert '"label":null' in curl and "guidance" not in curl
+    assert console_errors(page) == []
+
+
+@needs_browser
 def test_a_drawn_digit_reconstructs_at_every_depth(page: webdriver.Chrome) -> None:
     by_id(page, "tab-reconstruct").click()
     draw_a_seven(page, "#recon-pad canvas")

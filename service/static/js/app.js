@@ -41,7 +41,11 @@ function fillLabels(info) {
   for (const select of document.querySelectorAll(".label-select")) {
     const none = el("option", { value: "" }, "none (unconditional)");
     const classes = Array.from({ length: info.num_classes }, (_, c) => el("option", { value: String(c) }, String(c)));
-    select.replaceChildren(none, ...classes);
+    // Sampling without a label follows the model's label rule (each image's label from its seed):
+    // that is the sample tab's first choice, and "none" then asks for the unconditional prior.
+    const rule = select.id === "sample-label" && info.sampling?.label === "seed";
+    const bySeed = rule ? [el("option", { value: "seed" }, "from each seed (the model's default)")] : [];
+    select.replaceChildren(...bySeed, none, ...classes);
     const field = select.closest("fieldset.cond") || select.closest(".field");
     field.hidden = !info.conditional;
   }

@@ -6,7 +6,7 @@ import { $, busy, el, int, labelOf, num, pngSrc, randomSeed, resolutionName } fr
 
 let model = null;
 let controller = null;
-let last = null; // the last request: {body, seeds, stages: [{event, resolution, layers, images}]}
+let last = null; // the last request: {body, seeds, labels, stages: [{event, resolution, layers, images}]}
 
 export function init() {
   $("sample-seed").value = randomSeed();
@@ -46,6 +46,12 @@ export function setModel(info) {
       return el("div", { className: "field" }, label, input);
     }),
   );
+  // The model's recommended settings (GET /v1/models: sampling) as the starting values.
+  const defaults = info.sampling || {};
+  $("sample-temp").value = typeof defaults.temperature === "number" ? defaults.temperature : 1;
+  $("sample-temp").dispatchEvent(new Event("input"));
+  $("sample-guide-mean").value = defaults.guidance?.mean ?? 0;
+  $("sample-guide-var").value = defaults.guidance?.variance ?? 0;
   guidanceEnabled();
   $("sample-grid").replaceChildren();
   $("sample-detail").hidden = true;
@@ -57,7 +63,7 @@ function groupInputs() {
 }
 
 function guidanceEnabled() {
-  const on = labelOf($("sample-label")) !== null;
+  const on = $("sample-label").value !== ""; // a class, or the seed rule: guidance applies
   $("sample-guide-mean").disabled = !on;
   $("sample-guide-var").disabled = !on;
 }
@@ -71,11 +77,15 @@ function temperature() {
 
 function request() {
   const body = { model: model.id, n: int($("sample-n")), seed: int($("sample-seed")), temperature: temperature() };
-  const label = model.conditional ? labelOf($("sample-label")) : null;
-  if (label !== null) {
-    body.label = label;
+  if (!model.conditional) return body;
+  // "seed": no label sent, so each image gets the label of its seed (the answer says which);
+  // "" (none): an explicit null, the unconditional prior; else the class asked for.
+  const choice = $("sample-label").value;
+  if (choice !== "seed") body.label = labelOf($("sample-label"));
+  if (body.label !== null) {
+    // Always sent, so what the form shows is what is drawn (left out, the model's default applies).
     const guidance = { mean: num($("sample-guide-mean")) || 0, variance: num($("sample-guide-var")) || 0 };
-    if (guidance.mean || guidance.variance) body.guidance = guidance;
+    body.guidance = guidance.mean || guidance.variance ? guidance : null;
   }
   return body;
 }
@@ -87,13 +97,14 @@ async function run() {
   const grid = $("sample-grid");
   const body = request();
   await busy($("sample-go"), $("sample-error"), async () => {
-    last = { body, seeds: [], stages: [] };
+    last = { body, seeds: [], labels: [], stages: [] };
     grid.replaceChildren();
     delete grid.dataset.stage;
     $("sample-detail").hidden = true;
     $("sample-status").textContent = "Waiting for the first resolution\u2026";
     for await (const { event, data } of postEvents("/sample/stream", body, signal)) {
       last.seeds = data.data.map((d) => d.seed);
+      last.labels = data.data.map((d) => d.label);
       last.stages.push({ event, resolution: data.resolution, layers: data.layers, images: data.data.map((d) => d.b64_json) });
       show(grid, event, data);
     }
@@ -126,7 +137,7 @@ function select(i) {
   const one = { ...last.body, n: 1, seed: last.seeds[i] };
   $("detail-seed").textContent = `seed ${one.seed}`;
   const params = { model: one.model, seed: one.seed, temperature: JSON.stringify(one.temperature) };
-  if (one.label !== undefined) params.label = one.label;
+  if (model.conditional) params.label = last.labels?.[i] ?? "none (unconditional)"; // as drawn
   if (one.guidance) params.guidance = `mean ${one.guidance.mean}, variance ${one.guidance.variance}`;
   $("detail-params").replaceChildren(...Object.entries(params).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   $("detail-stages").replaceChildren(

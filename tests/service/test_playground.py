@@ -299,6 +299,7 @@ def test_an_interpolation_appears_between_seeds_drawings_and_uploads(
     wait(page, lambda b: len(b.find_elements(By.CSS_SELECTOR, "#interp-row img")) == 6)
     captions = [f.text for f in page.find_elements(By.CSS_SELECTOR, "#interp-row figcaption")]
     assert captions[0] == "t = 0.00" and captions[-1] == "t = 1.00"
+    assert "Label: none (unconditional)." in by_id(page, "interp-status").text  # "none" is the prior
     screenshot(page, "interpolate")
     page.find_element(By.CSS_SELECTOR, 'input[name="interp-mode"][value="draw"]').click()
     draw_a_seven(page, "#interp-pad-a canvas")

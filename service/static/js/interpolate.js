@@ -63,16 +63,20 @@ async function run() {
     };
     const label = model.conditional ? labelOf($("interp-label")) : null;
     if (label !== null) fields.label = label;
+    // "none" between seeds: an explicit null, else the service gives the path the start seed's
+    // label (the model's label rule); an image start has no label unless one is given.
+    const unconditional = model.conditional && label === null ? { label: null } : {};
     $("interp-status").textContent = "Interpolating\u2026";
     const answer =
       mode() === "seeds"
-        ? await postJSON("/interpolate", { ...fields, start: { seed: int($("interp-seed-a")) }, end: { seed: int($("interp-seed-b")) } })
+        ? await postJSON("/interpolate", { ...fields, ...unconditional, start: { seed: int($("interp-seed-a")) }, end: { seed: int($("interp-seed-b")) } })
         : await postForm("/interpolate", { ...fields, start: await pads[0].png(), end: await pads[1].png() });
     $("interp-row").replaceChildren(
       ...answer.data.map((d) =>
         el("figure", {}, el("div", { className: "tile" }, el("img", { src: pngSrc(d.b64_json), alt: `Step at t = ${d.t.toFixed(2)}` })), el("figcaption", {}, `t = ${d.t.toFixed(2)}`)),
       ),
     );
-    $("interp-status").textContent = `${answer.data.length} images; the top ${answer.layers} of ${model.num_layers} latent layers interpolated.`;
+    const drawnWith = model.conditional ? ` Label: ${answer.label ?? "none (unconditional)"}.` : "";
+    $("interp-status").textContent = `${answer.data.length} images; the top ${answer.layers} of ${model.num_layers} latent layers interpolated.${drawnWith}`;
   }, $("interp-status"));
 }

@@ -30,7 +30,7 @@ from .images import b64_png
 from .items import Image, SampleItem, StreamItem
 from .model_route import admit, service
 from .registry import ServedCascade, ServedModel
-from .routes import MODEL_ERRORS, prepare, request_context, sample_request
+from .routes import MODEL_ERRORS, labels_header, prepare, request_context, sample_request
 from .state import ServiceState
 from .streaming import EventStream, StageQueue, sse
 
@@ -170,7 +170,7 @@ class SampleStream:
 async def sample_stream(request: Request) -> EventStream:
     """/sample's images as server-sent events: a `preview` per resolution of the top-down pass (the
     final images given the layers drawn so far), then the `final` images, identical to /sample's.
-    The seeds are in the X-Seeds header and in every event."""
+    The seeds and labels are in the X-Seeds and X-Labels headers and in every event."""
     svc = service(request)
     release = admit(svc)
     try:
@@ -189,4 +189,5 @@ async def sample_stream(request: Request) -> EventStream:
         release()
 
     seeds = ",".join(str(it.seed) for it in items)
-    return EventStream(stream.events(), on_close=closed, headers={"X-Seeds": seeds})
+    headers = {"X-Seeds": seeds, **labels_header([it.label for it in items])}
+    return EventStream(stream.events(), on_close=closed, headers=headers)

@@ -38,7 +38,7 @@ from ..vae import VDVAE
 from .data import DataError, ImageSet, load_split
 from .evaluate import evaluate_elbo
 from .judge import JudgeError
-from .quality import INCEPTION_NOTE, QualityJudge, Setting, draw, load_quality_judge
+from .quality import INCEPTION_NOTE, QualityJudge, Setting, check_judge_fits, draw, load_quality_judge
 
 TUNE_TEMPERATURES = (0.7, 0.8, 0.9, 1.0)
 TUNE_GUIDANCE = (0.0, 0.5, 1.0)
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         vae = load_model(args.model, device=args.device)
         qj, about = load_quality_judge(args.judge, args.data, args.data_format, args.test_data)
+        check_judge_fits(qj, vae)
         test = load_split(
             args.data, "test", vae.hp.image_size, vae.hp.image_channels, args.data_format, args.test_data
         )

@@ -29,7 +29,15 @@ from .config import DATA_FORMATS
 from .data import DataError, ImageSet, load_split
 from .judge import JudgeError
 from .progress import progress_bar
-from .quality import DEFAULT, INCEPTION_NOTE, Setting, draw, judge_path_for, load_quality_judge
+from .quality import (
+    DEFAULT,
+    INCEPTION_NOTE,
+    Setting,
+    check_judge_fits,
+    draw,
+    judge_path_for,
+    load_quality_judge,
+)
 
 
 def uses_labels(vae: VDVAE, data: ImageSet, conditional: bool = True) -> bool:
@@ -230,6 +238,7 @@ def sample_quality(vae: VDVAE, data: ImageSet, args: argparse.Namespace) -> dict
     with the model's sampling defaults (or the --fid-* overrides), and of the real `data` images
     for scale."""
     qj, about = load_quality_judge(args.fid, args.data, args.data_format, args.test_data)
+    check_judge_fits(qj, vae)
     setting = Setting(
         "evaluated",
         DEFAULT if args.fid_temperature is None else args.fid_temperature,

@@ -201,6 +201,18 @@ def judge_path_for(data: str, judge: str | None) -> Path:
     raise JudgeError(f"--data {data}: give the judge file (--fid PATH); {INCEPTION_NOTE}")
 
 
+def check_judge_fits(judge: QualityJudge, vae: VDVAE) -> None:
+    """JudgeError unless the judge reads the model's images: same size and channels (a digit judge
+    cannot score RGB samples; the shape is in the judge file's config)."""
+    cfg, hp = judge.judge.cfg, vae.hp
+    if (cfg.image_size, cfg.image_channels) != (hp.image_size, hp.image_channels):
+        raise JudgeError(
+            f"the judge reads {cfg.image_size}x{cfg.image_size}x{cfg.image_channels} images, the model draws "
+            f"{hp.image_size}x{hp.image_size}x{hp.image_channels}: train a judge on this model's data "
+            "(python -m model.training.judge --data ... --image-size ... --channels ...)"
+        )
+
+
 def load_quality_judge(
     judge: str | None, data: str, data_format: str = "auto", test_data: str | None = None, seed: int = 0
 ) -> tuple[QualityJudge, dict]:

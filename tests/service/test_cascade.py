@@ -165,6 +165,7 @@ def test_a_cascade_streams_stage_by_stage(http):
     body = {"model": "digits", "n": 2, "seed": 9}
     with http.stream("POST", "/sample/stream", json=body) as r:
         assert r.status_code == 200 and r.headers["x-seeds"] == "9,10"
+        labels = [None if y == "null" else int(y) for y in r.headers["x-labels"].split(",")]
         events = [e for e in r.read().decode().split("\n\n") if e.strip()]
     parsed = [(e.split("\n")[0].removeprefix("event: "), json.loads(e.split("data: ", 1)[1])) for e in events]
     assert [name for name, _ in parsed] == ["preview", "final"]
@@ -177,8 +178,9 @@ def test_a_cascade_streams_stage_by_stage(http):
     high = [np.asarray(Image.open(io.BytesIO(base64.b64decode(d["b64_json"])))) for d in final["data"]]
     sampled = images_of(http.post("/sample", json=body))
     assert all(np.array_equal(a, b) for a, b in zip(high, sampled))
-    labels = [d["label"] for d in http.post("/sample", json=body).json()["data"]]
-    assert [d["label"] for d in preview["data"]] == [d["label"] for d in final["data"]] == labels
+    # every event and the header report the labels /sample reports
+    reported = [d["label"] for d in http.post("/sample", json=body).json()["data"]]
+    assert labels == reported == [d["label"] for d in preview["data"]] == [d["label"] for d in final["data"]]
 
 
 @pytest.mark.parametrize(

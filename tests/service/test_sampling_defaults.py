@@ -1,11 +1,12 @@
-"""Sampling defaults over HTTP: /v1/models shows them, /sample and /decode use them for what a request
-leaves out, a class-conditional model draws each image's label from its seed and says which, and an
-explicit `"label": null` still reaches the unconditional prior."""
+"""Sampling defaults over HTTP: /v1/models shows them, /sample, /sample/stream and /decode use
+them for what a request leaves out, a class-conditional model draws each image's label from its seed
+and says which, and an explicit `"label": null` still reaches the unconditional prior."""
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 
 import httpx
 import numpy as np
@@ -103,6 +104,30 @@ def test_decode_uses_the_same_defaults(client: httpx.Client) -> None:
     assert images(client.post("/decode", json=spelled)) == images(r)
     null = client.post("/decode", json={"latents": enc["latents"], "seed": 13, "label": None})
     assert null.json()["data"][0]["label"] is None
+
+
+def final_event(r: httpx.Response) -> dict:
+    """The data of a /sample/stream answer's `final` event."""
+    assert r.status_code == 200, r.text
+    block = r.text.strip().split("\n\n")[-1]
+    fields = dict(line.split(": ", 1) for line in block.splitlines())
+    assert fields["event"] == "final", block
+    return json.loads(fields["data"])
+
+
+def test_the_stream_uses_the_same_defaults_and_reports_the_labels(client: httpx.Client) -> None:
+    r = client.post("/sample/stream", json={"n": 4, "seed": 16})
+    assert r.headers["x-labels"] == "6,7,8,9" and r.headers["x-seeds"] == "16,17,18,19"
+    final = final_event(r)["data"]
+    assert [d["label"] for d in final] == [6, 7, 8, 9]
+    sampled = client.post("/sample", json={"n": 4, "seed": 16}).json()["data"]
+    assert [(d["b64_json"], d["label"]) for d in final] == [(d["b64_json"], d["label"]) for d in sampled]
+    null = client.post("/sample/stream", json={"n": 2, "seed": 16, "label": None})
+    assert null.headers["x-labels"] == "null,null"
+    assert [d["label"] for d in final_event(null)["data"]] == [None, None]
+    assert images(client.post("/sample", json={"n": 2, "seed": 16, "label": None})) == [
+        d["b64_json"] for d in final_event(null)["data"]
+    ]
 
 
 @pytest.mark.skipif(not BUNDLED_EXISTS, reason="needs the bundled model")

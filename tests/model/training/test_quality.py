@@ -9,19 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import model
+from model.checkpoint import save_model_folder
 from model.training import ablation, evaluate
+from model.training import judge as judge_cli
 from model.training.data import load_split
 from model.training.judge import BUNDLED_JUDGE, JudgeError, load_judge, save_judge, train_judge
 from model.training.quality import (
     Gaussian,
     QualityJudge,
     Setting,
+    check_judge_fits,
     draw,
     frechet_distance,
     precision_recall,
 )
+from tests.factories import perturbed
 
 BUNDLED = Path(__file__).resolve().parents[3] / "weights" / "mnist"
 
@@ -167,3 +172,47 @@ def test_the_ablation_table_and_tuned_defaults(tmp_path, capsys):
     chosen = result["recommended_defaults"]
     assert model.load_model(folder, device="cpu").sampling.to_dict() == chosen
     assert "--tune" in chosen["chosen_by"]
+
+
+def colour_squares(root: Path, per_class: int = 50) -> Path:
+    """A labelled RGB folder data set (one subfolder per class): a red, green or blue square on
+    dark noise."""
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+            y, x = rng.integers(2, 14, 2)
+            img[y : y + 16, x : x + 16] = colour
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_other_data_is_scored_with_a_judge_the_user_trains(tmp_path, capsys):
+    data = colour_squares(tmp_path / "squares")
+    mine = tmp_path / "my_judge.safetensors"
+    args = ["--data", str(data), "--channels", "3", "--epochs", "15", "--out", str(mine)]
+    assert judge_cli.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["test_accuracy"] == 1.0  # 15 held-out squares
+    rgb = tmp_path / "rgb"
+    save_model_folder(perturbed(model.HParams.preset("tiny").replace(num_classes=3)), rgb, {"test": True})
+    common = ["--data", str(data), "--limit", "4", "--samples", "24", "--device", "cpu"]
+    assert evaluate.main([str(rgb), *common, "--fid", str(mine)]) == 0
+    quality = json.loads(capsys.readouterr().out)["sample_quality"]
+    assert quality["judge"] == str(mine) and quality["reference"] == f"{data} train split (135 images)"
+    real = quality["real_test_images"]
+    assert quality["samples"] == 24 and quality["setting"]["labels"] == "seed"
+    # the judge reads every held-out square right; an untrained model's samples score worse than
+    # them (15 real images: FID's small-sample bias is large, so only the order is asserted)
+    assert real["label_accuracy"] == 1.0 and real["fid"] < quality["fid"]
+    assert ablation.main([str(rgb), *common[:2], "--judge", str(mine), "--samples", "8", "--limit", "4"]) == 0
+    assert "| setting | digit FID |" in capsys.readouterr().out
+    # the digit judge cannot read RGB samples: a clear error, not a traceback
+    assert evaluate.main([str(rgb), *common, "--fid", str(BUNDLED_JUDGE)]) == 2
+    assert "wrong channels: 3 (RGB); expected 1" in capsys.readouterr().err
+    squares_judge = QualityJudge(load_judge(mine)[0], load_split(str(data), "train", 32, 3))
+    with pytest.raises(JudgeError, match="the judge reads 32x32x3 images, the model draws 32x32x1"):
+        check_judge_fits(squares_judge, model.load_model(BUNDLED, device="cpu"))
+    # without a judge file, other data is refused before any work, and the Inception caveat is given
+    assert evaluate.main([str(rgb), *common, "--fid"]) == 2
+    assert "Inception" in capsys.readouterr().err

@@ -6,15 +6,9 @@ seed). A batch window opens at the first queued arrival and closes when max_batc
 queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
 request that could still join is in the service (the routes keep that count in `InFlight`), so a
 lone client pays no window. While a batch computes, the next one gathers, so under load batches
-fill without waiting for the window; a full one is handed to the engine behind the running pass,
-which then starts it the moment the running one ends instead of after a turn of the event loop (at
-most one batch per queue waits there). One that is not full gathers until the engine is free, even
-when no other request could join it yet: the requests of the running pass come back as it ends, and
-a batch closed before that would split the clients into three groups for good (running, waiting,
-gathering; 32 closed-loop clients settled at batches of 10.7 instead of 16). A request's
-items are admitted all together or not at all: when they do not fit in max_queue_images, the
-request gets 503 with Retry-After at once. Items whose request expired or disconnected are dropped
-when the batch forms (and again just before its pass).
+fill without waiting for the window. A request's items are admitted all together or not at all:
+when they do not fit in max_queue_images, the request gets 503 with Retry-After at once. Items
+whose request expired or disconnected are dropped when the batch forms.
 """
 
 from __future__ import annotations
@@ -71,10 +65,9 @@ class Batcher(Generic[ItemT, ResultT]):
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_images = max_queue_images
         self._queue: collections.deque[Pending[ItemT, ResultT]] = collections.deque()
-        self._wake = asyncio.Event()  # set by an arrival and by the end of a pass
+        self._arrived = asyncio.Event()
         self._closing = False
-        self._in_engine = 0  # batches handed to the engine and not yet back (at most two)
-        self._last_done = 0.0  # when the last pass ended
+        self._running: list[Pending[ItemT, ResultT]] = []  # the batch in the pass now running
         self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
         self._task: asyncio.Task | None = None
         self._metrics = metrics.batch_metrics(model.name, op.name)
@@ -102,7 +95,7 @@ class Batcher(Generic[ItemT, ResultT]):
             self._queue.append(Pending(item, ctx, future, now))
             futures.append(future)
         self._metrics.queue_depth.set(len(self._queue))
-        self._wake.set()
+        self._arrived.set()
         return futures
 
     def _purge_abandoned(self) -> None:
@@ -117,7 +110,7 @@ class Batcher(Generic[ItemT, ResultT]):
 
     @property
     def busy(self) -> bool:
-        return bool(self._queue or self._in_engine)
+        return bool(self._queue or self._running)
 
     # ---- the batching loop --------------------------------------------------------------------
 
@@ -125,22 +118,17 @@ class Batcher(Generic[ItemT, ResultT]):
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model.name}-{self.op.name}")
 
     async def _loop(self) -> None:
-        ahead: asyncio.Task | None = None  # the last batch handed to the engine
         while True:
             if not self._queue:
                 if self._closing:
-                    break
-                self._wake.clear()
-                await self._wake.wait()
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
                 continue
-            await self._wait_for_window(ahead)
+            await self._wait_for_window()
             batch = self._take_batch()
             if batch:
-                previous, ahead = ahead, asyncio.create_task(self._run(batch))
-                if previous is not None:
-                    await previous  # one batch waits behind the running pass, no more
-        if ahead is not None:
-            await ahead
+                await self._run(batch)
 
     def _drop_abandoned_head(self) -> None:
         """Pop items at the head whose request already gave up: the window opens at a live arrival."""
@@ -148,24 +136,20 @@ class Batcher(Generic[ItemT, ResultT]):
             self._queue.popleft()
         self._metrics.queue_depth.set(len(self._queue))
 
-    async def _wait_for_window(self, ahead: asyncio.Task | None) -> None:
-        """Until max_batch_size images are queued, or, once the pass `ahead` has ended, no other
-        request could join or the window from the first live arrival closes."""
+    async def _wait_for_window(self) -> None:
+        """Until max_batch_size images are queued or the window from the first live arrival closes."""
         while not self._closing:
             self._drop_abandoned_head()  # re-anchors the window when its first request gave up
             if not self._queue or len(self._queue) >= self.max_batch_size:
                 return
-            self._wake.clear()
-            if ahead is not None and not ahead.done():
-                await self._wake.wait()  # an arrival, or the pass ahead ended
-                continue
             if self.inflight is not None and not self.inflight.could_join:
                 return
             remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
             if remaining <= 0:
                 return
+            self._arrived.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                await asyncio.wait_for(self._arrived.wait(), remaining)
 
     def _take_batch(self) -> list[Pending[ItemT, ResultT]]:
         """Pop up to max_batch_size live items; expired or abandoned ones are failed or skipped."""
@@ -185,8 +169,8 @@ class Batcher(Generic[ItemT, ResultT]):
         return batch
 
     async def _run(self, batch: list[Pending[ItemT, ResultT]]) -> None:
-        self._in_engine += 1
-        handed_over = time.monotonic()
+        self._running = batch
+        t0 = time.monotonic()
         try:
             outcomes = await self.engine.run_batch(
                 self.model, self.op, [p.item for p in batch], [p.ctx for p in batch]
@@ -199,12 +183,8 @@ class Batcher(Generic[ItemT, ResultT]):
                 InternalError("the batch failed; the log has the details")
             ] * len(batch)
         finally:
-            self._in_engine -= 1
-            self._wake.set()
-        done = time.monotonic()
-        # A batch handed over behind another pass started when that pass ended.
-        self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (done - max(handed_over, self._last_done))
-        self._last_done = done
+            self._running = []
+        self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)
         for p, outcome in zip(batch, outcomes):
             if p.future.done():
                 continue
@@ -218,7 +198,7 @@ class Batcher(Generic[ItemT, ResultT]):
     async def drain(self, timeout_s: float) -> None:
         """Take no new work, finish what is queued and running, and stop (within timeout_s)."""
         self._closing = True
-        self._wake.set()
+        self._arrived.set()
         if self._task is None:
             return
         try:

@@ -186,24 +186,6 @@ def test_drain_finishes_queued_work_then_refuses_new_work(served_mnist) -> None:
     assert len(results) == 3 and elapsed < 5
 
 
-def test_a_full_batch_waits_at_the_engine_and_starts_without_the_event_loop(served_mnist) -> None:
-    async def go():
-        h = Harness(served_mnist, engine=GatedEngine, max_batch_size=4, max_batch_delay_s=30.0)
-        first = h.batcher.submit(items(4), ctx())  # full: its pass starts and waits at the gate
-        second = h.batcher.submit(items(4, start=4), ctx())  # full too, while that pass runs
-        await asyncio.sleep(0.2)  # the batcher's turn: it hands the second batch over
-        h.engine.gate.set()
-        time.sleep(2.0)  # the event loop is busy (blocked) while both passes run
-        busy_until = time.monotonic()
-        await asyncio.gather(*first, *second)
-        await h.close()
-        return h.engine.passes, busy_until
-
-    passes, busy_until = asyncio.run(go())
-    assert [n for _, n in passes] == [4, 4]
-    assert passes[1][0] < busy_until  # it did not need the event loop to start
-
-
 def test_a_batch_that_is_not_full_gathers_until_the_engine_is_free(served_mnist) -> None:
     inflight = InFlight(requests=2, queued=1)
 

@@ -166,6 +166,18 @@ def test_every_command_has_help_with_examples(command: str, capsys: pytest.Captu
     assert main(["--help"]) == 0 and command.split()[0] in capsys.readouterr().out
 
 
+def test_the_service_is_vdvae_url_else_the_local_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.cli.options import connection_parser
+
+    monkeypatch.delenv("VDVAE_URL", raising=False)
+    assert connection_parser().parse_args([]).url == "http://127.0.0.1:8000"
+    assert Client().url == "http://127.0.0.1:8000"
+    monkeypatch.setenv("VDVAE_URL", "http://10.0.0.7:9000")
+    assert connection_parser().parse_args([]).url == "http://10.0.0.7:9000"
+    assert Client().url == "http://10.0.0.7:9000"
+    assert connection_parser().parse_args(["--url", "http://h:1"]).url == "http://h:1"
+
+
 def test_the_console_script_is_vdvae() -> None:
     import tomllib
 

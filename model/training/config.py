@@ -94,6 +94,13 @@ class TrainConfig:
     )
     ema_rate: float = param(0.999, "decay of the weights' moving average (what is evaluated and exported)",
                             group="optimisation")  # fmt: skip
+    # Off by default: the official recipe's fixed rate, so recorded commands train the same weights.
+    ema_warmup: bool = param(
+        False,
+        "moving average's rate min(--ema-rate, (1+u)/(10+u)) at update u, so a short run does not "
+        "export a share of its initial random weights",
+        group="optimisation",
+    )
     amp: str = param(
         "none",
         "mixed precision on CUDA (ignored on CPU)",

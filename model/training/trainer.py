@@ -33,6 +33,7 @@ from ..vae import VDVAE
 from . import distributed
 from .config import TrainConfig, build_hparams
 from .data import BatchOrder, DataError, load_split
+from .ema import ema_rate, short_run_warning, update_ema
 from .evaluate import evaluate_elbo, sample_grids, save_grids
 from .objectives import drop_labels, kl_schedule, training_loss
 from .progress import Progress, RunLogs, rate_table
@@ -111,6 +112,8 @@ class Trainer:
             )
         self.batches = BatchOrder(self.train_data, cfg.batch_size, self.dist.rank, self.dist.world, cfg.seed)
         self.total_steps = cfg.steps or math.ceil((cfg.epochs or 1.0) * self.batches.per_epoch)
+        if (note := short_run_warning(cfg.ema_rate, self.total_steps, cfg.ema_warmup)) and state is None:
+            self.progress.message(note)
 
     def _build_model(self) -> None:
         """The model (wrapped for DDP across processes) and its EMA copy."""
@@ -176,7 +179,7 @@ class Trainer:
         update = self.dist.all_true(finite and (not cfg.skip_threshold or grad_norm < cfg.skip_threshold))
         if update:
             self.scaler.step(self.opt)
-            self._update_ema()
+            update_ema(self.ema, self.vae, ema_rate(cfg.ema_rate, self.step, cfg.ema_warmup))
         else:
             self.skipped += 1
         self.scaler.update()
@@ -196,12 +199,6 @@ class Trainer:
             "skipped": not update,
             "lr": self.opt.param_groups[0]["lr"],
         }
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        rate = self.cfg.ema_rate
-        for p_ema, p in zip(self.ema.parameters(), self.vae.parameters()):
-            p_ema.mul_(rate).add_(p.detach(), alpha=1.0 - rate)
 
     # ---- checkpoints -----------------------------------------------------------------------------
 

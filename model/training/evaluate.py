@@ -36,6 +36,7 @@ from .quality import (
     check_judge_fits,
     draw,
     judge_path_for,
+    label_agreement,
     load_quality_judge,
 )
 
@@ -111,38 +112,6 @@ def reconstruction_grid(
         rec = vae.reconstruct(x, layers=k, temperature=temperature, seeds=seed, labels=labels)
         rows.append(rec.images.cpu())
     return image_grid(torch.cat(rows), ncols=len(x))
-
-
-def nearest_neighbour_labels(images: torch.Tensor, reference: ImageSet, chunk: int = 256) -> torch.Tensor:
-    """Label of each image's nearest reference image in pixel space (L2): a crude classifier that
-    needs no training, enough to tell whether a class-conditional sample shows its class."""
-    ref = torch.from_numpy(np.ascontiguousarray(reference.images)).flatten(1).float()  # (m, D)
-    ref_sq = (ref * ref).sum(1)
-    x = images.cpu().flatten(1).float()
-    nearest = []
-    for start in range(0, len(x), chunk):
-        q = x[start : start + chunk]
-        dist = ref_sq[None, :] - 2 * q @ ref.T  # |q - r|^2 up to the constant |q|^2
-        nearest.append(dist.argmin(dim=1))
-    return torch.from_numpy(reference.labels)[torch.cat(nearest)]
-
-
-def label_agreement(
-    vae: VDVAE, reference: ImageSet, per_class: int = 50, temperature: float = 0.8, guidance: float = 1.0
-) -> dict:
-    """Share of class-conditional samples whose nearest reference image has the asked-for label,
-    without and with guidance (same seeds)."""
-    classes = torch.arange(vae.hp.num_classes).repeat_interleave(per_class)
-    out = {"samples": len(classes), "temperature": temperature}
-    for name, g in (("unguided", None), ("guided", (guidance, guidance))):
-        images = torch.cat([
-            vae.sample(len(part), temperature=temperature, labels=part, guidance=g, seeds=10_000 + start)
-            for start in range(0, len(classes), 100)
-            for part in [classes[start : start + 100]]
-        ])  # fmt: skip
-        out[name] = (nearest_neighbour_labels(images, reference) == classes).float().mean().item()
-    out["guidance"] = guidance
-    return out
 
 
 def low_res_inputs(

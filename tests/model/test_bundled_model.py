@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import model
-from model.training import evaluate
+from model.training import evaluate, quality
 
 FOLDER = Path(__file__).resolve().parents[2] / "weights" / "mnist"
 
@@ -44,7 +44,7 @@ def test_class_conditional_samples_show_their_digit(bundled):
     from model.training.data import load_split
 
     train = load_split("mnist", "train", 32, 1)
-    result = evaluate.label_agreement(bundled, train, per_class=20)
+    result = quality.label_agreement(bundled, train, per_class=20)
     # Chance is 0.1; the nearest-neighbour judge itself is right on 96.8% of real test digits.
     assert result["unguided"] > 0.8
     assert result["guided"] >= result["unguided"] - 0.02

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..checkpoint import WEIGHTS_FILE, load_model
 from ..files import atomic_write_bytes, atomic_write_text, sha256_file
@@ -39,6 +38,7 @@ from ..inference import optimize_for_inference
 from ..vae import VDVAE
 from . import distributed
 from .distributed import Dist
+from .progress import progress_bar
 
 JOB_FILE = "job.json"
 MANIFEST_FILE = "manifest.json"
@@ -257,9 +257,7 @@ def run(job: Job, dist: Dist) -> dict | None:
     done = set().union(*dist.gather({s.index for s in mine if folder.entry(s) is not None}))
     todo = [s for s in shards if s.index not in done]
     total = sum(len(s) for s in shards)
-    bar = tqdm(
-        total=total, initial=total - sum(map(len, todo)), unit="img", desc=job.name, disable=not dist.main
-    )
+    bar = progress_bar(total, total - sum(map(len, todo)), dist.main, unit="img", desc=job.name)
     images, busy, start = 0, 0.0, time.perf_counter()
     for first in range(0, len(todo), dist.world):  # one round: a shard for each rank
         own = 0

@@ -19,9 +19,8 @@ from fastapi import Request
 
 from .cascade import CascadePlan, cascade_stages
 from .errors import ServiceError, count_failure, problem_body
-from .images import b64_png
 from .items import Image
-from .routes import stage_runner
+from .routes import sampled_data, stage_runner
 from .state import ServiceState
 from .streaming import sse
 
@@ -43,10 +42,7 @@ class CascadeStream:
             "resolution": stages[k].hp.image_size,
             "layers": sum(m.num_layers for m in stages[: k + 1]),
             "num_layers": sum(m.num_layers for m in stages),
-            "data": [
-                {"b64_json": b64_png(img), "seed": it.seed, "label": it.label}
-                for img, it in zip(images, self.plan.items)
-            ],
+            "data": sampled_data(images, self.plan.items),
         }
 
     async def events(self) -> AsyncIterator[bytes]:

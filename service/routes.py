@@ -145,6 +145,12 @@ def prefers_png(request: Request) -> bool:
     return png > 0 and png >= weights.get("application/json", 0.0)
 
 
+def sampled_data(images: list[np.ndarray], items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each sampled image as the answers carry it (/sample, its stream's events): its base64 PNG,
+    and the seed and label of its item."""
+    return [{"b64_json": b64_png(img), "seed": it.seed, "label": it.label} for img, it in zip(images, items)]
+
+
 def labels_header(labels: Sequence[int | None]) -> dict[str, str]:
     """X-Labels: each image's label, comma-separated, "null" for the unconditional prior."""
     return {"X-Labels": ",".join("null" if y is None else str(y) for y in labels)}
@@ -175,16 +181,12 @@ def sampled_response(
 ) -> Any:
     """The answer of an endpoint that samples: JSON with each image's seed and label, or the PNG
     (a grid for several) with X-Seeds and X-Labels."""
-    seeds, labels = [it.seed for it in items], [it.label for it in items]
     if prefers_png(request):
-        return png_response(images, seeds, labels_header(labels))
+        return png_response(images, [it.seed for it in items], labels_header([it.label for it in items]))
     return responses.ImageResponse(
         created=int(time.time()),
         model=model.name,
-        data=[
-            responses.SampledImage(b64_json=b64_png(img), seed=s, label=y)
-            for img, s, y in zip(images, seeds, labels)
-        ],
+        data=[responses.SampledImage(**d) for d in sampled_data(images, items)],
     )
 
 

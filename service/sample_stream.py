@@ -26,11 +26,10 @@ from model.decoder import resolution_stops
 from . import responses, schemas
 from .cascade_stream import CascadeStream
 from .errors import ServiceError, count_failure, problem_body
-from .images import b64_png
 from .items import Image, SampleItem, StreamItem
 from .model_route import admit, service
 from .registry import ServedCascade, ServedModel
-from .routes import MODEL_ERRORS, labels_header, prepare, request_context, sample_request
+from .routes import MODEL_ERRORS, labels_header, prepare, request_context, sample_request, sampled_data
 from .state import ServiceState
 from .streaming import EventStream, StageQueue, sse
 
@@ -117,10 +116,7 @@ class SampleStream:
             "resolution": resolution,
             "layers": layers,
             "num_layers": self.model.num_layers,
-            "data": [
-                {"b64_json": b64_png(img), "seed": it.seed, "label": it.label}
-                for img, it in zip(images, self.items)
-            ],
+            "data": sampled_data(images, self.items),
         }
 
     async def events(self) -> AsyncIterator[bytes]:

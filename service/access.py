@@ -150,7 +150,15 @@ def add_access_control(app: FastAPI, settings: Settings, metrics: Metrics) -> Ke
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Seed", "X-Seeds", "X-Grid-Columns", "X-Bits", "Retry-After"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Seed",
+                "X-Seeds",
+                "X-Labels",
+                "X-Grid-Columns",
+                "X-Bits",
+                "Retry-After",
+            ],
             max_age=600,
         )
     return keys

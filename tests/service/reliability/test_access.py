@@ -109,7 +109,8 @@ def test_configured_origins_get_cors_and_preflights_need_no_key(model_dir: Path)
         headers = {"Origin": origin, "Authorization": f"Bearer {KEY_A}"}
         r = httpx.post(server.url + "/sample", json={"n": 1}, headers=headers, timeout=60)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin
-        assert "x-seeds" in r.headers["access-control-expose-headers"].lower()
+        exposed = r.headers["access-control-expose-headers"].lower()
+        assert "x-seeds" in exposed and "x-labels" in exposed  # a page can read which image is which
         other = httpx.options(
             server.url + "/sample",
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},

@@ -112,7 +112,7 @@ class Trainer:
             )
         self.batches = BatchOrder(self.train_data, cfg.batch_size, self.dist.rank, self.dist.world, cfg.seed)
         self.total_steps = cfg.steps or math.ceil((cfg.epochs or 1.0) * self.batches.per_epoch)
-        if (note := short_run_warning(cfg.ema_rate, self.total_steps, cfg.ema_warmup)) and state is None:
+        if state is None and (note := short_run_warning(cfg.ema_rate, self.total_steps, cfg.ema_warmup)):
             self.progress.message(note)
 
     def _build_model(self) -> None:

@@ -29,6 +29,7 @@ from .errors import register_exception_handlers
 from .memory import ByteBudget, HeapTrimmer
 from .metrics import Metrics
 from .middleware import BodyGuardMiddleware, RequestTrackingMiddleware
+from .model_route import DirectModelRoutes, direct_routes
 from .openapi import install_openapi
 from .operations import OPERATIONS
 from .parsing import Parser
@@ -79,8 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     playground.install(app)
     if settings.metrics_access != "closed":
         app.include_router(metrics_router)
-    # Added last = outermost. Inside out: body limits, then the key check (before any body is
-    # read), CORS (preflights carry no key), and the request id and metrics around every answer.
+    # Added last = outermost. Inside out: the model routes' direct dispatch, body limits, then the
+    # key check (before any body is read), CORS (preflights carry no key), and the request id and
+    # metrics around every answer.
+    app.add_middleware(DirectModelRoutes, routes=direct_routes(app.routes), handlers=app.exception_handlers)
     app.add_middleware(
         BodyGuardMiddleware,
         settings=settings,

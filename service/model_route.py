@@ -7,16 +7,22 @@ openapi_extra make the OpenAPI schema), but runs it lean: no dependency solving,
 re-serialisation of the answer it built itself, no telemetry hooks. Under load those cost more of
 the event loop's CPU than the rest of a /sample request (profiles in the README's Performance
 section). Errors still reach the app's exception handlers (errors.py) as raised.
+
+`DirectModelRoutes` goes one step further for their POSTs: it calls the route's handler from the
+app's own middleware, past the layers between (Starlette's exception middleware, FastAPI's exit
+stack, the router's matching and its request wrappers), and does for these routes what those did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .state import ServiceState
 
@@ -93,3 +99,75 @@ class SentThenReleased(Response):
             await self.answer(scope, receive, send)
         finally:
             self.release()
+
+
+class DirectModelRoutes:
+    """ASGI middleware, the innermost of the app's own: a POST to a @model_endpoint's path is handed
+    to that route's handler here. The layers it skips (README, Performance: their event-loop CPU per
+    request) do little for these routes, and that is done here: the route in the scope (as the
+    router leaves it), the Request, and an exception raised before the answer starts turned into an
+    answer by the app's handler for its class (errors.py; the exception middleware's lookup). Other
+    requests, and every request when the app is mounted under a root path, take the normal path.
+    """
+
+    def __init__(
+        self, app: ASGIApp, routes: Mapping[str, APIRoute], handlers: Mapping[Any, Callable[..., Any]]
+    ) -> None:
+        """routes: {path: route} of the @model_endpoint POST routes (`direct_routes`); handlers: the
+        app's exception handlers by class (`app.exception_handlers`)."""
+        self.app = app
+        self.routes = {path: (route, route.get_route_handler()) for path, route in routes.items()}
+        # Exception (500) is the outermost middleware's, as in Starlette; the tracking middleware
+        # answers those first.
+        self.handlers = {cls: h for cls, h in handlers.items() if cls is not Exception and cls != 500}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = None
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            target = self.routes.get(scope["path"])
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        route, handle = target
+        scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {}
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        request = Request(scope, receive, send_tracked)
+        try:
+            response = await handle(request)
+            await response(scope, receive, send_tracked)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None or started:
+                raise
+            answer = await handler(request, exc)
+            await answer(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Callable[..., Any] | None:
+        for cls in type(exc).__mro__:
+            if cls in self.handlers:
+                return self.handlers[cls]
+        return None
+
+
+def direct_routes(routes: Iterable[BaseRoute]) -> dict[str, APIRoute]:
+    """{path: route} of every @model_endpoint that takes POST at a fixed path, in included routers
+    too (FastAPI keeps those wrapped)."""
+    out: dict[str, APIRoute] = {}
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            out.update(direct_routes(inner.routes))  # our routers have no prefix
+        elif (
+            isinstance(route, APIRoute)
+            and getattr(route.endpoint, MARK, False)
+            and route.methods == {"POST"}
+            and "{" not in route.path
+        ):
+            out[route.path] = route
+    return out

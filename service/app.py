@@ -26,7 +26,7 @@ from .batcher import Batcher
 from .body_limits import endpoint_body_limits
 from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
-from .memory import ByteBudget, HeapTrimmer
+from .memory import ByteBudget, HeapTrimmer, freeze_startup_objects
 from .metrics import Metrics
 from .middleware import BodyGuardMiddleware, RequestTrackingMiddleware
 from .model_route import DirectModelRoutes, direct_routes
@@ -160,6 +160,7 @@ async def start_models(state: ServiceState) -> None:
                 state.batchers[(model.name, op.name)] = batcher
         if state.phase is Phase.DRAINING:  # a shutdown began while we were starting
             return
+        log.info("%d objects of startup kept out of garbage collection", freeze_startup_objects())
         state.set_phase(Phase.READY)
         log.info(
             "ready: serving %s on %s (default model %r)",

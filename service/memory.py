@@ -1,5 +1,6 @@
-"""Memory held for requests: the budget of request-body bytes held at once, and handing freed heap
-memory back to the OS after a burst of large bodies.
+"""Memory held for requests: the budget of request-body bytes held at once, handing freed heap
+memory back to the OS after a burst of large bodies, and keeping the garbage collector off what
+startup made.
 
 The model's allocator setting (model.inference.keep_freed_memory_in_heap) keeps freed blocks in the
 heap so that activations are reused, not mapped and zero-filled again on every pass. The price is
@@ -12,11 +13,25 @@ model path keeps its reuse, and after a trim the next pass maps its activations 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from model.inference import release_freed_memory
 
 log = logging.getLogger("service.memory")
+
+
+def freeze_startup_objects() -> int:
+    """Collect startup's garbage, then move every object left (modules, the app, the models: some
+    340,000 for the bundled model) out of the collector's reach; returns how many there were.
+
+    They live as long as the process, yet each full collection walked them all: 150 ms, about once
+    every 15 s under 32 clients, about 0.1 ms per request of the event loop's time on the 2-core
+    machine (gc.callbacks timing, README Performance). Objects made later are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class ByteBudget:

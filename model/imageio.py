@@ -7,6 +7,7 @@ client and the `vdvae` command share this module without loading torch.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import struct
@@ -97,14 +98,22 @@ def fast_png(image: np.ndarray | torch.Tensor) -> bytes:
         raise ValueError(f"expected 1 or 3 channels, got {c}")
     rows = np.zeros((h, 1 + w * c), dtype=np.uint8)  # each row: filter type 0 (None), then pixels
     rows[:, 1:] = arr.reshape(h, w * c)
-    header = struct.pack(">IIBBBBB", w, h, 8, 0 if c == 1 else 2, 0, 0, 0)  # 8-bit grey or RGB
-    return b"".join(
-        (PNG_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(rows.data, FAST_PNG_LEVEL)))
-    ) + _chunk(b"IEND", b"")
+    idat = _chunk(b"IDAT", zlib.compress(rows.data, FAST_PNG_LEVEL))
+    return b"".join((_png_head(w, h, c), idat, _IEND))
+
+
+@functools.lru_cache(maxsize=64)
+def _png_head(width: int, height: int, channels: int) -> bytes:
+    """The signature and IHDR chunk: the same for every image of a shape (8-bit grey or RGB)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+_IEND = _chunk(b"IEND", b"")
 
 
 def grid_png(images: np.ndarray | torch.Tensor, columns: int | None = None) -> bytes:

@@ -30,7 +30,7 @@ def test_startup_garbage_is_collected_and_the_rest_frozen() -> None:
         assert garbage() is not None and tracked(kept)
         frozen = freeze_startup_objects()
         assert garbage() is None  # collected before the freeze, not kept for ever
-        assert frozen == gc.get_freeze_count() and frozen > 0
+        assert frozen > 0  # (the count falls as frozen objects are freed: other tests' threads run)
         assert not tracked(kept)
         later = Node()
         assert tracked(later)  # objects made afterwards are collected as before

@@ -5,7 +5,8 @@ guidance, reconstruction depth, given latents). `run_*` collates a list of items
 of the model's user-level API, which takes per-image rows for all of them, and splits the output.
 Because every image draws from its own seeded generator, an item's result does not depend on which
 other items share its batch; the engine relies on that when it re-runs parts of a failed batch.
-These functions are blocking and run on the engine's device thread. Two of them do more than one
+These functions are blocking and run on the engine's device thread, which also writes the PNG of
+each image an answer carries (images.with_png), off the event loop. Two of them do more than one
 call: `sample_stream` hands each resolution's previews to its items' sinks during the pass (and
 stops when none wants them), and `interpolate` draws the endpoints of every path in the batch once.
 """
@@ -27,6 +28,7 @@ from model.noise import Draws, GivenNoise
 from model.vae import VDVAE
 
 from .errors import Cancelled, ServiceError
+from .images import with_png
 from .items import (
     DecodeItem,
     EncodeItem,
@@ -104,7 +106,7 @@ def sampling_options(vae: VDVAE, items: Sequence[SamplingItem]) -> dict[str, Any
 
 def run_sample(vae: VDVAE, items: Sequence[SampleItem]) -> list[Image]:
     images = vae.sample(len(items), **sampling_options(vae, items))
-    return list(images.cpu().numpy())
+    return with_png(images.cpu().numpy())
 
 
 def run_upscale(vae: VDVAE, items: Sequence[UpscaleItem]) -> list[Image]:
@@ -116,7 +118,7 @@ def run_upscale(vae: VDVAE, items: Sequence[UpscaleItem]) -> list[Image]:
         low_res=torch.from_numpy(np.stack([it.low_res for it in items])),
         low_res_noise=noise,
     )
-    return list(images.cpu().numpy())
+    return with_png(images.cpu().numpy())
 
 
 def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[ReconstructResult]:
@@ -127,7 +129,7 @@ def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[Recons
         seeds=[it.seed for it in items],
         labels=labels(vae, items),
     )
-    images, bits = rec.images.cpu().numpy(), rec.bits.float().cpu().tolist()
+    images, bits = with_png(rec.images.cpu().numpy()), rec.bits.float().cpu().tolist()
     return [ReconstructResult(image=img, bits=b) for img, b in zip(images, bits)]
 
 
@@ -169,7 +171,7 @@ def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[Image]:
         latents=latents,
         latent_layers=depths,
     )
-    return list(images.cpu().numpy())
+    return with_png(images.cpu().numpy())
 
 
 def run_sample_stream(vae: VDVAE, items: Sequence[StreamItem]) -> list[Image | ServiceError]:
@@ -235,7 +237,7 @@ def run_interpolate(vae: VDVAE, items: Sequence[InterpolateItem]) -> list[Image]
         guidance=guidance([it.path for it in items]),
         seeds=GivenNoise(given, [it.path.seed for it in items]),
     )
-    return list(out.cpu().numpy())
+    return with_png(out.cpu().numpy())
 
 
 @dataclass(frozen=True)

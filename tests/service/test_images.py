@@ -14,7 +14,7 @@ from PIL import Image
 
 from model.imageio import grid_png, image_grid
 from service.errors import InvalidImage
-from service.images import decode_base64, decode_image, encode_png
+from service.images import decode_base64, decode_image, encode_png, with_png
 from service.settings import Settings
 
 from .conftest import digit_like, png_bytes
@@ -84,6 +84,21 @@ def test_encode_png_round_trips_grey_and_rgb() -> None:
     for img in (digit_like(), digit_like(channels=3)):
         decoded = np.asarray(Image.open(io.BytesIO(encode_png(img))))
         assert np.array_equal(decoded.reshape(img.shape), img)
+
+
+def test_an_image_carries_its_own_png_and_nothing_made_from_it_does() -> None:
+    batch = np.stack([digit_like(seed=0), digit_like(seed=1)])
+    images = with_png(batch)
+    for image, pixels in zip(images, batch):
+        assert np.array_equal(image, pixels)
+        assert image.png is not None and encode_png(image) is image.png
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.png))).reshape(pixels.shape), pixels)
+    # Views, copies and stacks are other images: they are encoded from their own pixels.
+    for other in (images[0][:16], images[0].copy(), images[0][::-1], np.stack(images)[1]):
+        assert getattr(other, "png", None) is None
+    flipped = images[0][::-1]
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(flipped))))
+    assert np.array_equal(decoded.reshape(flipped.shape), flipped)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (32, 32, 1), (7, 13, 3), (64, 48, 3)])

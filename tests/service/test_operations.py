@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from model.imageio import fast_png
 from service.items import DecodeItem, EncodeItem, ReconstructItem, SampleItem
 from service.operations import (
     run_decode,
@@ -75,6 +76,20 @@ def test_mixed_decode_depths_share_a_pass(served_mnist) -> None:
     together = run_decode(vae, items)
     for item, image in zip(items, together):
         assert np.array_equal(image, run_decode(vae, [item])[0])
+
+
+def test_answered_images_carry_their_png_from_the_engine_thread(served_mnist) -> None:
+    """Every operation whose answer holds images writes their PNGs in the pass (off the loop)."""
+    vae = served_mnist.vae
+    L = vae.hp.num_layers
+    z = run_encode(vae, [EncodeItem(image=digit_like(), seed=0, latent_layers=1)])[0].latents
+    images = [
+        *run_sample(vae, [SampleItem(seed=1), SampleItem(seed=2)]),
+        *(r.image for r in run_reconstruct(vae, [ReconstructItem(image=digit_like(), layers=L, seed=0)])),
+        *run_decode(vae, [DecodeItem(latents=tuple(z), seed=3)]),
+    ]
+    for image in images:
+        assert image.png == fast_png(np.asarray(image))
 
 
 def test_temperatures_collate_to_a_float_or_per_image_rows() -> None:

@@ -25,9 +25,9 @@ def freeze_startup_objects() -> int:
     """Collect startup's garbage, then move every object left (modules, the app, the models: some
     340,000 for the bundled model) out of the collector's reach; returns how many there were.
 
-    They live as long as the process, yet each full collection walked them all: 150 ms, about once
-    every 15 s under 32 clients, about 0.1 ms per request of the event loop's time on the 2-core
-    machine (gc.callbacks timing, README Performance). Objects made later are collected as before.
+    They live as long as the process, yet each full collection walked them all, about once every
+    15 s under 32 clients, for some 150 ms of the event loop's time on the 2-core machine
+    (gc.callbacks timing, README Performance). Objects made later are collected as before.
     """
     gc.collect()
     gc.freeze()

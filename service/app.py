@@ -29,7 +29,7 @@ from .errors import register_exception_handlers
 from .memory import ByteBudget, HeapTrimmer, freeze_startup_objects
 from .metrics import Metrics
 from .middleware import BodyGuardMiddleware, RequestTrackingMiddleware
-from .model_route import DirectModelRoutes, direct_routes
+from .model_route import DirectModelRoutes, direct_routes, leaf_routes
 from .openapi import install_openapi
 from .operations import OPERATIONS
 from .parsing import Parser
@@ -100,12 +100,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def route_paths(routes: Iterable[BaseRoute]) -> Iterator[str]:
-    """Every route's path template, in included routers too (FastAPI keeps those wrapped)."""
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from route_paths(inner.routes)  # our routers have no prefix
-        elif isinstance(getattr(route, "path", None), str):
+    """Every route's path template, in included routers too."""
+    for route in leaf_routes(routes):
+        if isinstance(getattr(route, "path", None), str):
             yield route.path
 
 

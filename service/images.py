@@ -139,8 +139,8 @@ class EncodedImage(np.ndarray):
     """A result image, (H, W, C) uint8, that carries its PNG (`png`), written on the engine's thread
     right after the pass (`with_png`). There zlib's release of the GIL costs nothing; on the event
     loop every PNG handed the GIL to the engine's thread and waited to take it back (README,
-    Performance: about an eighth of the loop's CPU per one-image /sample). Views, copies and stacks of it (a
-    grid) carry no PNG: only the image it was made for does."""
+    Performance: about an eighth of the loop's CPU per one-image /sample). Views, copies and stacks
+    of it (a grid) carry no PNG: only the image it was made for does."""
 
     png: bytes | None = None
 

@@ -15,7 +15,7 @@ stack, the router's matching and its request wrappers), and does for these route
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
@@ -155,19 +155,23 @@ class DirectModelRoutes:
         return None
 
 
-def direct_routes(routes: Iterable[BaseRoute]) -> dict[str, APIRoute]:
-    """{path: route} of every @model_endpoint that takes POST at a fixed path, in included routers
-    too (FastAPI keeps those wrapped)."""
-    out: dict[str, APIRoute] = {}
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, in included routers too (FastAPI keeps those wrapped; ours have no prefix)."""
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
-            out.update(direct_routes(inner.routes))  # our routers have no prefix
-        elif (
-            isinstance(route, APIRoute)
-            and getattr(route.endpoint, MARK, False)
-            and route.methods == {"POST"}
-            and "{" not in route.path
-        ):
-            out[route.path] = route
-    return out
+            yield from leaf_routes(inner.routes)
+        else:
+            yield route
+
+
+def direct_routes(routes: Iterable[BaseRoute]) -> dict[str, APIRoute]:
+    """{path: route} of every @model_endpoint that takes POST at a fixed path."""
+    return {
+        route.path: route
+        for route in leaf_routes(routes)
+        if isinstance(route, APIRoute)
+        and getattr(route.endpoint, MARK, False)
+        and route.methods == {"POST"}
+        and "{" not in route.path
+    }

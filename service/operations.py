@@ -181,7 +181,7 @@ def run_sample_stream(vae: VDVAE, items: Sequence[StreamItem]) -> list[Image | S
     stages = vae.sample_stages(len(items), **sampling_options(vae, [it.sample for it in items]))
     with contextlib.closing(stages):
         for index, stage in enumerate(stages):
-            images = list(stage.images.cpu().numpy())
+            images = with_png(stage.images.cpu().numpy())  # every stage is an answer's event
             if stage.final:
                 return images
             info = StageInfo(index=index, count=count, resolution=stage.resolution, layers=stage.layers)

@@ -6,12 +6,15 @@ import numpy as np
 import torch
 
 from model.imageio import fast_png
-from service.items import DecodeItem, EncodeItem, ReconstructItem, SampleItem
+from service.items import DecodeItem, EncodeItem, ReconstructItem, SampleItem, StreamItem
 from service.operations import (
+    OPERATIONS,
     run_decode,
     run_encode,
+    run_interpolate,
     run_reconstruct,
     run_sample,
+    run_sample_stream,
     temperatures,
 )
 
@@ -87,7 +90,18 @@ def test_answered_images_carry_their_png_from_the_engine_thread(served_mnist) ->
         *run_sample(vae, [SampleItem(seed=1), SampleItem(seed=2)]),
         *(r.image for r in run_reconstruct(vae, [ReconstructItem(image=digit_like(), layers=L, seed=0)])),
         *run_decode(vae, [DecodeItem(latents=tuple(z), seed=3)]),
+        *run_interpolate(vae, OPERATIONS["interpolate"].warmup_items(vae)),
     ]
+    previews = []
+
+    class Recording:
+        def send(self, stage, rows) -> bool:
+            previews.extend(rows.values())
+            return True
+
+    stream = [StreamItem(SampleItem(seed=4), Recording(), 0)]
+    images += [*run_sample_stream(vae, stream), *previews]
+    assert previews
     for image in images:
         assert image.png == fast_png(np.asarray(image))
 

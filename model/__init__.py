@@ -21,11 +21,14 @@ if TYPE_CHECKING:
     from .outputs import Encoding, Reconstruction, Stage
     from .presets import PRESETS
     from .vae import VDVAE
+    from .visual_vae import VisualVAE, VisualVAEConfig
 
 # Public name -> the module that defines it.
 _EXPORTS = {
     "PRESETS": ".presets",
     "VDVAE": ".vae",
+    "VisualVAE": ".visual_vae",
+    "VisualVAEConfig": ".visual_vae",
     "CheckpointError": ".checkpoint",
     "Encoding": ".outputs",
     "HParams": ".hparams",
@@ -43,6 +46,8 @@ __all__ = [
     "HParamsError",
     "Reconstruction",
     "Stage",
+    "VisualVAE",
+    "VisualVAEConfig",
     "load_model",
 ]
 

@@ -14,6 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def attend(x: torch.Tensor, q_proj: nn.Linear, out_proj: nn.Linear) -> torch.Tensor:
+    """x + out(softmax(q(x) x^T / sqrt(C)) x) for x (n, C, H, W), per image, over its H*W positions.
+    Both families' attention blocks compute this; they differ only in their modules' names and init."""
+    n, c, h, w = x.shape
+    tokens = x.flatten(2).transpose(1, 2)  # (n, HW, C)
+    q = q_proj(tokens)
+    # (n, 1, HW, C): one head; scale 1/sqrt(C) is the default.
+    attended = F.scaled_dot_product_attention(q[:, None], tokens[:, None], tokens[:, None])[:, 0]
+    y = out_proj(attended).transpose(1, 2).reshape(n, c, h, w)  # (n, C, H, W)
+    return x + y
+
+
 class Attention(nn.Module):
     """x + out(softmax(q(x) x^T / sqrt(C)) x), per image, over its H*W positions."""
 
@@ -25,10 +37,4 @@ class Attention(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # (n, HW, C)
-        q = self.q(tokens)
-        # (n, 1, HW, C): one head; scale 1/sqrt(C) is the default.
-        attended = F.scaled_dot_product_attention(q[:, None], tokens[:, None], tokens[:, None])[:, 0]
-        y = self.out(attended).transpose(1, 2).reshape(n, c, h, w)  # (n, C, H, W)
-        return x + y
+        return attend(x, self.q, self.out)

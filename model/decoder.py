@@ -1,17 +1,13 @@
 """Top-down decoder: one stochastic block per latent layer (openai/vdvae `Decoder`/`DecBlock`).
 
-A single loop, `Decoder.top_down`, serves every use: the posterior pass of training and encoding,
-prior sampling, decoding from given latents, partial reconstruction (posterior for an image's top
-k layers, prior below, in one pass), and classifier-free guidance (a second, unconditional stream
-for the guided images, fed the same z). Each image can have its own k, temperature and guidance.
-A pass can also run in pieces (`stop`, then `start` from the `Streams` it stopped at), and branch
-off at a piece's end: progressive previews resolution by resolution (VDVAE.sample_stages).
+A single loop, `Decoder.top_down`, serves every use (model.topdown): the posterior pass, prior
+sampling, decoding given latents, partial reconstruction and classifier-free guidance (a second,
+unconditional stream for the guided images, fed the same z), in one pass or in pieces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +15,10 @@ from torch import nn
 
 from .attention import Attention
 from .blocks import Block, add_to_stream, conv, scale_init
-from .guidance import Guidance, guided_prior, guided_step, prior_features
+from .guidance import Guidance, guided_step, prior_features
 from .heads import make_head
 from .hparams import HParams
-from .likelihoods import gaussian_kl
+from .topdown import LayerSources, Streams, TopDown, layer_z
 
 
 class DecBlock(nn.Module):
@@ -68,118 +64,6 @@ class DecBlock(nn.Module):
         return feats[:, :z], feats[:, z : 2 * z], feats[:, 2 * z :]
 
 
-@dataclass
-class Streams:
-    """A top-down pass between two layers: `layer` layers done, the stream of each resolution reached,
-    and the unconditional streams of the guided images."""
-
-    layer: int
-    xs: dict[int, torch.Tensor]
-    xs_u: dict[int, torch.Tensor]
-
-    def copy(self) -> Streams:
-        """Streams a resumed pass may change in place without touching these (the in-place adds of
-        the loop write into the stream of the block's own resolution)."""
-        return Streams(
-            self.layer,
-            {r: x.clone() for r, x in self.xs.items()},
-            {r: x.clone() for r, x in self.xs_u.items()},
-        )
-
-
-@dataclass
-class TopDown:
-    """What one top-down pass (or the piece of it one call ran) produced; the per-layer lists hold
-    the layers that call ran."""
-
-    px_z: torch.Tensor | None  # (n, width, H, W): the stream at image resolution after gain and bias
-    streams: Streams  # where the pass stopped: resume it with top_down(start=...)
-    kl: list[torch.Tensor] = field(default_factory=list)  # per layer (n,) nats; zeros where not posterior
-    z: list[torch.Tensor] = field(default_factory=list)  # per layer (n, Z, r, r) (when kept)
-    q_mean: list[torch.Tensor] = field(default_factory=list)
-    q_logstd: list[torch.Tensor] = field(default_factory=list)
-    p_mean: list[torch.Tensor] = field(default_factory=list)  # the prior each z was drawn against (kept)
-    p_logstd: list[torch.Tensor] = field(default_factory=list)
-
-    def keep(
-        self,
-        z: torch.Tensor,
-        p_mean: torch.Tensor,
-        p_logstd: torch.Tensor,
-        q: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> None:
-        """Record one layer's z, the prior it was drawn against, and its posterior where it has one."""
-        self.z.append(z)
-        self.p_mean.append(p_mean)
-        self.p_logstd.append(p_logstd)
-        if q is not None:
-            self.q_mean.append(q[0])
-            self.q_logstd.append(q[1])
-
-
-def resolution_stops(resolutions: Sequence[int]) -> list[tuple[int, int]]:
-    """(resolution, end layer) of each run of consecutive latent layers at one resolution, top-down:
-    where a pass can stop to show what it has drawn so far."""
-    return [
-        (r, i + 1) for i, r in enumerate(resolutions) if i + 1 == len(resolutions) or resolutions[i + 1] != r
-    ]
-
-
-@dataclass
-class LayerSources:
-    """Where each image's z comes from: given latents for its top `given[b]` layers, else its
-    posterior for its top `posterior[b]` layers, else the prior. Decided on the CPU before the
-    layer loop (so the loop never waits on the device); the (n, 1, 1, 1) depth tensors exist only
-    when the images of the batch differ."""
-
-    given_min: int
-    given_max: int
-    posterior_min: int
-    posterior_max: int
-    given_dev: torch.Tensor | None
-    posterior_dev: torch.Tensor | None
-
-    @classmethod
-    def plan(
-        cls,
-        n: int,
-        posterior_layers: Sequence[int] | None,
-        latent_layers: Sequence[int] | None,
-        num_given: int,
-        device: torch.device,
-    ) -> LayerSources:
-        ks = list(posterior_layers) if posterior_layers is not None else [0] * n
-        given = list(latent_layers) if latent_layers is not None else [num_given] * n
-        if max(given, default=0) > num_given:
-            raise ValueError(f"latent_layers asks for {max(given)} given layers but {num_given} were passed")
-
-        def depths(counts: list[int]) -> torch.Tensor | None:
-            if min(counts, default=0) == max(counts, default=0):
-                return None
-            return torch.tensor(counts, device=device).view(n, 1, 1, 1)
-
-        return cls(
-            given_min=min(given, default=0),
-            given_max=max(given, default=0),
-            posterior_min=min(ks, default=0),
-            posterior_max=max(ks, default=0),
-            given_dev=depths(given),
-            posterior_dev=depths(ks),
-        )
-
-    def draws(self, i: int) -> bool:
-        """Some image draws layer i (from its posterior or the prior) rather than taking a given z."""
-        return i >= self.given_min
-
-    def from_prior(self, i: int) -> bool:
-        """Some image samples layer i from the prior."""
-        return i >= self.posterior_min
-
-    def gives(self, i: int) -> bool:
-        """Some image takes a given z at layer i."""
-        return i < self.given_max
-
-
 class Decoder(nn.Module):
     def __init__(self, hp: HParams) -> None:
         super().__init__()
@@ -216,6 +100,7 @@ class Decoder(nn.Module):
         noise: Sequence[torch.Tensor] | None = None,
         log_temperature: torch.Tensor | None = None,
         cond: torch.Tensor | None = None,
+        posterior_cond: torch.Tensor | None = None,
         guidance: Guidance | None = None,
         keep_posterior: bool = False,
         low_res: dict[int, torch.Tensor] | None = None,
@@ -229,6 +114,8 @@ class Decoder(nn.Module):
         posterior when i < posterior_layers[b] (needs encoder `activations`), else from the
         (possibly guided) prior with its std times exp(log_temperature[b, i]). `noise[i]`
         (n, Z, r, r) holds the standard normal draws; without it they come from the global RNG.
+        `cond` conditions every block; `posterior_cond`, when given, replaces it in the posterior
+        heads (training that drops the generator's label keeps the encoder's).
         `low_res` (super-resolution models): features (n, w_r, r, r) added to the initial state of
         resolution r, of both streams under guidance.
 
@@ -254,15 +141,17 @@ class Decoder(nn.Module):
             x_u = block.stream_input(xs_u, n_g, ref) if g is not None else None
             feats, feats_u = prior_features(block, x, x_u, cond, g)
             pm, pv, xpp = block.split_prior(feats)
+            prior_u = block.split_prior(feats_u)[:2] if g is not None else None
             q = None
-            if i < src.posterior_max:  # before the in-place add below: the posterior sees x
-                q = block.enc(torch.cat([x, activations[block.base]], dim=1), cond).chunk(2, dim=1)
+            if src.from_posterior(i):  # before the in-place add below: the posterior sees x
+                q_cond = cond if posterior_cond is None else posterior_cond
+                q = block.enc(torch.cat([x, activations[block.base]], dim=1), q_cond).chunk(2, dim=1)
             x = add_to_stream(x, xpp)
-            z, kl = self._layer_z(i, block, src, pm, pv, feats_u, q, latents, noise, log_temperature, g)
+            z, kl = layer_z(i, src, (pm, pv), prior_u, q, latents, noise, log_temperature, g)
             if keep_posterior:
-                out.keep(z, pm, pv, q)
+                out.keep(z, (pm, pv), q)
             out.kl.append(kl)
-            xs[block.base], x_u = guided_step(block, x, x_u, feats_u, z, cond, g)
+            xs[block.base], x_u = guided_step(block, x, x_u, feats_u, block.z_proj(z), cond, g)
             if g is not None:
                 xs_u[block.base] = x_u
 
@@ -297,54 +186,3 @@ class Decoder(nn.Module):
         for r, f in (low_res or {}).items():
             xs[r] = xs[r] + f if r in xs else f
         return xs
-
-    def _layer_z(
-        self,
-        i: int,
-        block: DecBlock,
-        src: LayerSources,
-        pm: torch.Tensor,
-        pv: torch.Tensor,
-        feats_u: torch.Tensor | None,
-        q: tuple[torch.Tensor, torch.Tensor] | None,
-        latents: Sequence[torch.Tensor],
-        noise: Sequence[torch.Tensor] | None,
-        log_temperature: torch.Tensor | None,
-        g: Guidance | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer i's z for every image, each from its own source, and the KL (n,) in nats of the
-        images that take it from their posterior (zero for the others).
-
-        Prior and posterior draws share one standard normal eps per image, so an image's z does
-        not depend on which sources the other images of the batch use.
-        """
-        n = pm.shape[0]
-        z, kl = None, None
-        if src.draws(i):  # some image draws this layer rather than taking a given z
-            eps = noise[i] if noise is not None else None
-            if src.from_prior(i):
-                if eps is None:
-                    eps = torch.randn_like(pm, dtype=torch.float32)
-                mean, logstd = pm, pv
-                if g is not None:
-                    pm_u, pv_u, _ = block.split_prior(feats_u)
-                    mean, logstd = guided_prior(pm, pv, pm_u, pv_u, g)
-                if log_temperature is not None:
-                    logstd = logstd + log_temperature[:, i].view(n, 1, 1, 1)
-                z = torch.exp(logstd) * eps + mean
-            if q is not None:
-                qm, qv = q
-                if eps is None:
-                    eps = torch.randn_like(qm, dtype=torch.float32)
-                z_q = torch.exp(qv) * eps + qm
-                kl = gaussian_kl(qm.float(), pm.float(), qv.float(), pv.float()).sum(dim=(1, 2, 3))
-                if z is None:  # every image takes this layer from its posterior
-                    z = z_q
-                else:
-                    in_post = src.posterior_dev > i  # (n, 1, 1, 1)
-                    z = torch.where(in_post, z_q, z)
-                    kl = kl * in_post.view(n)
-        if src.gives(i):
-            z_given = latents[i].to(pm.dtype).expand(n, -1, -1, -1)
-            z = z_given if z is None else torch.where(src.given_dev > i, z_given, z)
-        return z, kl if kl is not None else pm.new_zeros(n, dtype=torch.float32)

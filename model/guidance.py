@@ -6,14 +6,23 @@ runs beside theirs and takes the same z.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from .blocks import add_to_stream
 
-if TYPE_CHECKING:
-    from .decoder import DecBlock
+
+class StochasticLayer(Protocol):
+    """What guidance needs of a latent layer, in either family: its prior head (mean, scale and a
+    residual for the stream, in that channel order) and the shared path the stream takes after z."""
+
+    zdim: int
+
+    def prior(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor: ...
+
+    def shared(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor: ...
+
 
 # Bound on w_var * (log var_c - log var_u): guided std stays within e^±10 of the conditional std.
 GUIDANCE_LOG_VAR_CLAMP = 20.0
@@ -26,7 +35,7 @@ class Guidance:
     rows: torch.Tensor  # (g,) long
     w_mean: torch.Tensor
     w_var: torch.Tensor
-    null_cond: torch.Tensor  # (g, class_dim)
+    null_cond: torch.Tensor  # the family's conditioning of the null label, one row per guided image
 
 
 def guided_prior(
@@ -44,7 +53,11 @@ def guided_prior(
 
 
 def prior_features(
-    block: DecBlock, x: torch.Tensor, x_u: torch.Tensor | None, cond: torch.Tensor | None, g: Guidance | None
+    block: StochasticLayer,
+    x: torch.Tensor,
+    x_u: torch.Tensor | None,
+    cond: torch.Tensor | None,
+    g: Guidance | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The prior head's output for the stream, and for the unconditional stream when guided (one
     conv call for both)."""
@@ -55,18 +68,17 @@ def prior_features(
 
 
 def guided_step(
-    block: DecBlock,
+    block: StochasticLayer,
     x: torch.Tensor,
     x_u: torch.Tensor | None,
     feats_u: torch.Tensor | None,
-    z: torch.Tensor,
+    zp: torch.Tensor,
     cond: torch.Tensor | None,
     g: Guidance | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Add the projected z to the stream and run the block's shared path (resnet, attention). Under
-    guidance the unconditional stream of the guided images gets the same z and its own prior
-    residual, and both streams share one call of each module."""
-    zp = block.z_proj(z)
+    """Add the projected z `zp` to the stream and run the block's shared path. Under guidance the
+    unconditional stream of the guided images gets the same z and its own prior residual, and both
+    streams share one call of each module."""
     if g is None:
         return block.shared(add_to_stream(x, zp), cond), None
     n = x.shape[0]

@@ -55,21 +55,30 @@ class DmolHead(nn.Module):
         return to_uint8(x)  # truncation, as the official sampler
 
 
-class GaussianHead(nn.Module):
-    """Per-pixel Gaussian with learned variance; the displayed sample is the predicted mean."""
+class GaussianOutput(nn.Module):
+    """A per-pixel Gaussian with learned variance, from parameters that a network computed
+    (n, C', H, W) with C' = 2C: means, then log-variances. The displayed sample is the mean.
 
-    def __init__(self, hp: HParams) -> None:
+    `truncate`: how the mean becomes 8-bit, as the model's own sampler does it (visual-vae's
+    evaluate.py truncates; our Gaussian head rounds to the nearest level).
+    """
+
+    def __init__(self, channels: int, sigma_q: float, truncate: bool = False) -> None:
         super().__init__()
-        self.channels = hp.image_channels
-        self.sigma_q = hp.sigma_q
-        self.out_conv = conv(hp.width, 2 * hp.image_channels, 1)
+        self.channels = channels
+        self.sigma_q = sigma_q
+        self.truncate = truncate
 
     def forward(self, px_z: torch.Tensor) -> torch.Tensor:
-        return self.out_conv(px_z).permute(0, 2, 3, 1)  # (n, H, W, 2C): mean, log-variance
+        return px_z.permute(0, 2, 3, 1)  # (n, H, W, 2C): mean, log-variance
 
     def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = params.float()
         return params[..., : self.channels], params[..., self.channels :]
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The predicted mean (n, H, W, C), unclipped: what a next super-resolution stage may take."""
+        return self._split(params)[0]
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         mean, logvar = self._split(params)
@@ -86,7 +95,18 @@ class GaussianHead(nn.Module):
         return self._split(params)[0].clamp(-1.0, 1.0)
 
     def to_uint8(self, x: torch.Tensor) -> torch.Tensor:
-        return to_uint8(x, round_=True)
+        return to_uint8(x, round_=not self.truncate)
+
+
+class GaussianHead(GaussianOutput):
+    """The Gaussian output layer of a VDVAE: a 1x1 conv from the stream to the parameters."""
+
+    def __init__(self, hp: HParams) -> None:
+        super().__init__(hp.image_channels, hp.sigma_q)
+        self.out_conv = conv(hp.width, 2 * hp.image_channels, 1)
+
+    def forward(self, px_z: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.out_conv(px_z))
 
 
 def make_head(hp: HParams) -> DmolHead | GaussianHead:

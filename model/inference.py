@@ -14,8 +14,7 @@ import sys
 
 import torch
 
-from .blocks import Block
-from .vae import VDVAE
+from .hierarchical import HierarchicalVAE
 
 # Autocast dtypes by name, for inference (here) and for training (model.training).
 AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,12 +81,12 @@ def release_freed_memory() -> bool:
 
 
 def optimize_for_inference(
-    vae: VDVAE,
+    vae: HierarchicalVAE,
     *,
     channels_last: bool = True,
     amp: str = "bf16",
     compile: bool = False,
-) -> VDVAE:
+) -> HierarchicalVAE:
     """Prepare `vae` (in place) for fast sampling and return it.
 
     channels_last: NHWC activations for the convolutions (default on, on every device: oneDNN on
@@ -109,12 +108,12 @@ def optimize_for_inference(
     if compile:
         # One graph per distinct block shape (and batch size) replaces dynamo's default of 8
         # recompilations per function before it falls back to eager.
-        limit = 64 * len(set(vae.hp.layer_resolutions) | {r for r, _ in vae.hp.enc_layers})
+        blocks = list(vae.residual_blocks())
+        limit = 64 * len({type(b) for b in blocks}) * len(set(vae.hp.layer_resolutions))
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
         torch._dynamo.config.accumulated_recompile_limit = max(
             torch._dynamo.config.accumulated_recompile_limit, 4 * limit
         )
-        for module in vae.modules():
-            if isinstance(module, Block):
-                module.compile()
+        for module in blocks:
+            module.compile()
     return vae

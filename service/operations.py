@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from model.decoder import resolution_stops
+from model.topdown import resolution_stops
 from model.interpolation import path_draws, path_temperature
 from model.likelihoods import LN2
 from model.noise import Draws, GivenNoise

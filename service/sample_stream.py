@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from model.decoder import resolution_stops
+from model.topdown import resolution_stops
 
 from . import responses, schemas
 from .cascade_stream import CascadeStream

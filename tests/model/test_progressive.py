@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from model.decoder import resolution_stops
+from model.topdown import resolution_stops
 from model.inference import optimize_for_inference
 from model.options import guidance_rows
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from model import HParams
 from model.checkpoint import save_model_folder
-from model.decoder import resolution_stops
+from model.topdown import resolution_stops
 from model.tools.stages import main
 from tests.factories import perturbed
 

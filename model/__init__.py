@@ -1,10 +1,13 @@
-"""Very Deep VAE (Child 2021), state-dict compatible with openai/vdvae, with the sample-quality
-techniques of Luhman & Luhman 2022.
+"""Hierarchical VAEs of two families: the Very Deep VAE (Child 2021), state-dict compatible with
+openai/vdvae and with the sample-quality techniques of Luhman & Luhman 2022, and Luhman & Luhman's
+own released models (tcl9876/visual-vae, in model.visual_vae).
 
-The network (hparams, blockstrings, presets, blocks, attention, encoder, decoder, lowres, heads,
-likelihoods, noise, options, sampling, vae, outputs, interpolation), cascades of models (cascade),
-its files (checkpoint, files, imageio) and its inference form (inference). Training lives in
-`model.training`, command-line tools in `model.tools`; nothing here imports either.
+What both families share (hierarchical: the contract and user-level calls; topdown, guidance,
+noise, options, sampling, outputs, interpolation, heads, likelihoods, attention, config, classes),
+the VDVAE network (hparams, blockstrings, presets, blocks, encoder, decoder, lowres, vae), the
+families and their files (families, checkpoint, files, imageio), cascades of models (cascade) and
+the inference form (inference). Training lives in `model.training`, command-line tools in
+`model.tools`; nothing here imports either.
 
 The names below load on first use, so that the torch-free modules (files, imageio) serve light
 programs (the Python client, the `vdvae` command) without importing torch.
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
     from .outputs import Encoding, Reconstruction, Stage
     from .presets import PRESETS
     from .vae import VDVAE
-    from .visual_vae import VisualVAE, VisualVAEConfig
+    from .visual_vae import VisualVAE, VisualVAEConfig, VisualVAEConfigError
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -29,6 +32,7 @@ _EXPORTS = {
     "VDVAE": ".vae",
     "VisualVAE": ".visual_vae",
     "VisualVAEConfig": ".visual_vae",
+    "VisualVAEConfigError": ".visual_vae",
     "CheckpointError": ".checkpoint",
     "Encoding": ".outputs",
     "HParams": ".hparams",
@@ -48,6 +52,7 @@ __all__ = [
     "Stage",
     "VisualVAE",
     "VisualVAEConfig",
+    "VisualVAEConfigError",
     "load_model",
 ]
 

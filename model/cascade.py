@@ -12,6 +12,10 @@ Each "model" is a model folder's path relative to the cascade folder's parent (a
 the other keys are the stage's default options (StageOptions). CascadeStage k of an image runs on a seed
 derived from the image's seed and k (`stage_seeds`), so every stage of every image depends on that
 image's seed and options only, never on its batch: a server may batch each stage on its own.
+
+A stage gets the previous stage's 8-bit images, except a visual-vae super-resolution stage after a
+model with a Gaussian head: it gets that model's raw predicted mean (unclipped, in [-1, 1] model
+space), as their evaluate.py chains the released ImageNet-32 and 32 -> 64 models (`hands_raw_mean`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import torch
 
 from .checkpoint import CONFIG_FILE, CheckpointError, load_model, read_config_json
 from .files import atomic_write_text
+from .heads import GaussianOutput
+from .hierarchical import HierarchicalVAE
 from .noise import derived_seed, seed_list
 from .options import (
     GuidanceSpec,
@@ -38,14 +44,13 @@ from .options import (
     low_res_noise_levels,
 )
 from .sampling import DEFAULT, Default
-from .vae import VDVAE
 
 CASCADE_FORMAT = "vdvae-serve-cascade/1"
 
 
 @dataclass(frozen=True)
 class StageOptions:
-    """How one stage samples; each value may also be per image, as VDVAE.sample takes it. DEFAULT:
+    """How one stage samples; each value may also be per image, as the models' sample takes it. DEFAULT:
     the stage model's sampling default (guidance None: no guidance)."""
 
     temperature: TemperatureSpec | Default = DEFAULT
@@ -62,7 +67,7 @@ class StageOptions:
                 f"{where}: unknown stage option(s) {unknown}; known: model or folder, {sorted(known)}"
             )
         values = {k: entry[k] for k in known if k in entry}
-        for k in ("temperature", "guidance"):  # the forms VDVAE.sample and the service take
+        for k in ("temperature", "guidance"):  # the forms sample and the service take
             if isinstance(values.get(k), list):
                 values[k] = tuple(float(v) if isinstance(v, int | float) else v for v in values[k])
             elif isinstance(values.get(k), int | float) and not isinstance(values.get(k), bool):
@@ -102,7 +107,7 @@ STAGE_PLACES = ("model", "folder")
 @dataclass
 class CascadeStage:
     name: str  # the model folder's path as config.json gives it
-    vae: VDVAE
+    vae: HierarchicalVAE
     options: StageOptions = StageOptions()
     place: str = "model"  # "model": name is relative to the cascade folder's parent; "folder": inside it
 
@@ -133,7 +138,7 @@ def check_stages(stages: Sequence[CascadeStage]) -> None:
 
 
 def _check_options(stage: CascadeStage) -> None:
-    """A stage's default options, checked as VDVAE.sample would check them (for one image)."""
+    """A stage's default options, checked as sample would check them (for one image)."""
     hp = stage.vae.hp
     opts = stage.vae.sampling_options([0], stage.options.temperature, None, stage.options.guidance)
     try:
@@ -164,7 +169,7 @@ def run_stages(
 ) -> list[torch.Tensor]:
     """Sample n images through every stage; the uint8 (n, H_k, W_k, C) images of each stage.
 
-    labels (DEFAULT: base_labels) go to every class-conditional stage; seeds as VDVAE.sample takes
+    labels (DEFAULT: base_labels) go to every class-conditional stage; seeds as sample takes
     them (stage k draws from stage_seeds(seeds, k)); options[k], when given, replaces what it sets
     of stage k's options.
     """
@@ -174,24 +179,35 @@ def run_stages(
     seeds = seed_list(seeds, n)
     labels = base_labels(stages, seeds, labels)
     out: list[torch.Tensor] = []
+    low_res = None  # what the next stage conditions on
     for k, stage in enumerate(stages):
         opts = stage.options.replaced(options[k] if options is not None else None)
-        out.append(
-            stage.vae.sample(
-                n,
-                temperature=opts.temperature,
-                labels=labels if stage.vae.hp.conditional else None,
-                guidance=opts.guidance,
-                seeds=stage_seeds(seeds, k),
-                low_res=out[-1] if k else None,
-                low_res_noise=opts.low_res_noise if k else None,
-            )
+        args = dict(
+            temperature=opts.temperature,
+            labels=labels if stage.vae.hp.conditional else None,
+            guidance=opts.guidance,
+            seeds=stage_seeds(seeds, k),
+            low_res=low_res,
+            low_res_noise=opts.low_res_noise if k else None,
         )
+        if k + 1 < len(stages) and hands_raw_mean(stage.vae, stages[k + 1].vae):
+            params = stage.vae.sample_params(n, **args)
+            out.append(stage.vae.params_to_images(params, seeds=args["seeds"]))
+            low_res = stage.vae.head.mean(params)
+        else:
+            out.append(stage.vae.sample(n, **args))
+            low_res = out[-1]
     return out
 
 
+def hands_raw_mean(previous: HierarchicalVAE, stage: HierarchicalVAE) -> bool:
+    """Whether `stage` conditions on `previous`'s raw predicted mean rather than its 8-bit images:
+    a visual-vae super-resolution model after a model with a Gaussian head (their cascade)."""
+    return stage.family == "visual-vae" and isinstance(previous.head, GaussianOutput)
+
+
 class Cascade:
-    """Stages loaded and checked; `sample` gives the last stage's images, as VDVAE.sample does."""
+    """Stages loaded and checked; `sample` gives the last stage's images, as a model's sample does."""
 
     def __init__(self, stages: Sequence[CascadeStage]) -> None:
         check_stages(stages)
@@ -280,13 +296,21 @@ def save_cascade_folder(folder: str | Path, stages: Sequence[CascadeStage], note
         "cascade": [{s.place: s.name, **s.options.to_json()} for s in stages],
     }
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    lines = [f"# {folder.name}", "", "A cascade of Very Deep VAEs, run stage by stage (model.cascade).", ""]
+    lines = [
+        f"# {folder.name}",
+        "",
+        "A cascade of hierarchical VAEs, run stage by stage (model.cascade).",
+        "",
+    ]
     for k, s in enumerate(stages):
-        hp, steps = s.vae.hp, s.vae.provenance.get("steps", "?")
+        hp, prov = s.vae.hp, s.vae.provenance
         kind = f"super-resolution {hp.low_res} -> {hp.image_size}" if hp.low_res else f"base {hp.image_size}"
+        origin = (
+            f"{prov['steps']} training steps" if "steps" in prov else f"from {prov.get('source', 'unknown')}"
+        )
         lines.append(
-            f"{k}. `{s.name}`: {kind}, {hp.num_layers} latent layers, attention {hp.attention or 'none'}, "
-            f"{steps} training steps; options {json.dumps(s.options.to_json())}"
+            f"{k}. `{s.name}`: {s.vae.family} {kind}, {hp.num_layers} latent layers, attention "
+            f"{hp.attention or 'none'}, {origin}; options {json.dumps(s.options.to_json())}"
         )
     atomic_write_text(folder / "README.md", "\n".join([*lines, "", note]).rstrip() + "\n")
     return folder

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..blockstrings import HParamsError
+from ..sampling import SamplingDefaults
 
 # The "model" fields of their config files, in their order.
 MODEL_FIELDS = (
@@ -55,6 +56,22 @@ def evenly_spaced_indices(n: int, k: int) -> list[int]:
     """Their `get_evenly_spaced_indices`: round(n * i / (k + 1)) for i = 1..k, Python's round (half
     to even); which blocks of a level an attention layer follows."""
     return [round(n / (k + 1) * i) for i in range(1, k + 1)] if k else []
+
+
+def evaluate_defaults(cfg: VisualVAEConfig) -> SamplingDefaults:
+    """How their scripts/evaluate.py samples: temperature 1; a class-conditional base model with
+    guidance (2, 4) (its --mean_scale/--var_scale defaults), a super-resolution model with (1, 1)
+    (p_sample's defaults, which evaluate.py leaves), random classes (here: each image's label from
+    its seed); unconditional models take no guidance (their p_sample fails on it)."""
+    if not cfg.conditional:
+        return SamplingDefaults(chosen_by="their scripts/evaluate.py: the prior at temperature 1")
+    guidance = (1.0, 1.0) if cfg.is_superres else (2.0, 4.0)
+    why = (
+        "p_sample's defaults, as their evaluate.py calls the super-resolution model"
+        if cfg.is_superres
+        else ("their scripts/evaluate.py defaults --mean_scale 2.0 --var_scale 4.0")
+    )
+    return SamplingDefaults(temperature=1.0, guidance=guidance, label="seed", chosen_by=f"guidance {why}")
 
 
 def default_c_aug(resolution: int) -> float:

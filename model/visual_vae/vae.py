@@ -27,10 +27,9 @@ from ..hierarchical import HierarchicalVAE
 from ..lowres import downsample, to_signed_unit
 from ..noise import NoiseSource
 from ..options import LowRes, NoiseLevelSpec, low_res_noise_levels
-from ..sampling import SamplingDefaults
 from ..topdown import LayerSources, Streams, TopDown, layer_z
 from .blocks import ResBlock, conv
-from .config import VisualVAEConfig
+from .config import VisualVAEConfig, evaluate_defaults
 from .decoder import DecoderLevel
 from .encoder import Encoder, LowResUnet
 
@@ -60,7 +59,8 @@ class VisualVAE(HierarchicalVAE):
         self.head = GaussianOutput(3, cfg.sigma_q, truncate=True)
         # One entry per latent layer, top-down: the layer and what follows it in its level.
         self._steps = [step for level in self.layer_list for step in level.steps()]
-        self.sampling = SamplingDefaults.for_model(cfg)
+        # What sample / reconstruct use for options a caller leaves out: as their evaluate.py samples.
+        self.sampling = evaluate_defaults(cfg)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> VisualVAE:

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 import model
-from model.checkpoint import CheckpointError, load_model, save_model_folder
+from model.checkpoint import (
+    CheckpointError,
+    fitting_presets,
+    load_model,
+    resolve_architecture,
+    save_model_folder,
+)
+from model.families import VDVAE_FAMILY
+from model.hparams import HParams
 from tests.model.helpers import FIXTURES
 
 OFFICIAL = FIXTURES / "public-tiny" / "model-ema.th"
@@ -124,3 +132,38 @@ def test_written_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path, tin
     for name in ("model.safetensors", "config.json", "README.md"):
         mode = os.stat(tmp_path / "c" / name).st_mode & 0o777
         assert mode == NEW_FILE_MODE and mode & 0o044  # readable by group and others under umask 022
+
+
+def meta_state_dict(hp: HParams) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        return model.VDVAE(hp).state_dict()
+
+
+def test_the_released_ffhq1024_layout_is_read_from_its_state_dict():
+    """openai/vdvae's FFHQ-1024 file holds two encoder blocks fewer (68) than its published
+    hyperparameters build (70): the block count comes from the state dict."""
+    published = HParams.preset("ffhq1024")
+    sd = meta_state_dict(published)
+    released = {
+        k: v for k, v in sd.items() if not k.startswith(("encoder.enc_blocks.68.", "encoder.enc_blocks.69."))
+    }
+    assert len(published.enc_layers) == 70
+    hp, name = resolve_architecture(VDVAE_FAMILY, "ffhq1024", released, "ffhq1024-iter-1700000-model-ema.th")
+    assert name == "ffhq1024" and len(hp.enc_layers) == 68 and hp.enc_blocks.endswith(",4d4,1x2")
+    assert {k: v.shape for k, v in meta_state_dict(hp).items()} == {k: v.shape for k, v in released.items()}
+    assert [n for _, n in fitting_presets(released)] == ["ffhq1024"]
+
+
+def test_a_file_missing_trailing_encoder_blocks_loads(tmp_path):
+    sd = torch.load(OFFICIAL, weights_only=True)
+    blocks = HParams.preset("tiny").enc_layers
+    last = len(blocks) - 1
+    cut = {k: v for k, v in sd.items() if not k.startswith(f"encoder.enc_blocks.{last}.")}
+    torch.save(cut, tmp_path / "cut-model-ema.th")
+    vae = load_model(tmp_path / "cut-model-ema.th", preset="tiny", device="cpu")
+    assert len(vae.hp.enc_layers) == last and vae.sample(1, seeds=[0]).shape == (1, 32, 32, 3)
+    # Blocks missing anywhere else are still a mismatch.
+    inner = {k: v for k, v in sd.items() if not k.startswith("encoder.enc_blocks.1.")}
+    torch.save(inner, tmp_path / "holed-model-ema.th")
+    with pytest.raises(CheckpointError, match=r"missing encoder\.enc_blocks"):
+        load_model(tmp_path / "holed-model-ema.th", preset="tiny", device="cpu")

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from model.topdown import resolution_stops
 from model.inference import optimize_for_inference
 from model.options import guidance_rows
+from model.topdown import resolution_stops
 
 
 def test_resolution_stops_end_each_run_of_layers_at_one_resolution() -> None:

@@ -7,8 +7,8 @@ from PIL import Image
 
 from model import HParams
 from model.checkpoint import save_model_folder
-from model.topdown import resolution_stops
 from model.tools.stages import main
+from model.topdown import resolution_stops
 from tests.factories import perturbed
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .config import ModelConfig
 from .guidance import Guidance
 from .hparams import HParams
 
@@ -26,7 +27,7 @@ LowRes = torch.Tensor | None
 NoiseLevelSpec = float | Sequence[float] | torch.Tensor | None
 
 
-def label_rows(hp: HParams, labels: LabelSpec, n: int, device: torch.device) -> torch.Tensor | None:
+def label_rows(hp: ModelConfig, labels: LabelSpec, n: int, device: torch.device) -> torch.Tensor | None:
     """Labels -> (n,) embedding rows on the device (the null label is row num_classes); None for an
     unconditional model."""
     if not hp.conditional:
@@ -80,7 +81,7 @@ def log_temperature(
 
 
 def guidance_rows(
-    hp: HParams,
+    hp: ModelConfig,
     guidance: GuidanceSpec,
     labels: torch.Tensor | None,
     n: int,

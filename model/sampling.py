@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .hparams import HParams
+from .config import ModelConfig
 
 LABEL_RULES = ("seed", "null")
 # The largest seed of an image: seeds become torch.Generator seeds (int64). Declared here, beside
@@ -60,7 +60,7 @@ class SamplingDefaults:
     chosen_by: str = ""  # how these values were chosen, for people reading /v1/models
 
     @classmethod
-    def for_model(cls, hp: HParams) -> SamplingDefaults:
+    def for_model(cls, hp: ModelConfig) -> SamplingDefaults:
         """What a model without a "sampling" section gets: the prior as trained (temperature 1, no
         guidance), and for a class-conditional model each image's label from its seed."""
         return cls(
@@ -69,7 +69,7 @@ class SamplingDefaults:
         )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], hp: HParams) -> SamplingDefaults:
+    def from_dict(cls, d: Mapping[str, Any], hp: ModelConfig) -> SamplingDefaults:
         """Parse and check a config.json "sampling" section against the model; ValueError says why."""
         unknown = set(d) - {"temperature", "guidance", "label", "chosen_by"}
         if unknown:

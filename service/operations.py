@@ -21,10 +21,10 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from model.topdown import resolution_stops
 from model.interpolation import path_draws, path_temperature
 from model.likelihoods import LN2
 from model.noise import Draws, GivenNoise
+from model.topdown import resolution_stops
 from model.vae import VDVAE
 
 from .errors import Cancelled, ServiceError

@@ -93,7 +93,8 @@ class AttentionLayer(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Average pooling by `stride`, then a 3x3 conv when the width changes (`conv_layer`)."""
+    """Average pooling by `stride`, then a 3x3 conv when the width changes (`conv_layer`). The stream
+    keeps its dtype (float32 under autocast: the residual stream accumulates over every layer)."""
 
     def __init__(self, c_in: int, c_out: int | None, stride: int) -> None:
         super().__init__()
@@ -102,12 +103,12 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.avg_pool2d(x, self.stride)
-        return x if self.conv_layer is None else self.conv_layer(x)
+        return x if self.conv_layer is None else self.conv_layer(x).to(x.dtype)
 
 
 class Upsample(nn.Module):
     """Nearest-neighbour up-sampling by `stride` (their "area" interpolation, which equals it when
-    enlarging), then a 3x3 conv when the width changes (`conv_layer`)."""
+    enlarging), then a 3x3 conv when the width changes (`conv_layer`); the stream keeps its dtype."""
 
     def __init__(self, c_in: int, c_out: int | None, stride: int) -> None:
         super().__init__()
@@ -116,4 +117,4 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, scale_factor=self.stride, mode="nearest")
-        return x if self.conv_layer is None else self.conv_layer(x)
+        return x if self.conv_layer is None else self.conv_layer(x).to(x.dtype)

@@ -107,7 +107,9 @@ class LowResUnet(nn.Module):
         self.up_resblocks = nn.ModuleList(up)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """x (n, 3, s, s) -> the decoder's initial state (n, c, s, s)."""
+        """x (n, 3, s, s) -> the decoder's initial state (n, c, s, s), in x's dtype (float32 under
+        autocast: it starts the decoder's residual stream)."""
+        dtype = x.dtype
         x = self.in_proj(x)
         skips = []
         for level in self.down_resblocks:
@@ -126,4 +128,4 @@ class LowResUnet(nn.Module):
                     x = layer(x, labels)
                 else:
                     x = layer(x)
-        return x
+        return x.to(dtype)

@@ -155,3 +155,20 @@ def test_config_errors_name_the_field():
         model.VisualVAE.from_config({"model": {**base["model"], "is_superres": True}})
     with pytest.raises(model.VisualVAEConfigError, match="unknown visual-vae preset 'celeba'"):
         model.VisualVAEConfig.preset("celeba")
+
+
+@pytest.mark.parametrize("kind", ["cond8", "sr8to16"])
+def test_the_stream_stays_float32_under_autocast(kind):
+    """Mixed precision computes the convolutions in bf16, but the residual stream, which sums every
+    layer's contribution, stays float32 through width-changing up-sampling and the low-res U-Net."""
+    vae = visual_vae(kind)
+    low = random_images(2, size=8) if vae.hp.is_superres else None
+    stop = len([r for r in vae.hp.layer_resolutions if r == vae.hp.layer_resolutions[0]])
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        args = vae._decode_args(
+            (), None, 2, 1.0, None, [1, 2], (1.0, 1.0), vae.low_res_features(low, None, 2)
+        )
+        piece = vae.top_down(2, **args, stop=stop)
+        whole = vae.top_down(2, **args)
+    assert all(x.dtype == torch.float32 for x in [*piece.streams.xs.values(), *piece.streams.xs_u.values()])
+    assert whole.streams.xs and all(x.dtype == torch.float32 for x in whole.streams.xs.values())

@@ -17,11 +17,12 @@ ambiguous between stages.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model.cascade import stage_seeds
+from model.cascade import hands_raw_mean, stage_seeds
 from model.sampling import DEFAULT
 
 from . import schemas
@@ -59,7 +60,15 @@ class CascadePlan:
             return self.stages[0]
         assert previous is not None
         return [
-            UpscaleItem(img, it.seed, it.temperature, it.label, it.guidance, self.low_res_noise[k])
+            UpscaleItem(
+                img if getattr(img, "raw_mean", None) is None else img.raw_mean,
+                it.seed,
+                it.temperature,
+                it.label,
+                it.guidance,
+                self.low_res_noise[k],
+                it.keep_mean,
+            )
             for img, it in zip(previous, self.stages[k])
         ]
 
@@ -116,6 +125,8 @@ def cascade_plan(req: schemas.SampleRequest, cascade: ServedCascade, settings: S
     for k, model in enumerate(cascade.stages):
         with at_stage(k):
             items, sigma = stage_options(req, cascade, k, model, seeds, labels, settings)
+        if k + 1 < count and hands_raw_mean(model.vae, cascade.stages[k + 1].vae):
+            items = [dataclasses.replace(it, keep_mean=True) for it in items]
         stages.append(items)
         noise.append(sigma)
     return CascadePlan(cascade, stages, noise)

@@ -143,17 +143,22 @@ class EncodedImage(np.ndarray):
     of it (a grid) carry no PNG: only the image it was made for does."""
 
     png: bytes | None = None
+    # The model's raw predicted mean (H, W, C) float32 in [-1, 1] model space, unclipped, when a
+    # cascade's next stage conditions on it rather than on the 8-bit image.
+    raw_mean: np.ndarray | None = None
 
     def __array_finalize__(self, obj: object) -> None:
         self.png = None
+        self.raw_mean = None
 
 
-def with_png(images: np.ndarray) -> list[np.ndarray]:
-    """(n, H, W, C) uint8 -> its n images, each carrying its PNG."""
+def with_png(images: np.ndarray, means: np.ndarray | None = None) -> list[np.ndarray]:
+    """(n, H, W, C) uint8 -> its n images, each carrying its PNG (and its row of `means`)."""
     out = []
-    for image in images:
+    for i, image in enumerate(images):
         encoded = image.view(EncodedImage)
         encoded.png = fast_png(image)
+        encoded.raw_mean = None if means is None else means[i]
         out.append(encoded)
     return out
 

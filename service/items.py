@@ -26,18 +26,20 @@ class SampleItem:
     temperature: Temperature = 1.0
     label: int | None = None
     guidance: GuidanceWeights | None = None
+    keep_mean: bool = False  # the result also carries the raw predicted mean (a cascade's next stage)
 
 
 @dataclass(frozen=True)
 class UpscaleItem:
     """A super-resolution model's sample given a low-resolution image (/upscale, a cascade's stage)."""
 
-    low_res: np.ndarray  # uint8 (h, h, C), h = the model's low_res
-    seed: int
+    low_res: np.ndarray  # uint8 (h, h, C), h = the model's low_res; or a previous stage's raw mean
+    seed: int  # (float32, model space) for a visual-vae model in a cascade
     temperature: Temperature = 1.0
     label: int | None = None
     guidance: GuidanceWeights | None = None
     low_res_noise: float | None = None  # None: the model's training value
+    keep_mean: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from . import schemas
+from .registry import ServedModel
 from .state import Phase, ServiceState
 
 REQUEST_MODELS = (
@@ -70,13 +71,18 @@ def _request_schemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def label_range(m: ServedModel) -> str:
+    names = " or a class name (GET /v1/models: classes)" if m.vae.classes is not None else ""
+    return f"labels 0..{m.hp.num_classes - 1}{names}"
+
+
 def write_bounds(schema: dict[str, Any], state: ServiceState) -> None:
     settings = state.settings
     models = list(state.registry.models.values())
     layers = sorted({m.num_layers for m in models})
     classes = [m.hp.num_classes for m in models if m.hp.conditional]
     per_model = "; ".join(
-        f"{m.name}: {f'labels 0..{m.hp.num_classes - 1}' if m.hp.conditional else 'unconditional'}, "
+        f"{m.name}: {label_range(m) if m.hp.conditional else 'unconditional'}, "
         f"{m.num_layers} latent layers, {m.hp.image_size}x{m.hp.image_size}x{m.hp.image_channels} images"
         for m in models
     )

@@ -21,11 +21,12 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from model.hierarchical import HierarchicalVAE
 from model.interpolation import path_draws, path_temperature
 from model.likelihoods import LN2
+from model.lowres import to_signed_unit
 from model.noise import Draws, GivenNoise
 from model.topdown import resolution_stops
-from model.vae import VDVAE
 
 from .errors import Cancelled, ServiceError
 from .images import with_png
@@ -71,7 +72,7 @@ def temperatures(
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def labels(vae: VDVAE, items: Sequence[Any]) -> list[int] | None:
+def labels(vae: HierarchicalVAE, items: Sequence[Any]) -> list[int] | None:
     """Per-image labels for a conditional model (-1: unconditional), None for an unconditional one."""
     if not vae.hp.conditional:
         return None
@@ -94,7 +95,7 @@ def stack_images(items: Sequence[ReconstructItem] | Sequence[EncodeItem]) -> tor
 # --------------------------------------------------------------------------------------------
 
 
-def sampling_options(vae: VDVAE, items: Sequence[SamplingItem]) -> dict[str, Any]:
+def sampling_options(vae: HierarchicalVAE, items: Sequence[SamplingItem]) -> dict[str, Any]:
     """vae.sample's per-image temperature, labels, guidance and seeds for a batch of items."""
     return {
         "temperature": temperatures(items, vae.hp.num_layers),
@@ -104,24 +105,44 @@ def sampling_options(vae: VDVAE, items: Sequence[SamplingItem]) -> dict[str, Any
     }
 
 
-def run_sample(vae: VDVAE, items: Sequence[SampleItem]) -> list[Image]:
-    images = vae.sample(len(items), **sampling_options(vae, items))
-    return with_png(images.cpu().numpy())
+def sampled(vae: HierarchicalVAE, n: int, keep_mean: bool, **options: Any) -> list[Image]:
+    """vae.sample's images, each carrying its PNG and, with `keep_mean`, the model's raw predicted
+    mean (what a cascade's next stage takes from a visual-vae model: model.cascade.hands_raw_mean)."""
+    if not keep_mean:
+        return with_png(vae.sample(n, **options).cpu().numpy())
+    params = vae.sample_params(n, **options)
+    images = vae.params_to_images(params, seeds=options["seeds"])
+    return with_png(images.cpu().numpy(), means=vae.head.mean(params).cpu().numpy())
 
 
-def run_upscale(vae: VDVAE, items: Sequence[UpscaleItem]) -> list[Image]:
+def run_sample(vae: HierarchicalVAE, items: Sequence[SampleItem]) -> list[Image]:
+    return sampled(vae, len(items), any(it.keep_mean for it in items), **sampling_options(vae, items))
+
+
+def low_res_batch(items: Sequence[UpscaleItem]) -> torch.Tensor:
+    """The items' low-resolution inputs as one batch: uint8 images, or, when any is a raw mean in
+    model space, floats (the uint8 ones mapped to [-1, 1] as the model itself would)."""
+    arrays = [it.low_res for it in items]
+    if all(a.dtype == np.uint8 for a in arrays):
+        return torch.from_numpy(np.stack(arrays))
+    low = [torch.tensor(a) for a in arrays]
+    return torch.stack([t.float() if t.is_floating_point() else to_signed_unit(t) for t in low])
+
+
+def run_upscale(vae: HierarchicalVAE, items: Sequence[UpscaleItem]) -> list[Image]:
     """A super-resolution model's samples, each conditioned on its item's low-resolution image."""
     noise = [vae.hp.low_res_noise if it.low_res_noise is None else it.low_res_noise for it in items]
-    images = vae.sample(
+    return sampled(
+        vae,
         len(items),
+        any(it.keep_mean for it in items),
         **sampling_options(vae, items),
-        low_res=torch.from_numpy(np.stack([it.low_res for it in items])),
+        low_res=low_res_batch(items),
         low_res_noise=noise,
     )
-    return with_png(images.cpu().numpy())
 
 
-def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[ReconstructResult]:
+def run_reconstruct(vae: HierarchicalVAE, items: Sequence[ReconstructItem]) -> list[ReconstructResult]:
     rec = vae.reconstruct(
         stack_images(items),
         layers=[it.layers for it in items],
@@ -133,7 +154,7 @@ def run_reconstruct(vae: VDVAE, items: Sequence[ReconstructItem]) -> list[Recons
     return [ReconstructResult(image=img, bits=b) for img, b in zip(images, bits)]
 
 
-def run_encode(vae: VDVAE, items: Sequence[EncodeItem]) -> list[EncodeResult]:
+def run_encode(vae: HierarchicalVAE, items: Sequence[EncodeItem]) -> list[EncodeResult]:
     enc = vae.encode(stack_images(items), seeds=[it.seed for it in items], labels=labels(vae, items))
     kl_bits = enc.kl_bits.float().cpu().numpy()
     rate = (enc.rate / LN2).float().cpu().tolist()
@@ -153,7 +174,7 @@ def run_encode(vae: VDVAE, items: Sequence[EncodeItem]) -> list[EncodeResult]:
     ]
 
 
-def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[Image]:
+def run_decode(vae: HierarchicalVAE, items: Sequence[DecodeItem]) -> list[Image]:
     """Images decoded from each item's top latents (its own depth), the rest from the prior."""
     depths = [len(it.latents) for it in items]
     shapes = vae.latent_shapes()
@@ -174,7 +195,7 @@ def run_decode(vae: VDVAE, items: Sequence[DecodeItem]) -> list[Image]:
     return with_png(images.cpu().numpy())
 
 
-def run_sample_stream(vae: VDVAE, items: Sequence[StreamItem]) -> list[Image | ServiceError]:
+def run_sample_stream(vae: HierarchicalVAE, items: Sequence[StreamItem]) -> list[Image | ServiceError]:
     """The samples of `run_sample`, with each resolution's previews handed to the items' sinks on the
     way. When no item's request wants them any more, the pass stops there."""
     count = len(resolution_stops(vae.hp.layer_resolutions))
@@ -199,7 +220,7 @@ def deliver(items: Sequence[StreamItem], stage: StageInfo, images: list[Image]) 
     return any(wanted)
 
 
-def run_interpolate(vae: VDVAE, items: Sequence[InterpolateItem]) -> list[Image]:
+def run_interpolate(vae: HierarchicalVAE, items: Sequence[InterpolateItem]) -> list[Image]:
     """Images on interpolation paths (model.interpolation), every path's endpoints drawn once per
     batch: seeds from their generators, images through one posterior pass."""
     paths = list({id(it.path): it.path for it in items}.values())
@@ -248,39 +269,39 @@ class Operation(Generic[ItemT, ResultT]):
     "any"."""
 
     name: str
-    run: Callable[[VDVAE, Sequence[ItemT]], list[ResultT]]
-    warmup_items: Callable[[VDVAE], list[ItemT]]
+    run: Callable[[HierarchicalVAE, Sequence[ItemT]], list[ResultT]]
+    warmup_items: Callable[[HierarchicalVAE], list[ItemT]]
     models: str = "plain"
 
-    def serves(self, vae: VDVAE) -> bool:
+    def serves(self, vae: HierarchicalVAE) -> bool:
         return self.models == "any" or (self.models == "super_resolution") == bool(vae.hp.low_res)
 
 
-def _blank(vae: VDVAE) -> np.ndarray:
+def _blank(vae: HierarchicalVAE) -> np.ndarray:
     hp = vae.hp
     return np.zeros((hp.image_size, hp.image_size, hp.image_channels), dtype=np.uint8)
 
 
-def _warm_sample(vae: VDVAE) -> list[SampleItem]:
+def _warm_sample(vae: HierarchicalVAE) -> list[SampleItem]:
     return [SampleItem(seed=0), SampleItem(seed=1, temperature=0.5)]
 
 
-def _warm_upscale(vae: VDVAE) -> list[UpscaleItem]:
+def _warm_upscale(vae: HierarchicalVAE) -> list[UpscaleItem]:
     hp = vae.hp
     low = np.zeros((hp.low_res, hp.low_res, hp.image_channels), dtype=np.uint8)
     return [UpscaleItem(low, seed=0), UpscaleItem(low, seed=1, temperature=0.5, low_res_noise=0.0)]
 
 
-def _warm_reconstruct(vae: VDVAE) -> list[ReconstructItem]:
+def _warm_reconstruct(vae: HierarchicalVAE) -> list[ReconstructItem]:
     L = vae.hp.num_layers
     return [ReconstructItem(image=_blank(vae), layers=L, seed=0), ReconstructItem(_blank(vae), L // 2, 1)]
 
 
-def _warm_encode(vae: VDVAE) -> list[EncodeItem]:
+def _warm_encode(vae: HierarchicalVAE) -> list[EncodeItem]:
     return [EncodeItem(image=_blank(vae), seed=0, latent_layers=1), EncodeItem(image=_blank(vae), seed=1)]
 
 
-def _warm_decode(vae: VDVAE) -> list[DecodeItem]:
+def _warm_decode(vae: HierarchicalVAE) -> list[DecodeItem]:
     z = np.zeros(vae.latent_shapes()[0], dtype=np.float32)
     return [DecodeItem(latents=(z,), seed=0), DecodeItem(latents=(z,), seed=1, temperature=0.5)]
 
@@ -292,12 +313,12 @@ class _Discard:
         return True
 
 
-def _warm_stream(vae: VDVAE) -> list[StreamItem]:
+def _warm_stream(vae: HierarchicalVAE) -> list[StreamItem]:
     sink = _Discard()
     return [StreamItem(SampleItem(seed=0), sink, 0), StreamItem(SampleItem(seed=1, temperature=0.5), sink, 1)]
 
 
-def _warm_interpolate(vae: VDVAE) -> list[InterpolateItem]:
+def _warm_interpolate(vae: HierarchicalVAE) -> list[InterpolateItem]:
     L = vae.hp.num_layers
     seeds = InterpolationPath(Endpoint(0), Endpoint(1), layers=L, seed=2)
     images = InterpolationPath(Endpoint(0, _blank(vae)), Endpoint(1), layers=L // 2, seed=2, temperature=0.5)

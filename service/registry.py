@@ -21,9 +21,9 @@ import torch
 
 from model.cascade import CascadeStage, StageOptions, checked_cascade, is_cascade_folder, stage_entries
 from model.checkpoint import CheckpointError, load_model, model_folders
-from model.hparams import HParams
+from model.config import ModelConfig
+from model.hierarchical import HierarchicalVAE
 from model.inference import optimize_for_inference
-from model.vae import VDVAE
 
 from .errors import ModelNotFound, ServiceError, invalid_input
 
@@ -59,10 +59,10 @@ class ServedModel:
     """One loaded model and the facts about it that requests are validated against."""
 
     name: str
-    vae: VDVAE
+    vae: HierarchicalVAE
 
     @property
-    def hp(self) -> HParams:
+    def hp(self) -> ModelConfig:
         return self.vae.hp
 
     @property
@@ -75,12 +75,14 @@ class ServedModel:
         return {
             "id": self.name,
             "object": "model",
+            "family": self.vae.family,
             "image_size": hp.image_size,
             "image_channels": hp.image_channels,
             "num_layers": hp.num_layers,
             "latent_shapes": [list(s) for s in self.vae.latent_shapes()],
             "parameters": sum(p.numel() for p in self.vae.parameters()),
             "num_classes": hp.num_classes,
+            "classes": self.vae.classes.shown if self.vae.classes is not None else None,
             "low_res": hp.low_res,
             "low_res_noise": hp.low_res_noise if hp.low_res else 0.0,
             "attention": hp.attention,
@@ -123,7 +125,9 @@ class ServedCascade:
         ]
         return {
             **{k: last[k] for k in ("image_size", "image_channels", "output_head", "device", "amp")},
-            **{k: base[k] for k in ("num_classes", "conditional", "dataset", "sampling")},
+            **{
+                k: base[k] for k in ("family", "num_classes", "classes", "conditional", "dataset", "sampling")
+            },
             "id": self.name,
             "object": "cascade",
             "num_layers": sum(m.num_layers for m in self.stages),

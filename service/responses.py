@@ -112,6 +112,10 @@ class ModelInfo(BaseModel):
     id: str
     object: Literal["model", "cascade"] = "model"
     default: bool
+    family: str = Field(
+        description='The architecture family: "vdvae" (openai/vdvae) or "visual-vae" (tcl9876/visual-vae, '
+        "Luhman & Luhman 2022)."
+    )
     image_size: int
     image_channels: int
     num_layers: int
@@ -119,6 +123,11 @@ class ModelInfo(BaseModel):
     parameters: int
     num_classes: int
     conditional: bool
+    classes: list[str] | None = Field(
+        None,
+        description="Class-conditional models with class names: the name of each class, by index (a "
+        "request's label may be any of a class's names).",
+    )
     output_head: str
     dataset: str
     device: str

@@ -67,24 +67,55 @@ TemperatureField = Annotated[
         }
     ),
 ]
-LabelField = Annotated[
-    int | None,
-    Field(
-        ge=0,
-        description="Class label, for class-conditional models only. Omitted: the model's label rule "
-        '(sampling.label; "seed": image i gets label seed_i mod num_classes, reported per image). '
-        "null: the unconditional prior (the null label).",
-    ),
-]
+MAX_CLASS_NAME = 200
+
+
+def _label(value: Any) -> int | str | None:
+    """A class: its index (an integer >= 0), or one of its names (GET /v1/models: `classes`)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a class index should be greater than or equal to 0, got {value}")
+        return value
+    if isinstance(value, str) and 0 < len(value.strip()) <= MAX_CLASS_NAME:
+        return value
+    raise ValueError(
+        f"a label is a class index (integer >= 0) or a class name (1..{MAX_CLASS_NAME} characters)"
+    )
+
+
+def _label_field(description: str) -> Any:
+    return Annotated[
+        int | str | None,
+        PlainValidator(_label),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "string", "minLength": 1, "maxLength": MAX_CLASS_NAME},
+                    {"type": "null"},
+                ],
+                "description": description,
+            }
+        ),
+    ]
+
+
+LabelField = _label_field(
+    "Class label, for class-conditional models only: an index, or a class name (GET /v1/models: "
+    'classes; e.g. "golden retriever"). Omitted: the model\'s label rule (sampling.label; "seed": image '
+    "i gets label seed_i mod num_classes, reported per image). null: the unconditional prior (the null "
+    "label)."
+)
 # The image of /reconstruct and /encode, and the class it shows.
 ImageB64Field = Annotated[
     str | None,
     Field(description="The image as base64 PNG or JPEG (a data: URL prefix is allowed); JSON bodies only."),
 ]
-ShownLabelField = Annotated[
-    int | None,
-    Field(ge=0, description="The class the image shows (class-conditional models); omitted: the null label."),
-]
+ShownLabelField = _label_field(
+    "The class the image shows (class-conditional models), an index or a class name; omitted: the null label."
+)
 SamplingGuidanceDescription = (
     "Guidance weights, for images with a label. Omitted: the model's recommended guidance "
     "(sampling.guidance); null: none."

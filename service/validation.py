@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.classes import UnknownClass, resolve_label
 from model.sampling import DEFAULT, MAX_SEED
 
 from . import schemas
@@ -65,12 +66,17 @@ def temperature_for(value: float | list[float] | None, model: ServedModel, setti
     return float(value) if isinstance(value, float | int) else tuple(float(t) for t in values)
 
 
-def label_for(label: int | None, model: ServedModel) -> int | None:
+def label_for(label: int | str | None, model: ServedModel) -> int | None:
+    """A request's label (an index or a class name) as an index, checked against the model."""
     hp = model.hp
     if label is None:
         return None
     if not hp.conditional:
         raise invalid("label", f"model {model.name!r} is unconditional: omit label (and guidance)")
+    try:
+        label = resolve_label(label, model.vae.classes, hp.num_classes)
+    except UnknownClass as e:
+        raise invalid("label", f"model {model.name!r}: {e}") from None
     if label >= hp.num_classes:
         raise invalid(
             "label",

@@ -24,6 +24,7 @@ from .options import (
     UsageError,
     add_sampling_options,
     call_options,
+    class_arg,
     connection_parser,
     run_client_command,
 )
@@ -90,7 +91,9 @@ def encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="a PNG or JPEG of the model's size and channels")
     p.add_argument("--latents", type=int, metavar="K", help="save the top K layers' z to --out")
     p.add_argument("--seed", type=int, help="seed of the posterior draw")
-    p.add_argument("--label", type=int, help="the image's class (class-conditional models)")
+    p.add_argument(
+        "--label", type=class_arg, help="the image's class (class-conditional models): index or name"
+    )
     p.add_argument("-o", "--out", default="z.npz", help="where --latents go (default: z.npz)")
     p.add_argument("--json", action="store_true", help="print the result as JSON, not a table")
 
@@ -229,15 +232,24 @@ async def models(client: AsyncClient, args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps([asdict(m) for m in served], indent=2))
         return
-    print(f"{'model':<16} {'image':>9} {'layers':>6} {'classes':>7} {'parameters':>11}  head   device  batch")
+    print(
+        f"{'model':<16} {'family':<10} {'image':>9} {'layers':>6} {'classes':>7} {'parameters':>11}  "
+        "head     device  batch"
+    )
     for m in served:
         name = m.id + (" *" if m.default else "")
         image = f"{m.image_size}x{m.image_size}x{m.image_channels}"
         print(
-            f"{name:<16} {image:>9} {m.num_layers:>6} {m.num_classes or '-':>7} {m.parameters:>11,}  "
-            f"{m.output_head:<6} {m.device:<7} {m.limits.get('max_batch_size', '?')}"
+            f"{name:<16} {m.family:<10} {image:>9} {m.num_layers:>6} {m.num_classes or '-':>7} "
+            f"{m.parameters:>11,}  {m.output_head:<8} {m.device:<7} {m.limits.get('max_batch_size', '?')}"
         )
     print("* the default model")
+    named = [m for m in served if m.classes]
+    for m in named:
+        shown = ", ".join(f"{i} {c}" for i, c in enumerate(m.classes[:5])) + (
+            ", ..." if len(m.classes) > 5 else ""
+        )
+        print(f"{m.id}: classes {shown} (--label takes an index or a name)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -76,14 +76,17 @@ def connection_parser() -> argparse.ArgumentParser:
 NONE = "none"
 
 
+def class_arg(text: str) -> int | str:
+    """A class: its index, or one of its names (sent as typed; the service matches the model's)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("expected a class index or name, got an empty string")
+    return int(text) if text.isdigit() else text
+
+
 def label_arg(text: str) -> int | str:
-    """A class label, or 'none' for the unconditional prior."""
-    if text.lower() == NONE:
-        return NONE
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class label or 'none', got {text!r}") from None
+    """A class label (index or name), or 'none' for the unconditional prior."""
+    return NONE if text.strip().lower() == NONE else class_arg(text)
 
 
 def guidance_or_none(text: str) -> float | tuple[float, float] | str:
@@ -102,7 +105,8 @@ def add_sampling_options(p: argparse.ArgumentParser, guidance: bool = True) -> N
         "--label",
         type=label_arg,
         metavar="LABEL|none",
-        help="class label (class-conditional models); none: the unconditional prior",
+        help="class label (class-conditional models): an index or a class name (`vdvae models` lists "
+        "them); none: the unconditional prior",
     )
     if guidance:
         p.add_argument(

@@ -58,7 +58,7 @@ class SampleOptions(CallOptions, total=False):
     temperature: float | Sequence[float]  # one for every latent layer, or one per layer (top-down)
     # Left out, the model's sampling defaults apply (for a class-conditional model, each image's
     # label from its seed); label=None asks for the unconditional prior, guidance=None for none.
-    label: int | None
+    label: int | str | None  # a class index or one of its names (Models: classes)
     guidance: float | tuple[float, float] | None  # (mean, variance) weights; one number: both
 
 
@@ -74,12 +74,12 @@ class UpscaleOptions(SampleOptions, total=False):
 class ReconstructOptions(CallOptions, total=False):
     layers: int  # top latent layers from the image's posterior (all when left out)
     temperature: float | Sequence[float]
-    label: int
+    label: int | str
 
 
 class EncodeOptions(CallOptions, total=False):
     latents: int  # return the z of this many top layers
-    label: int
+    label: int | str
 
 
 @dataclass

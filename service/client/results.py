@@ -124,6 +124,8 @@ class ModelInfo:
     sampling: dict[str, Any] = field(default_factory=dict)  # defaults for what a request leaves out
     limits: dict[str, Any] = field(default_factory=dict)  # max_batch_size, max_images_per_request, ...
     object: str = "model"  # or "cascade": then `stages` lists its stages (model, sizes, options)
+    family: str = "vdvae"  # "vdvae" (openai/vdvae) or "visual-vae" (Luhman & Luhman 2022)
+    classes: list[str] | None = None  # class names by index (a label may be any of a class's names)
     low_res: int = 0  # super-resolution models: the size of the images `upscale` takes
     stages: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # fields this client does not know yet

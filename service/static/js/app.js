@@ -5,7 +5,7 @@ import * as encode from "./encode.js";
 import * as interpolate from "./interpolate.js";
 import * as reconstruct from "./reconstruct.js";
 import * as sample from "./sample.js";
-import { $, el, resolutionName, showError } from "./ui.js";
+import { $, el, labelName, resolutionName, showError } from "./ui.js";
 
 const TABS = { sample, reconstruct, encode, interpolate };
 let models = [];
@@ -44,7 +44,7 @@ function fillLabels(info) {
   const rule = info.sampling?.label === "seed";
   for (const select of document.querySelectorAll(".label-select")) {
     const none = el("option", { value: "" }, "none (unconditional)");
-    const classes = Array.from({ length: info.num_classes }, (_, c) => el("option", { value: String(c) }, String(c)));
+    const classes = Array.from({ length: info.num_classes }, (_, c) => el("option", { value: String(c) }, labelName(info, c)));
     const byRule = rule && "rule" in select.dataset ? [el("option", { value: "rule" }, select.dataset.rule)] : [];
     select.replaceChildren(...byRule, none, ...classes);
     const field = select.closest("fieldset.cond") || select.closest(".field");
@@ -56,8 +56,9 @@ function useModel(id) {
   const info = models.find((m) => m.id === id);
   if (!info) return;
   const resolutions = [...new Set(info.latent_shapes.map((s) => s[1]))].map(resolutionName).join(", ");
+  const family = info.family === "visual-vae" ? "visual-vae (Luhman & Luhman 2022)" : "VDVAE";
   $("model-info").textContent =
-    `${info.image_size}\u00d7${info.image_size}\u00d7${info.image_channels} images, ${info.num_layers} latent layers ` +
+    `${family}: ${info.image_size}\u00d7${info.image_size}\u00d7${info.image_channels} images, ${info.num_layers} latent layers ` +
     `at ${resolutions}, ${info.conditional ? `${info.num_classes} classes` : "unconditional"}, ${info.dataset}.`;
   fillLabels(info);
   for (const tab of Object.values(TABS)) tab.setModel(info);

@@ -3,7 +3,7 @@
 
 import { postForm, postJSON } from "./api.js";
 import { ImagePad } from "./imagepad.js";
-import { $, busy, el, int, labelOf, num, pngSrc, randomSeed } from "./ui.js";
+import { $, busy, el, int, labelName, labelOf, num, pngSrc, randomSeed } from "./ui.js";
 
 let model = null;
 let pads = [];
@@ -74,7 +74,7 @@ async function run() {
         el("figure", {}, el("div", { className: "tile" }, el("img", { src: pngSrc(d.b64_json), alt: `Step at t = ${d.t.toFixed(2)}` })), el("figcaption", {}, `t = ${d.t.toFixed(2)}`)),
       ),
     );
-    const drawnAs = model.conditional ? `, label ${answer.label === null ? "none (unconditional)" : answer.label}` : "";
+    const drawnAs = model.conditional ? `, label ${labelName(model, answer.label)}` : "";
     $("interp-status").textContent = `${answer.data.length} images; the top ${answer.layers} of ${model.num_layers} latent layers interpolated${drawnAs}.`;
   }, $("interp-status"));
 }

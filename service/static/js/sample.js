@@ -2,7 +2,7 @@
 // its seed and parameters, how it formed, and the curl command that draws it again.
 
 import { apiKey, postEvents } from "./api.js";
-import { $, busy, el, int, labelOf, num, pngSrc, randomSeed, resolutionName } from "./ui.js";
+import { $, busy, el, int, labelName, labelOf, num, pngSrc, randomSeed, resolutionName } from "./ui.js";
 
 let model = null;
 let controller = null;
@@ -134,7 +134,7 @@ function select(i) {
   const params = { model: one.model, seed: one.seed, temperature: JSON.stringify(one.temperature) };
   if (model.conditional) {
     const label = last.labels[i];
-    params.label = label === null ? "none (unconditional)" : `${label}${one.label === undefined ? " (by its seed)" : ""}`;
+    params.label = `${labelName(model, label)}${label !== null && one.label === undefined ? " (by its seed)" : ""}`;
   }
   if (one.guidance) params.guidance = `mean ${one.guidance.mean}, variance ${one.guidance.variance}`;
   $("detail-params").replaceChildren(...Object.entries(params).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));

@@ -73,6 +73,13 @@ export function labelOf(select) {
   return select.value === "" ? null : Number.parseInt(select.value, 10);
 }
 
+// A label as a person reads it: its index and, when the model names its classes, the name.
+export function labelName(info, label) {
+  if (label === null || label === undefined) return "none (unconditional)";
+  const name = info.classes?.[label];
+  return name ? `${label}: ${name}` : String(label);
+}
+
 export function resolutionName(r) {
   return `${r}\u00d7${r}`;
 }

@@ -18,6 +18,7 @@ import yaml
 
 from service.settings import Settings, build_parser, settings_from_cli
 
+from ..service.conftest import running_server
 from .conftest import REPO
 
 DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.cpu"]
@@ -182,6 +183,17 @@ def test_compose_serves_on_the_gpu_by_default_with_a_cpu_profile(monkeypatch) ->
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     assert gpu["environment"]["VDVAE_DEVICE"] == "cuda"
+    # Docker refuses `cpus` above the host's cores; a GPU host has two at least.
+    assert float(gpu["cpus"]) <= 2 and float(cpu["cpus"]) <= 2
+
+    # Without a usable GPU the server would exit 1 and restart in a loop: the device check runs
+    # first, once, and the server starts only when it succeeded.
+    check = services["vdvae-gpu-check"]
+    assert gpu["depends_on"] == {"vdvae-gpu-check": {"condition": "service_completed_successfully"}}
+    assert check["image"] == gpu["image"] and "build" not in check and check["pull_policy"] == "never"
+    assert check["command"] == ["python", "-m", "service.devicecheck"] and check["restart"] == "no"
+    assert check["deploy"] == gpu["deploy"] and check["environment"] == {"VDVAE_DEVICE": "cuda"}
+    assert check["read_only"] is True and check["cap_drop"] == ["ALL"]
 
     assert cpu["profiles"] == ["cpu"]
     assert (REPO / cpu["build"]["dockerfile"]).is_file() and cpu["build"]["dockerfile"].endswith(".cpu")
@@ -226,3 +238,32 @@ def test_healthcheck_exits_0_when_ready_and_1_otherwise(server, monkeypatch) -> 
     monkeypatch.setenv("VDVAE_PORT", str(free_port()))  # nothing listens there
     assert healthcheck.main() == 1
 
+
+def test_device_check_names_the_missing_gpu_and_the_way_out(monkeypatch, capsys) -> None:
+    """compose.yaml's vdvae-gpu-check: 0 where the device is there, else 1 and why."""
+    import torch
+
+    from service import devicecheck
+
+    for device in ("cpu", "auto"):
+        monkeypatch.setenv("VDVAE_DEVICE", device)
+        assert devicecheck.main() == 0
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: none on a CPU machine
+    monkeypatch.setenv("VDVAE_DEVICE", missing)
+    capsys.readouterr()
+    assert devicecheck.main() == 1
+    message = capsys.readouterr().err
+    assert f"device {missing} (VDVAE_DEVICE, --device) asks for a CUDA GPU" in message
+    assert torch.__version__ in message and "--gpus all" in message and "VDVAE_DEVICE=cpu" in message
+
+
+def test_server_without_its_gpu_fails_with_the_device_checks_message(model_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with running_server(model_dir, wait_ready=False, device="cuda") as server:
+        server.thread.join(timeout=60)  # the server stops by itself: `python -m service` exits 1
+        assert not server.thread.is_alive() and server.server.startup_failed
+        problem = server.app.state.service.problem
+        assert "startup failed: device cuda (VDVAE_DEVICE, --device) asks for a CUDA GPU" in problem

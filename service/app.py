@@ -24,6 +24,7 @@ from . import __version__, interpolate, playground, sample_stream, upscale
 from .access import add_access_control
 from .batcher import Batcher
 from .body_limits import endpoint_body_limits
+from .devicecheck import device_problem
 from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
 from .memory import ByteBudget, HeapTrimmer, freeze_startup_objects
@@ -120,6 +121,8 @@ async def start_models(state: ServiceState) -> None:
     """Load every model, warm each up, start one batcher per model and operation, then turn ready."""
     settings = state.settings
     try:
+        if problem := device_problem(settings.device):
+            raise RuntimeError(problem)
         device = resolve_device(settings.device)
         if device.type == "cpu":
             threads = cpu_threads(settings.cpu_threads)

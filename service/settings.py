@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     )
 
     # --- HTTP -------------------------------------------------------------------------------
-    # Loopback by default so a laptop run is not exposed; the Docker images pass --host 0.0.0.0.
+    # Loopback by default so a laptop run is not exposed; the Docker images set VDVAE_HOST=0.0.0.0.
     host: str = Field("127.0.0.1", description="Interface to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on (0: any free port).")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(

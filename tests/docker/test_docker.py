@@ -1,7 +1,8 @@
-"""The Docker files, checked as far as possible without a Docker engine (none on our machines):
-compose.yaml parses and wires both services, the Dockerfiles pass hadolint, run as a numeric
-non-root user, expose the port, check health, copy the code and weights, and start
-`python -m service` with flags and VDVAE_* variables that the service really has."""
+"""The Docker files, checked without a Docker engine (test_container.py builds and runs them):
+compose.yaml parses and wires the services, the Dockerfiles pass hadolint, take every download from
+a build argument, run as a numeric non-root user, expose the port, check health, copy the code and
+weights, and start `python -m service` with VDVAE_* variables that the service really has, the
+address in those variables alone."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 
 from service.settings import Settings, build_parser, settings_from_cli
 
+from ..service.conftest import running_server
 from .conftest import REPO
 
 DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.cpu"]
@@ -68,7 +70,9 @@ def check_settings_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
 def test_dockerfile_runs_the_service_as_a_non_root_user(dockerfile: str, monkeypatch) -> None:
     steps = instructions(REPO / dockerfile)
     keywords = [k for k, _ in steps]
-    assert keywords.count("FROM") == 1
+    stages = [args for k, args in steps if k == "FROM"]
+    # The CPU image's first stage is Python with CPU torch; the service is built on it.
+    assert stages == ["${BASE_IMAGE}"] or stages == ["${PYTHON_IMAGE} AS pytorch-cpu", "pytorch-cpu"]
 
     users = [args for k, args in steps if k == "USER"]
     assert users
@@ -96,12 +100,15 @@ def test_dockerfile_runs_the_service_as_a_non_root_user(dockerfile: str, monkeyp
     settings = check_settings_env(env, monkeypatch)
     assert settings.host == "0.0.0.0" and settings.port == 8000
 
+    # The health check reads VDVAE_HOST and VDVAE_PORT; a flag in the CMD would beat them for the
+    # server alone (`-e VDVAE_PORT=9000` would leave it on 8000, and the container unhealthy).
     cmd = json.loads(next(args for k, args in steps if k == "CMD"))
     assert cmd[:3] == ["python", "-m", "service"]
     flags = settings_from_cli([*cmd[3:], "--model-dir", "/tmp"])  # exits 2 on a flag that does not exist
-    assert flags.port == 8000 and flags.host == "0.0.0.0"
+    assert flags.port == settings.port and flags.host == settings.host
     known = {a for action in build_parser()._actions for a in action.option_strings}
     assert {f for f in cmd[3:] if f.startswith("--")} <= known
+    assert not {"--host", "--port"} & set(cmd), "the address is set by VDVAE_HOST and VDVAE_PORT only"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
@@ -123,19 +130,47 @@ def test_hadolint_finds_nothing(dockerfile: str) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+def build_args(dockerfile: str) -> dict[str, str]:
+    return dict(args.partition("=")[::2] for k, args in instructions(REPO / dockerfile) if k == "ARG")
+
+
 def test_gpu_image_builds_on_cuda_pytorch_and_cpu_image_on_the_cpu_wheel() -> None:
-    gpu = (REPO / "docker/Dockerfile").read_text()
-    base = re.search(r"ARG BASE_IMAGE=(\S+)", gpu).group(1)
-    assert base.startswith("pytorch/pytorch:") and "cuda" in base
-    cpu = (REPO / "docker/Dockerfile.cpu").read_text()
-    assert "download.pytorch.org/whl/cpu" in cpu and "python:3" in cpu
+    """The public sources are the defaults: a plain `docker build` needs no argument."""
+    gpu = build_args("docker/Dockerfile")
+    assert gpu["BASE_IMAGE"].startswith("pytorch/pytorch:") and "cuda" in gpu["BASE_IMAGE"]
+    cpu = build_args("docker/Dockerfile.cpu")
+    assert cpu["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert cpu["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    for args in (gpu, cpu):
+        assert args["PIP_INDEX_URL"] == "https://pypi.org/simple"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
-def test_build_context_filter_keeps_what_the_image_copies(dockerfile: str) -> None:
-    ignore = (REPO / f"{dockerfile}.dockerignore").read_text().split()
-    for src in ("pyproject.toml", "model", "service", "weights"):
-        assert f"!{src}" in ignore
+def test_every_download_comes_from_a_build_argument(dockerfile: str) -> None:
+    """No address is written into a step, so a mirror or a local index can replace each one; pip's
+    default index is PIP_INDEX_URL, which pip reads from the environment that the ARG sets."""
+    steps = instructions(REPO / dockerfile)
+    for keyword, args in steps:
+        if keyword in ("RUN", "FROM"):
+            assert not re.search(r"https?://|\w+/\w+:", args), f"{keyword} {args}"
+    runs = " ".join(args for k, args in steps if k == "RUN")
+    for match in re.finditer(r"pip install ([^&]*)", runs):
+        index = re.search(r"--index-url \"?\$\{(\w+)\}", match.group(1))
+        assert (index.group(1) if index else "PIP_INDEX_URL") in build_args(dockerfile), match.group(0)
+
+
+def test_build_context_filter_keeps_what_the_images_copy_and_nothing_else() -> None:
+    """One .dockerignore at the root, read by BuildKit and the classic builder alike (a
+    <Dockerfile>.dockerignore would replace it for BuildKit only)."""
+    lines = (line.strip() for line in (REPO / ".dockerignore").read_text().splitlines())
+    ignore = [line for line in lines if line and not line.startswith("#")]
+    assert ignore[0] == "*", "an allowlist: everything else (.git, .venv, tests, docs) stays out"
+    copied = set()
+    for dockerfile in DOCKERFILES:
+        copies = [shlex.split(a) for k, a in instructions(REPO / dockerfile) if k == "COPY"]
+        copied |= {src for parts in copies for src in parts[:-1] if not src.startswith("--")}
+    assert {f"!{src}" for src in copied} == {line for line in ignore if line.startswith("!")}
+    assert not list((REPO / "docker").glob("*.dockerignore"))
 
 
 def test_compose_serves_on_the_gpu_by_default_with_a_cpu_profile(monkeypatch) -> None:
@@ -148,6 +183,17 @@ def test_compose_serves_on_the_gpu_by_default_with_a_cpu_profile(monkeypatch) ->
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     assert gpu["environment"]["VDVAE_DEVICE"] == "cuda"
+    # Docker refuses `cpus` above the host's cores; a GPU host has two at least.
+    assert float(gpu["cpus"]) <= 2 and float(cpu["cpus"]) <= 2
+
+    # Without a usable GPU the server would exit 1 and restart in a loop: the device check runs
+    # first, once, and the server starts only when it succeeded.
+    check = services["vdvae-gpu-check"]
+    assert gpu["depends_on"] == {"vdvae-gpu-check": {"condition": "service_completed_successfully"}}
+    assert check["image"] == gpu["image"] and "build" not in check and check["pull_policy"] == "never"
+    assert check["command"] == ["python", "-m", "service.devicecheck"] and check["restart"] == "no"
+    assert check["deploy"] == gpu["deploy"] and check["environment"] == {"VDVAE_DEVICE": "cuda"}
+    assert check["read_only"] is True and check["cap_drop"] == ["ALL"]
 
     assert cpu["profiles"] == ["cpu"]
     assert (REPO / cpu["build"]["dockerfile"]).is_file() and cpu["build"]["dockerfile"].endswith(".cpu")
@@ -191,3 +237,33 @@ def test_healthcheck_exits_0_when_ready_and_1_otherwise(server, monkeypatch) -> 
     assert healthcheck.main() == 0
     monkeypatch.setenv("VDVAE_PORT", str(free_port()))  # nothing listens there
     assert healthcheck.main() == 1
+
+
+def test_device_check_names_the_missing_gpu_and_the_way_out(monkeypatch, capsys) -> None:
+    """compose.yaml's vdvae-gpu-check: 0 where the device is there, else 1 and why."""
+    import torch
+
+    from service import devicecheck
+
+    for device in ("cpu", "auto"):
+        monkeypatch.setenv("VDVAE_DEVICE", device)
+        assert devicecheck.main() == 0
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU: none on a CPU machine
+    monkeypatch.setenv("VDVAE_DEVICE", missing)
+    capsys.readouterr()
+    assert devicecheck.main() == 1
+    message = capsys.readouterr().err
+    assert f"device {missing} (VDVAE_DEVICE, --device) asks for a CUDA GPU" in message
+    assert torch.__version__ in message and "--gpus all" in message and "VDVAE_DEVICE=cpu" in message
+
+
+def test_server_without_its_gpu_fails_with_the_device_checks_message(model_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with running_server(model_dir, wait_ready=False, device="cuda") as server:
+        server.thread.join(timeout=60)  # the server stops by itself: `python -m service` exits 1
+        assert not server.thread.is_alive() and server.server.startup_failed
+        problem = server.app.state.service.problem
+        assert "startup failed: device cuda (VDVAE_DEVICE, --device) asks for a CUDA GPU" in problem

@@ -30,7 +30,6 @@ from PIL import Image
 from model import HParams
 from model.checkpoint import save_model_folder
 from service import Settings, create_app
-from service.loadgen import free_port
 from service.server import GracefulServer, uvicorn_config
 from tests.factories import perturbed
 
@@ -139,6 +138,13 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server started by a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_service(model_dir: Path, *flags: str, **popen: Any) -> tuple[subprocess.Popen, str]:

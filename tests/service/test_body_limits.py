@@ -16,9 +16,9 @@ import pytest
 
 from model.checkpoint import load_model
 from service import Settings
+from service.bench.hostile import huge_temperature_list, million_chunk_png, png_chunk
 from service.body_limits import endpoint_body_limits
 from service.registry import ServedModel
-from service.stress import huge_temperature_list, million_chunk_png, png_chunk
 
 from .conftest import BUNDLED, RunningServer, digit_like, png_bytes, running_server
 
@@ -60,7 +60,7 @@ def test_the_largest_valid_bodies_fit_their_endpoints_limits() -> None:
     assert len(decode) <= limits["/decode"]
     sample = json.dumps({"n": 64, "seed": [2**62] * 64, "temperature": [1.2345678901234567] * 4000}, indent=8)
     assert len(sample) <= limits["/sample"] == limits["/sample/stream"]
-    # The worst inputs of python -m service.stress are far over.
+    # The worst inputs of vdvae bench stress are far over.
     assert len(million_chunk_png()) > 8 * limits["/encode"]
     assert len(huge_temperature_list()) > 50 * limits["/sample"]
     assert max(limits.values()) <= settings.max_body_bytes

@@ -18,9 +18,8 @@ import pytest
 
 from service.cli import COMMANDS, main
 from service.client import Client
-from service.loadgen import free_port
 
-from .conftest import REPO, RunningServer, digit_like, png_bytes
+from .conftest import REPO, RunningServer, digit_like, free_port, png_bytes
 
 # Subprocesses are bounded: a local run loads torch and the model (seconds on a busy 2-core box).
 TIMEOUT_S = 180

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.training.judge import BUNDLED_JUDGE, load_judge
+from model.training.evaluation.judge import BUNDLED_JUDGE, load_judge
 
 from .conftest import BUNDLED_EXISTS, digit_like, png_bytes
 

@@ -10,7 +10,7 @@
 - Label accuracy: the share of class-conditional samples the judge classifies as their label;
   confident: the share whose top judge probability is above CONFIDENT (0.9).
 
-The figures depend on the judge (model.training.judge), so they compare models judged by the same
+The figures depend on the judge (model.training.evaluation.judge), so they compare models judged by the same
 judge file, not with Inception FIDs published elsewhere. `label_agreement` is the judge-free check
 of `evaluate --label-agreement`: each sample's nearest training image in pixel space.
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sampling import DEFAULT, Default, label_from_seed
-from ..vae import VDVAE
-from .data import ImageSet, load_split
+from ...sampling import DEFAULT, Default, label_from_seed
+from ...vae import VDVAE
+from ..data import ImageSet, load_split
 from .judge import BUNDLED_JUDGE, Judge, JudgeError, load_judge
 
 CONFIDENT = 0.9  # top judge probability above which a sample counts as a recognised digit
@@ -188,7 +188,7 @@ def draw(
 
 INCEPTION_NOTE = (
     "an Inception FID (comparable with published figures) needs the Inception weights, which this "
-    "project does not download: use a judge trained by `python -m model.training.judge` on your "
+    "project does not download: use a judge trained by `python -m model.training.evaluation.judge` on your "
     "labelled images, or your own feature network saved in that format"
 )
 
@@ -210,7 +210,7 @@ def check_judge_fits(judge: QualityJudge, vae: VDVAE) -> None:
         raise JudgeError(
             f"the judge reads {cfg.image_size}x{cfg.image_size}x{cfg.image_channels} images, the model draws "
             f"{hp.image_size}x{hp.image_size}x{hp.image_channels}: train a judge on this model's data "
-            "(python -m model.training.judge --data ... --image-size ... --channels ...)"
+            "(python -m model.training.evaluation.judge --data ... --image-size ... --channels ...)"
         )
 
 

@@ -13,14 +13,15 @@ each answer's status counted, the server's per-thread CPU and /metrics read over
 thread id is the process id; every other thread (the engine's device thread, torch's intra-op
 workers, the parsing thread) is counted as compute.
 
-`spawned_server` starts the server to measure (service.bench --spawn, service.stress --spawn, and
-the tests that need a real one) on a `free_port`.
+`spawned_server` starts the server to measure (`vdvae bench service --spawn`, `vdvae bench stress
+--spawn`) on a free loopback port; `percentile` and `load_line` are how both report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -33,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -135,6 +137,27 @@ def _cpu_seconds(stat: Path) -> float:
     text = stat.read_text()
     fields = text[text.rindex(")") + 2 :].split()  # from field 3 on
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: always one of the measured values, never an interpolation between
+    two (numpy's inverted_cdf); NaN for no values."""
+    if not values:
+        return math.nan
+    return float(np.percentile(values, q, method="inverted_cdf"))
+
+
+def load_line() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average: unavailable"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
 # --------------------------------------------------------------------------------------------

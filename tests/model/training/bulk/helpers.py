@@ -8,19 +8,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
-BUNDLED = REPO / "weights" / "mnist"
+from model.bundled import bundled_weights
+
+BUNDLED = bundled_weights() / "mnist"
 # One torch thread per process: the CI box has 2 cores, and more threads than free cores stall torch.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def run_job(module: str, args: list[str], processes: int = 1) -> tuple[dict, str]:
-    """`python -m model.training.<module>` for one process, torchrun with gloo for more, on the CPU:
+    """`python -m model.training.bulk.<module>` for one process, torchrun with gloo for more, on the CPU:
     the printed summary and the standard error (where the progress bar goes)."""
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    cmd = [*launcher, "-m", f"model.training.{module}", *args, "--device", "cpu"]
+    cmd = [*launcher, "-m", f"model.training.bulk.{module}", *args, "--device", "cpu"]
     result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), result.stderr

@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 
 import model
+from model.bundled import bundled_weights
 from model.checkpoint import save_model_folder
-from model.training import ablation, evaluate
-from model.training import judge as judge_cli
 from model.training.data import load_split
-from model.training.judge import BUNDLED_JUDGE, JudgeError, load_judge, save_judge, train_judge
-from model.training.quality import (
+from model.training.evaluation import ablation, evaluate
+from model.training.evaluation import judge as judge_cli
+from model.training.evaluation.judge import BUNDLED_JUDGE, JudgeError, load_judge, save_judge, train_judge
+from model.training.evaluation.quality import (
     Gaussian,
     QualityJudge,
     Setting,
@@ -28,7 +29,7 @@ from model.training.quality import (
 )
 from tests.factories import perturbed
 
-BUNDLED = Path(__file__).resolve().parents[3] / "weights" / "mnist"
+BUNDLED = bundled_weights() / "mnist"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def bundled() -> model.VDVAE:
 def test_the_bundled_judge_loads_and_recognises_test_digits(digits):
     net, info = load_judge(BUNDLED_JUDGE)
     assert BUNDLED_JUDGE.stat().st_size < 2_000_000
-    assert info["command"].startswith("python -m model.training.judge --data mnist")
+    assert info["command"].startswith("python -m model.training.judge --data mnist")  # as recorded
     assert info["test_accuracy"] >= 0.97
     _, probs = net.embed(torch.from_numpy(digits["test"].images))
     assert (probs.argmax(1).numpy() == digits["test"].labels).mean() == pytest.approx(info["test_accuracy"])
@@ -68,7 +69,7 @@ def test_a_judge_trains_saves_and_loads(digits, tmp_path):
     (tmp_path / "not.safetensors").write_bytes(b"junk")
     with pytest.raises(JudgeError, match="not a readable"):
         load_judge(tmp_path / "not.safetensors")
-    with pytest.raises(JudgeError, match=r"python -m model\.training\.judge"):
+    with pytest.raises(JudgeError, match=r"python -m model\.training\.evaluation\.judge"):
         load_judge(tmp_path / "missing.safetensors")
 
 

@@ -1,8 +1,8 @@
 """Sample quality of model folders and cascade folders side by side, at the same settings and seeds:
-digit FID, precision, recall, confident share and label accuracy (model.training.quality), the
+digit FID, precision, recall, confident share and label accuracy (model.training.evaluation.quality), the
 images each was trained on, and a grid per row.
 
-    python -m model.training.compare runs/single32/model runs/cascade16to32 --samples 1000 --out runs/compare
+    python -m model.training.evaluation.compare runs/single32/model runs/cascade16 -n 1000 --out runs/compare
 
 Every folder draws images from seeds 0 .. samples-1 with labels from the seeds (balanced: seed mod
 classes) at each --temperature x --guidance; a cascade passes both to every stage, and its
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ..cascade import Cascade, CascadeStage, StageOptions, is_cascade_folder, load_cascade
-from ..checkpoint import CheckpointError, load_model
-from ..imageio import image_grid, save_png
-from ..sampling import label_from_seed
-from .data import DataError
+from ...cascade import Cascade, CascadeStage, StageOptions, is_cascade_folder, load_cascade
+from ...checkpoint import CheckpointError, load_model
+from ...imageio import image_grid, save_png
+from ...sampling import label_from_seed
+from ..data import DataError
 from .judge import JudgeError
 from .quality import INCEPTION_NOTE, load_quality_judge
 
@@ -101,13 +101,13 @@ def markdown(rows: list[dict], about: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.training.compare",
+        prog="python -m model.training.evaluation.compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"The judge is the bundled digit judge for --data mnist, else --judge. {INCEPTION_NOTE}.",
     )
     p.add_argument("folders", nargs="+", type=Path, help="model folders and cascade folders")
-    p.add_argument("--samples", type=int, default=1000, help="samples per row (seeds 0..samples-1)")
+    p.add_argument("-n", "--samples", type=int, default=1000, help="samples per row (seeds 0..samples-1)")
     p.add_argument("--temperature", type=float, nargs="+", default=[1.0], help="temperatures to try")
     p.add_argument("--guidance", type=float, nargs="+", default=[0.0, 0.5], help="guidance weights to try")
     p.add_argument("--data", default="mnist", help="the models' data ('mnist', a folder, ...)")

@@ -8,9 +8,9 @@ import os
 import threading
 import time
 
-from service.loadgen import HttpConnection, ThreadCpu
+from service.bench.loadgen import HttpConnection, ThreadCpu
 
-from .conftest import RunningServer
+from ..conftest import RunningServer
 
 
 def test_one_connection_serves_many_requests_and_reads_chunked_answers(server: RunningServer) -> None:

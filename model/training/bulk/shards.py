@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import WEIGHTS_FILE, load_model
-from ..files import atomic_write_bytes, atomic_write_text, sha256_file
-from ..inference import optimize_for_inference
-from ..vae import VDVAE
-from . import distributed
-from .distributed import Dist
-from .progress import progress_bar
+from ...checkpoint import WEIGHTS_FILE, load_model
+from ...files import atomic_write_bytes, atomic_write_text, sha256_file
+from ...inference import optimize_for_inference
+from ...vae import VDVAE
+from .. import distributed
+from ..distributed import Dist
+from ..progress import progress_bar
 
 JOB_FILE = "job.json"
 MANIFEST_FILE = "manifest.json"

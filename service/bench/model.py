@@ -1,8 +1,9 @@
-"""Sampling throughput of a preset on the available device, eager against optimized.
+"""The model's own sampling throughput, in this process: `vdvae bench model`, and the in-process
+ceiling that `vdvae bench service --model-throughput` sets beside the service.
 
-    python -m model.tools.bench --preset cifar10 --batch-sizes 1,4,16
-    python -m model.tools.bench --weights weights/mnist --batch-sizes 1,8,32 --device cpu
-    python -m model.tools.bench --weights weights/mnist --progressive   # sample_stages, previews included
+    vdvae bench model --preset cifar10 --batch-sizes 1,4,16
+    vdvae bench model --weights weights/mnist --batch-sizes 1,8,32 --device cpu
+    vdvae bench model --weights weights/mnist --progressive   # sample_stages, previews included
 
 "eager" is the model as loaded (float32, NCHW, no compilation); "optimized" is the same weights
 after model.inference.optimize_for_inference (channels_last and bf16 autocast on CUDA, plus
@@ -15,17 +16,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import random
 import statistics
 import sys
 import time
+from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model
-from ..hparams import HParams
-from ..inference import AMP_DTYPES, optimize_for_inference, resolve_device
-from ..presets import PRESETS
-from ..vae import VDVAE
+from model.checkpoint import load_model
+from model.hparams import HParams
+from model.inference import AMP_DTYPES, optimize_for_inference, resolve_device
+from model.presets import PRESETS
+from model.vae import VDVAE
+
+PROG = "vdvae bench model"
 
 
 def _sync(device: torch.device) -> None:
@@ -52,8 +58,8 @@ def time_sample(
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def build_parser(prog: str = "python -m model.tools.bench") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.replace("python -m model.tools.bench", prog),
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.replace(PROG, prog),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--preset",
@@ -96,7 +102,7 @@ def bench_batch(eager: VDVAE, fast: VDVAE, n: int, args: argparse.Namespace) -> 
             "speedup": wall["eager"] / wall["optimized"], "eager_cpu_s_per_img": cpu / n}  # fmt: skip
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m model.tools.bench") -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,6 +131,33 @@ def main(argv: list[str] | None = None, prog: str = "python -m model.tools.bench
         if args.json:
             print(json.dumps(row))
     return 0
+
+
+class ModelTimer:
+    """vae.sample called directly, in the form the service serves it (optimize_for_inference) and at
+    its torch thread count: the ceiling the service's images/s can reach at a given batch size."""
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        self.threads = threads
+        torch.set_num_threads(threads)
+        self.vae = optimize_for_inference(load_model(folder, device="cpu"))
+        self.cpu_ms_per_image: dict[int, float] = {}
+
+    def images_per_s(self, batch_sizes: Iterable[int], seconds: float) -> dict[int, float]:
+        """{batch size: img/s}, each size sampled for `seconds` with fresh seeds after a warm-up call;
+        its CPU per image (this process, ms) in self.cpu_ms_per_image, to set beside the service's
+        compute threads' CPU per image."""
+        out = {}
+        self.cpu_ms_per_image = {}
+        for b in sorted(batch_sizes):
+            self.vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
+            images, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+            while time.perf_counter() - t0 < seconds:
+                self.vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)])
+                images += b
+            out[b] = images / (time.perf_counter() - t0)
+            self.cpu_ms_per_image[b] = 1000 * (time.process_time() - cpu0) / images
+        return out
 
 
 if __name__ == "__main__":

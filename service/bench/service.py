@@ -6,14 +6,14 @@ concurrency: requests/s, images/s, p50/p90/p99 latency, errors, and, from /metri
 batch size and the server's mean queue and compute time per batch.
 
     # against a running server
-    python -m service.bench --url http://127.0.0.1:8000 --concurrency 1,4,16,32 --duration 20
+    vdvae bench service --url http://127.0.0.1:8000 --concurrency 1,4,16,32 --duration 20
 
     # batching on vs off at equal load: starts `python -m service` once per batch size and
     # alternates between them for 3 rounds (robust to a machine whose load changes)
-    python -m service.bench --spawn --max-batch-sizes 32,1 --concurrency 32 --duration 20 --rounds 3
+    vdvae bench service --spawn --max-batch-sizes 32,1 --concurrency 32 --duration 20 --rounds 3
 
     # plus the model's own throughput (vae.sample in-process) at the same batch sizes
-    python -m service.bench --spawn --max-batch-sizes 32,1 --concurrency 32 --model-throughput
+    vdvae bench service --spawn --max-batch-sizes 32,1 --concurrency 32 --model-throughput
 
 Extra server flags go after `--`, e.g. `-- --cpu-threads 1 --max-batch-delay-ms 2`.
 """
@@ -25,23 +25,24 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import statistics
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from .bench_model import ModelTimer, compare_with_model, default_model, round_batches
-from .loadgen import CpuSample, HttpConnection, ThreadCpu, spawned_server
+from model.bundled import bundled_weights
+
+from .loadgen import CpuSample, HttpConnection, ThreadCpu, load_line, percentile, spawned_server
+from .model import ModelTimer
 
 T = TypeVar("T")
+PROG = "vdvae bench service"
 
 # --------------------------------------------------------------------------------------------
 # Measuring
@@ -90,14 +91,6 @@ class RunResult:
             p50_ms=self.percentile_ms(50), p90_ms=self.percentile_ms(90), p99_ms=self.percentile_ms(99),
         )  # fmt: skip
         return d
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: always one of the measured values, never an interpolation between
-    two (numpy's inverted_cdf); NaN for no values."""
-    if not values:
-        return math.nan
-    return float(np.percentile(values, q, method="inverted_cdf"))
 
 
 def scrape(text: str, model: str, operation: str) -> dict[str, float]:
@@ -253,14 +246,6 @@ def row(label: str, r: RunResult) -> str:
     )
 
 
-def load_line() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "load average: unavailable"
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
-
-
 def sweep(url: str, label: str, args: argparse.Namespace, pid: int | None) -> list[RunResult]:
     payload = {"n": args.n, "temperature": args.temperature}
     if args.model:
@@ -277,10 +262,10 @@ def parse_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def build_parser(prog: str = "python -m service.bench") -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__.replace("python -m service.bench", prog),
+        description=__doc__.replace(PROG, prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
@@ -293,7 +278,7 @@ def build_parser(prog: str = "python -m service.bench") -> argparse.ArgumentPars
     add("--temperature", type=float, default=1.0)
     add("--model", default=None, help="Model name (default: the server's default model).")
     add("--spawn", action="store_true", help="Start `python -m service` once per --max-batch-sizes.")
-    add("--model-dir", type=Path, default=Path("weights"), help="For --spawn and --model-throughput.")
+    add("--model-dir", type=Path, default=bundled_weights(), help="For --spawn and --model-throughput.")
     add("--max-batch-sizes", type=parse_ints, default=[32, 1], help="With --spawn: one server each.")
     add("--rounds", type=int, default=1, help="Repeat the measurements, alternating between servers.")
     add("--model-throughput", action="store_true", help="Also time vae.sample in-process per batch size.")
@@ -303,7 +288,7 @@ def build_parser(prog: str = "python -m service.bench") -> argparse.ArgumentPars
     return p
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     server_flags = [f for f in args.server_flags if f != "--"]
     print(f"closed loop: {args.n} image(s) per request, {args.duration:g} s measured after {args.warmup:g} s")
@@ -315,7 +300,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m service.bench
     report.update(model_throughput=[], model_cpu_ms_per_image=[])
     timer = None
     if args.model_throughput:
-        timer = ModelTimer(args.model_dir, args.model or default_model(args.model_dir), args.cpu_threads)
+        from service.engine import cpu_threads  # the service's rule for its torch threads
+
+        folder = args.model_dir / (args.model or default_model(args.model_dir))
+        timer = ModelTimer(folder, cpu_threads(args.cpu_threads))
         print(f"model in-process: vae.sample with {timer.threads} torch thread(s), as the service")
     with contextlib.ExitStack() as stack:
         if args.spawn:
@@ -375,6 +363,82 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+# --------------------------------------------------------------------------------------------
+# Against the model in-process
+# --------------------------------------------------------------------------------------------
+
+
+def round_batches(runs: dict, round_index: int) -> set[int]:
+    """Batch 1 and every run's rounded mean batch size in one round."""
+    out = {1}
+    for rounds in runs.values():
+        for r in rounds[round_index]:
+            if not math.isnan(r["mean_batch"]):
+                out.add(max(1, round(r["mean_batch"])))
+    return out
+
+
+def compare_with_model(report: dict, args: argparse.Namespace) -> None:
+    """Each run against vae.sample at the run's rounded mean batch, timed in the same round (so a
+    shared machine's changing load hits both alike), twice: images per second, and images per CPU
+    second (the server's threads against the model's process: the images/s ratio on a machine that
+    gives both the same CPU). Also each batched server's gain over the last max_batch_size (1)
+    against the model's own gain between batch 1 and that batch. Medians over rounds, then each
+    round's figure."""
+    per_cpu_s = [{b: 1000 / ms for b, ms in rnd.items()} for rnd in report["model_cpu_ms_per_image"]]
+    for what, model, value in (
+        ("img/s", report["model_throughput"], lambda run: run["ips"]),
+        ("images per CPU second", per_cpu_s, _images_per_cpu_s),
+    ):
+        print(f"service against the model in-process, timed in the same rounds, in {what}:")
+        _compare(report, args, model, value)
+
+
+def _images_per_cpu_s(run: dict) -> float:
+    server_s = run["loop_cpu_s_per_request"] + run["compute_cpu_s_per_request"]  # NaN when unknown
+    return run["images"] / run["requests"] / server_s if run["requests"] else math.nan
+
+
+def _compare(
+    report: dict, args: argparse.Namespace, model: list[dict], value: Callable[[dict], float]
+) -> None:
+    base_label = f"max_batch_size={args.max_batch_sizes[-1]}" if args.spawn else None
+    for label, rounds in report["runs"].items():
+        base = report["runs"].get(base_label) if label != base_label else None
+        for i, c in enumerate(args.concurrency):
+            ratios, gains = [], []
+            for r, rnd in enumerate(rounds):
+                run = rnd[i]
+                if math.isnan(run["mean_batch"]) or math.isnan(value(run)):
+                    continue
+                b = max(1, round(run["mean_batch"]))
+                ratios.append(value(run) / model[r][b])
+                if base is not None:
+                    gains.append((value(run) / value(base[r][i])) / (model[r][b] / model[r][1]))
+            if not ratios:
+                continue
+            batch = statistics.median([rnd[i]["mean_batch"] for rnd in rounds])
+            line = f"  {label} concurrency {c} (mean batch {batch:.1f}): x{_summary(ratios)} of the model's"
+            if gains:
+                line += f"; its gain over {base_label}: x{_summary(gains)} of the model's gain"
+            print(line)
+
+
+def _summary(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+
+
+def default_model(model_dir: Path) -> str:
+    """The model a server of `model_dir` serves by default: the settings' default_model when that
+    folder is there, else the first model folder."""
+    from model.checkpoint import model_folders
+    from service.settings import Settings
+
+    names = [p.name for p in model_folders(model_dir)]
+    wanted = Settings.model_fields["default_model"].default
+    return wanted if wanted in names else names[0]
 
 
 if __name__ == "__main__":

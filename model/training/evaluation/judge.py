@@ -1,6 +1,6 @@
 """The judge: a small CNN classifier whose penultimate layer is the feature space of the digit FID.
 
-    python -m model.training.judge --data mnist --out weights/judges/mnist.safetensors
+    python -m model.training.evaluation.judge --data mnist --out weights/judges/mnist.safetensors
 
 It is trained by our own code on the training split of the data (the same split the VAE trains
 on), so a sample-quality figure needs no downloaded network. The file is one safetensors with its
@@ -27,13 +27,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..files import atomic_write
-from .data import DataError, ImageSet, load_split
+from ...bundled import bundled_weights
+from ...files import atomic_write
+from ..data import DataError, ImageSet, load_split
 
 JUDGE_FORMAT = "vdvae-serve-judge/1"
-# The judge trained on the demo digits, shipped with the weights (weights/ has no config.json for it,
-# so the service never tries to serve it as a VAE).
-BUNDLED_JUDGE = Path(__file__).resolve().parents[2] / "weights" / "judges" / "mnist.safetensors"
+# The judge trained on the demo digits, shipped with the weights (its folder has no config.json, so
+# the service never tries to serve it as a VAE).
+BUNDLED_JUDGE = bundled_weights() / "judges" / "mnist.safetensors"
 
 
 class JudgeError(ValueError):
@@ -166,7 +167,7 @@ def load_judge(path: str | Path) -> tuple[Judge, dict]:
     if not path.is_file():
         raise JudgeError(
             f"no judge file at {path}: "
-            f"train one with `python -m model.training.judge --data ... --out {path}`"
+            f"train one with `python -m model.training.evaluation.judge --data ... --out {path}`"
         )
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -193,7 +194,7 @@ def load_judge(path: str | Path) -> tuple[Judge, dict]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.training.judge",
+        prog="python -m model.training.evaluation.judge",
         description="Train the judge (feature network of the digit FID and label classifier) on the "
         "training split of labelled data, and report its accuracy on the test split.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     argv = sys.argv[1:] if argv is None else argv
     info = {
-        "command": "python -m model.training.judge " + shlex.join(argv),
+        "command": "python -m model.training.evaluation.judge " + shlex.join(argv),
         "data": args.data,
         "train_images": len(splits["train"]),
         "test_images": len(splits["test"]),

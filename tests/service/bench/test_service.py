@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from service.bench import closed_loop, main, percentile
+from service.bench.loadgen import percentile
+from service.bench.service import closed_loop, main
 
-from .conftest import RunningServer
+from ..conftest import RunningServer
 
 
 def test_percentile_is_nearest_rank() -> None:

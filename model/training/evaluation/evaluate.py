@@ -1,8 +1,8 @@
 """Evaluate a model: the ELBO bound in bits per dim, the per-layer rate, reconstructions by depth,
-and with --fid the quality of its samples (model.training.quality).
+and with --fid the quality of its samples (model.training.evaluation.quality).
 
-    python -m model.training.evaluate weights/mnist --data mnist --split test --out eval/
-    python -m model.training.evaluate weights/mnist --data mnist --fid
+    python -m model.training.evaluation.evaluate weights/mnist --data mnist --split test --out eval/
+    python -m model.training.evaluation.evaluate weights/mnist --data mnist --fid
 
 Prints one JSON object. Posterior noise comes from per-image seeds (seed + image index), so the
 figure is exactly reproducible: the same command gives the same digits on any batch size.
@@ -19,16 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, load_model
-from ..imageio import image_grid, save_png
-from ..likelihoods import LN2
-from ..lowres import downsample
-from ..outputs import Encoding
-from ..vae import VDVAE
-from .config import DATA_FORMATS
-from .data import DataError, ImageSet, load_split
+from ...checkpoint import CheckpointError, load_model
+from ...imageio import image_grid, save_png
+from ...likelihoods import LN2
+from ...lowres import downsample
+from ...outputs import Encoding
+from ...vae import VDVAE
+from ..data import DATA_FORMATS, DataError, ImageSet, load_split
+from ..progress import progress_bar
 from .judge import JudgeError
-from .progress import progress_bar
 from .quality import (
     DEFAULT,
     INCEPTION_NOTE,
@@ -258,7 +257,7 @@ def load_data(args: argparse.Namespace, vae: VDVAE) -> ImageSet:
     return data.subset(np.arange(min(args.limit, len(data)))) if args.limit else data
 
 
-def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m model.training.evaluation.evaluate") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Evaluate a VDVAE: ELBO bound in bits/dim (JSON), per-layer rate, reconstructions, "
@@ -266,7 +265,7 @@ def build_parser(prog: str = "python -m model.training.evaluate") -> argparse.Ar
         epilog=f"examples:\n  {prog} weights/mnist --data mnist --split test --out eval/\n"
         f"  {prog} weights/mnist --data mnist --fid --samples 1000\n"
         f"  {prog} cifar10-seed0-iter-900000-model-ema.th --data cifar-10-batches-py/ --limit 1000\n\n"
-        "--fid uses a judge (model.training.judge): for --data mnist the bundled digit judge "
+        "--fid uses a judge (model.training.evaluation.judge): for --data mnist the bundled digit judge "
         "(weights/judges/mnist.safetensors); for other data, a judge file you train or provide. "
         f"Note: {INCEPTION_NOTE}.",
         formatter_class=ExamplesHelpFormatter,
@@ -310,7 +309,7 @@ def add_quality_options(p: argparse.ArgumentParser) -> None:
         help="report digit FID, precision/recall (k=3), confident share and label accuracy of samples; "
         "JUDGE: a judge file (default for --data mnist: the bundled one)",
     )
-    q.add_argument("--samples", type=int, default=1000, help="samples drawn for --fid")
+    q.add_argument("-n", "--samples", type=int, default=1000, help="samples drawn for --fid")
     q.add_argument("--sample-seed", type=int, default=0, help="sample i uses seed sample-seed + i")
     q.add_argument("--fid-temperature", type=float, default=None, help="unset: the model's sampling default")
     q.add_argument(
@@ -327,7 +326,7 @@ def add_quality_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluate") -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m model.training.evaluation.evaluate") -> int:
     args = build_parser(prog).parse_args(argv)
 
     try:

@@ -1,9 +1,9 @@
 """The sample-quality table of one model folder: held-out bits per dim, then digit FID, precision,
 recall, confident share and label accuracy for a fixed list of sampling settings, and a grid each.
 
-    python -m model.training.ablation weights/mnist --out runs/quality/mnist
-    python -m model.training.ablation weights/mnist --url http://127.0.0.1:8000   # + the defaults over HTTP
-    python -m model.training.ablation weights/mnist --tune --write-defaults       # choose the defaults
+    python -m model.training.evaluation.ablation weights/mnist --out runs/quality/mnist
+    python -m model.training.evaluation.ablation weights/mnist --url http://127.0.0.1:8000  # + over HTTP
+    python -m model.training.evaluation.ablation weights/mnist --tune --write-defaults  # choose the defaults
 
 Settings: the null label (unconditional prior) at temperatures 0.6, 0.8 and 1.0; labels from the
 seeds (balanced: seed mod 10) with guidance 0, 1 and 2 at --cond-temperature; the model's own
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..checkpoint import CheckpointError, load_model, write_sampling_defaults
-from ..imageio import image_grid, save_png
-from ..sampling import SamplingDefaults
-from ..vae import VDVAE
-from .data import DataError, ImageSet, load_split
+from ...checkpoint import CheckpointError, load_model, write_sampling_defaults
+from ...imageio import image_grid, save_png
+from ...sampling import SamplingDefaults
+from ...vae import VDVAE
+from ..data import DataError, ImageSet, load_split
 from .evaluate import evaluate_elbo
 from .judge import JudgeError
 from .quality import INCEPTION_NOTE, QualityJudge, Setting, check_judge_fits, draw, load_quality_judge
@@ -172,7 +172,7 @@ def markdown(rows: list[dict], result: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m model.training.ablation",
+        prog="python -m model.training.evaluation.ablation",
         description=__doc__.split("\n\n")[0],
         epilog=f"The judge is the bundled digit judge for --data mnist, else --judge. {INCEPTION_NOTE}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-format", default="auto")
     p.add_argument("--test-data", default=None)
     p.add_argument("--judge", default=None, help="judge file (default for mnist: the bundled judge)")
-    p.add_argument("--samples", type=int, default=1000, help="samples per setting (seeds 0..samples-1)")
+    p.add_argument("-n", "--samples", type=int, default=1000, help="samples per setting (seeds 0..samples-1)")
     p.add_argument("--cond-temperature", type=float, default=1.0, help="temperature of the labelled rows")
     p.add_argument("--url", default=None, help="also draw the defaults from this running service")
     p.add_argument(
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     if args.tune or args.write_defaults:
-        command = "python -m model.training.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
+        command = "python -m model.training.evaluation.ablation " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
         chosen = recommend(rows, args.min_label_accuracy, command)
         result["recommended_defaults"] = chosen and chosen.to_dict()
         if args.write_defaults and chosen is not None:

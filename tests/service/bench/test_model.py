@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from model.tools.bench import main
+from service.bench.model import main
 
 
 def test_bench_prints_a_row_per_batch_size(capsys) -> None:

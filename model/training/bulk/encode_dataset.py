@@ -1,11 +1,11 @@
 """Encode a dataset as a bulk job: per-image per-layer KL, the ELBO in bits per dim, latents.
 
-    python -m model.training.encode_dataset weights/mnist --data mnist --split train --out enc/
-    torchrun --nproc_per_node 8 -m model.training.encode_dataset weights/cifar10 \\
+    python -m model.training.bulk.encode_dataset weights/mnist --data mnist --split train --out enc/
+    torchrun --nproc_per_node 8 -m model.training.bulk.encode_dataset weights/cifar10 \\
         --data cifar-10-batches-py/ --split train --latents 4 --out enc/
 
 The data is any format the trainer reads (model.training.data). Image i (its index in the split)
-draws its posterior noise from seed + i, as model.training.evaluate does, so every figure, and
+draws its posterior noise from seed + i, as model.training.evaluation.evaluate does, so every figure, and
 every output file, is the same whatever the number of processes; a killed job, rerun with the same
 command, skips the shards it finished. Each shard is one .npz of arrays in image order:
   index                    (n,) the images' indices in the split
@@ -16,7 +16,7 @@ command, skips the shards it finished. Each shard is one .npz of arrays in image
   rate_bits_per_dim        (n,)
   z_0 .. z_{k-1}           (n, zdim, r, r) posterior samples of the top k layers (--latents k)
   mean_0 .., std_0 ..      their posterior means and standard deviations (--posterior)
-model.training.shards.read_arrays(out) concatenates the shards of a finished job.
+model.training.bulk.shards.read_arrays(out) concatenates the shards of a finished job.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..likelihoods import LN2
-from ..vae import VDVAE
+from ...likelihoods import LN2
+from ...vae import VDVAE
+from ..data import ImageSet
+from ..distributed import Dist, exit_process
+from ..evaluation.evaluate import add_data_options, encode_images, load_data, uses_labels
 from . import shards
-from .data import ImageSet
-from .distributed import Dist, exit_process
-from .evaluate import add_data_options, encode_images, load_data, uses_labels
 
 
 def encoded_arrays(
@@ -106,15 +106,17 @@ def prepare(args: argparse.Namespace, dist: Dist) -> shards.Job:
     )
 
 
-def build_parser(prog: str = "python -m model.training.encode_dataset") -> argparse.ArgumentParser:
-    p = shards.job_parser(prog, __doc__.replace("python -m model.training.encode_dataset", prog))
+def build_parser(prog: str = "python -m model.training.bulk.encode_dataset") -> argparse.ArgumentParser:
+    p = shards.job_parser(prog, __doc__.replace("python -m model.training.bulk.encode_dataset", prog))
     add_data_options(p)
     p.add_argument("--latents", type=int, default=0, help="keep the top K layers' posterior samples")
     p.add_argument("--posterior", action="store_true", help="with --latents: their means and stds too")
     return p
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m model.training.encode_dataset") -> int:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m model.training.bulk.encode_dataset"
+) -> int:
     args = build_parser(prog).parse_args(argv)
     return shards.main(lambda dist: prepare(args, dist), args.device)
 

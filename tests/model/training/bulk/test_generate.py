@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from model.checkpoint import load_model, save_model_folder
-from model.training.generate import image_labels, main
-from model.training.shards import read_arrays
+from model.training.bulk.generate import image_labels, main
+from model.training.bulk.shards import read_arrays
 
 from .helpers import BUNDLED, ENV, outputs, run_job, stamps
 
@@ -53,8 +53,8 @@ def test_a_killed_job_resumes_and_skips_its_finished_shards(tmp_path, capsys, on
     args = [str(BUNDLED), "--num-samples", "120", "--shard-size", "5", "--batch-size", "5",
             "--label", "cycle", "--device", "cpu"]  # fmt: skip
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    proc = subprocess.Popen([sys.executable, "-m", "model.training.generate", *args, "--out", str(killed)],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    cmd = [sys.executable, "-m", "model.training.bulk.generate", *args, "--out", str(killed)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(killed.glob("shard-*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)

@@ -1,12 +1,12 @@
 """Generate n samples as a bulk job: one process, or many GPUs and nodes under torchrun.
 
-    python -m model.training.generate weights/mnist --num-samples 50000 --label random --out samples/
-    torchrun --nproc_per_node 8 -m model.training.generate weights/mnist --num-samples 50000 --out samples/
+    python -m model.training.bulk.generate weights/mnist --num-samples 50000 --label random --out samples/
+    torchrun --nproc_per_node 8 -m model.training.bulk.generate weights/mnist -n 50000 --out samples/
 
 Image i uses seed base + i (`--seed`), so every image, and every output file, is the same whatever
 the number of processes; a killed job, rerun with the same command, skips the shards it finished.
 Writes a folder of PNGs per shard (or one .npz per shard: images, labels, seeds) and a manifest
-(model.training.shards describes the folder). Labels of a class-conditional model (`--label`):
+(model.training.bulk.shards describes the folder). Labels of a class-conditional model (`--label`):
   default  the model's label rule (config.json "sampling"; model.sampling): "seed" gives each
            image the class seed mod classes, "null" is `none`
   none     the null label: the model's unconditional prior (the only choice for an
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..hparams import HParams
-from ..imageio import png_bytes
-from ..sampling import label_from_seed
-from ..vae import VDVAE
+from ...hparams import HParams
+from ...imageio import png_bytes
+from ...sampling import label_from_seed
+from ...vae import VDVAE
+from ..distributed import Dist, exit_process
 from . import shards
-from .distributed import Dist, exit_process
 
 LABEL_MODES = ("default", "none", "random", "cycle", "seed")
 # Entropy that keeps a seed's label draw apart from its latent and pixel streams (ASCII "label").
@@ -146,10 +146,10 @@ def prepare(args: argparse.Namespace, dist: Dist) -> shards.Job:
     )
 
 
-def build_parser(prog: str = "python -m model.training.generate") -> argparse.ArgumentParser:
-    p = shards.job_parser(prog, __doc__.replace("python -m model.training.generate", prog))
+def build_parser(prog: str = "python -m model.training.bulk.generate") -> argparse.ArgumentParser:
+    p = shards.job_parser(prog, __doc__.replace("python -m model.training.bulk.generate", prog))
     # Not --n: torchrun would take it for an abbreviation of its own --nnodes / --nproc-per-node.
-    p.add_argument("--num-samples", type=int, required=True, help="number of samples")
+    p.add_argument("-n", "--num-samples", type=int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument(
         "--label",
@@ -170,7 +170,7 @@ def build_parser(prog: str = "python -m model.training.generate") -> argparse.Ar
     return p
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m model.training.generate") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m model.training.bulk.generate") -> int:
     args = build_parser(prog).parse_args(argv)
     return shards.main(lambda dist: prepare(args, dist), args.device)
 

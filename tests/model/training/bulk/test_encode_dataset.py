@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from model.checkpoint import load_model
+from model.training.bulk.encode_dataset import main
+from model.training.bulk.shards import read_arrays
 from model.training.data import load_split
-from model.training.encode_dataset import main
-from model.training.evaluate import evaluate_elbo
-from model.training.shards import read_arrays
+from model.training.evaluation.evaluate import evaluate_elbo
 
 from .helpers import BUNDLED, outputs, run_job, stamps
 

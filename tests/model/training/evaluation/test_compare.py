@@ -1,4 +1,4 @@
-"""model.training.compare: model and cascade folders scored side by side at the same seeds."""
+"""model.training.evaluation.compare: model and cascade folders scored side by side at the same seeds."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 
 import torch
 
+from model.bundled import bundled_weights
 from model.cascade import CascadeStage, StageOptions, save_cascade_folder
 from model.checkpoint import load_model, save_model_folder
-from model.training import compare
-from model.training.quality import Setting, draw, load_quality_judge
+from model.training.evaluation import compare
+from model.training.evaluation.quality import Setting, draw, load_quality_judge
 
-from .helpers import BUNDLED
+BUNDLED = bundled_weights() / "mnist"
 
 
 def test_a_model_and_a_cascade_in_one_table(tmp_path, base16, sr16, capsys, one_thread):

@@ -7,8 +7,8 @@ JSON nested 100,000 deep, in a body and in a form field). Printed per phase: the
 latency (target: p99 <= 100 ms under hostile load) and the normal requests' p50/p99 (target: within
 2x of quiet), and how the hostile requests were answered.
 
-    python -m service.stress --spawn                      # starts `python -m service` itself
-    python -m service.stress --url http://127.0.0.1:8000 --hostile-clients 4 --duration 20
+    vdvae bench stress --spawn                      # starts `python -m service` itself
+    vdvae bench stress --url http://127.0.0.1:8000 --hostile-clients 4 --duration 20
 
 The normal clients and the probe run in this process, each hostile client in a process of its own;
 on a small machine they all share the cores with the server.
@@ -17,68 +17,18 @@ on a small machine they all share the cores with the server.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import functools
 import itertools
 import multiprocessing
-import struct
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 
 import httpx
 
-from .bench import load_line, percentile
-from .loadgen import spawned_server
-
-# --------------------------------------------------------------------------------------------
-# The worst inputs (the tests of the service use the same)
-# --------------------------------------------------------------------------------------------
-
-# A valid 32x32 grey PNG (a 7), the default model's shape.
-DIGIT_PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAAAAABWESUoAAAAQElEQVR42mNgGAUMDAwMjHDWf+ziTIRMYCLeCiTwn1IrkA0gywQU"
-    "A8gxAdUAMkxAM4B0E9ANINkEDAMImzBCAABeQAghXbLNJQAAAABJRU5ErkJggg=="
-)
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-
-def million_chunk_png(png: bytes = DIGIT_PNG, chunks: int = 1_000_000) -> bytes:
-    """`png` with `chunks` tiny tEXt chunks after its header (15 MB for a million): still a valid PNG."""
-    header_end = 8 + 25  # the signature, then IHDR (length, type, 13 bytes, CRC)
-    return png[:header_end] + png_chunk(b"tEXt", b"k\x00v") * chunks + png[header_end:]
-
-
-def huge_temperature_list(values: int = 3_900_000) -> bytes:
-    """A /sample body of `values` temperatures (15.6 MB for 3.9 million)."""
-    return b'{"temperature": [' + b",".join([b"1.0"] * values) + b"]}"
-
-
-def nested_json(depth: int = 100_000) -> bytes:
-    return b"[" * depth + b"]" * depth
-
-
-@functools.cache
-def hostile_requests() -> list[tuple[str, dict]]:
-    """(path, httpx request arguments) of each worst input (built once: they take a second)."""
-    nested = nested_json()
-    return [
-        ("/encode", {"files": {"image": ("x.png", million_chunk_png())}}),
-        ("/sample", {"content": huge_temperature_list(), "headers": {"content-type": "application/json"}}),
-        (
-            "/encode",
-            {"content": b'{"label": ' + nested + b"}", "headers": {"content-type": "application/json"}},
-        ),
-        ("/encode", {"files": {"image": ("x.png", DIGIT_PNG)}, "data": {"label": nested.decode()}}),
-    ]
-
+from .hostile import hostile_requests
+from .loadgen import load_line, percentile, spawned_server
 
 # --------------------------------------------------------------------------------------------
 # Load
@@ -183,8 +133,8 @@ def report(name: str, result: dict, quiet: dict | None) -> None:
         print(f"{'':>10}hostile answers: {dict(sorted(result['hostile_codes'].items()))}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m service.stress", description=__doc__.split("\n\n")[0])
+def build_parser(prog: str = "vdvae bench stress") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="a running server (default: --spawn one)")
     p.add_argument("--spawn", action="store_true", help="start `python -m service` for the run")
     p.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
@@ -194,10 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "vdvae bench stress") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     if not args.url and not args.spawn:
-        build_parser().error("give --url or --spawn")
+        parser.error("give --url or --spawn")
     print(load_line())
     with contextlib.ExitStack() as stack:
         url = args.url or stack.enter_context(spawned_server(["--cpu-threads", "1", *args.server_flags]))[0]

@@ -1,11 +1,11 @@
-"""`python -m service.stress --spawn` end to end, briefly: it starts its own server, runs the quiet
+"""`vdvae bench stress --spawn` end to end, briefly: it starts its own server, runs the quiet
 and the hostile phase, and reports both (the hostile clients' answers are all 4xx problems)."""
 
 from __future__ import annotations
 
 import pytest
 
-from service import stress
+from service.bench import stress
 
 
 def test_stress_spawns_a_server_and_reports_both_phases(capsys: pytest.CaptureFixture) -> None:

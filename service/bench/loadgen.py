@@ -3,8 +3,8 @@ of that server's threads.
 
 `HttpConnection` is a raw HTTP/1.1 keep-alive client over asyncio streams: one pre-formatted head
 per request, the answer read by Content-Length (or chunked). It costs a few tens of microseconds of
-CPU per request on uvloop, where httpx's AsyncClient cost some 2.5 ms on the 2-core machine the
-service was tuned on, as much as the server itself, and took that CPU from the server it measured.
+CPU per request on uvloop, where httpx's AsyncClient costs milliseconds, as much as the server
+itself, and takes that CPU from the server it measures.
 Kept in Python rather than driving `wrk` or `oha`: those are system tools a pip install does not
 bring, and the bench needs what they do not give in one run (a fresh seed in every request's body,
 each answer's status counted, the server's per-thread CPU and /metrics read over the same window).

@@ -300,7 +300,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     report.update(model_throughput=[], model_cpu_ms_per_image=[])
     timer = None
     if args.model_throughput:
-        from service.engine import cpu_threads  # the service's rule for its torch threads
+        from service.batching.engine import cpu_threads  # the service's rule for its torch threads
 
         folder = args.model_dir / (args.model or default_model(args.model_dir))
         timer = ModelTimer(folder, cpu_threads(args.cpu_threads))

@@ -1,9 +1,11 @@
 """HTTP inference service for Very Deep VAEs: batched sampling, reconstruction, encoding, decoding.
 
-Start it with `python -m service` (or `vdvae-serve`); build an app in code with `create_app(Settings(...))`.
-A request goes: connections.py -> middleware.py, access.py -> routes.py -> parsing.py (bodies.py,
-validation.py -> items.py) -> batcher.py -> engine.py -> operations.py -> model; errors.py turns any
-failure into its problem answer.
+Start it with `vdvae serve` (or `python -m service`); build an app in code with
+`create_app(Settings(...))`. A request goes: http/ (connections, middleware, access) -> api/<family>/
+routes.py (the endpoint) -> inputs/ (parsing, payloads, validation: per-image items) ->
+batching/ (scheduler, batcher, engine, operations) -> the model -> api/answers.py; errors.py turns
+any failure into its problem answer. The command (cli/), the client (client/) and the benchmarks
+(bench/) sit beside the server, which imports none of them.
 """
 
 from __future__ import annotations

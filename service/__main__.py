@@ -1,5 +1,5 @@
-"""`python -m service` (or `vdvae-serve`): read the settings, then serve (server.py: uvicorn with
-our connection limits, and the SIGTERM drain)."""
+"""`python -m service` (or `vdvae serve`): read the settings, then serve (http/server.py: uvicorn
+with our connection limits, and the SIGTERM drain)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import NoReturn
 
 from model.checkpoint import model_folders
 
-from .access import KeyFileError
 from .app import create_app
+from .http.access import KeyFileError
+from .http.server import GracefulServer, uvicorn_config
 from .runtime import RuntimeDirError, prepare_runtime_dirs
-from .server import GracefulServer, uvicorn_config
 from .settings import Settings, log_settings, settings_from_cli
 
 log = logging.getLogger("service")
@@ -35,18 +35,19 @@ def serve(settings: Settings) -> int:
     except (KeyFileError, RuntimeDirError) as e:
         log.error("%s", e)
         return 2
-    server = GracefulServer(uvicorn_config(app, settings), app.state.service)
+    state = app.state.service
+    server = GracefulServer(uvicorn_config(app, settings, state.metrics), state)
     server.run()
     if server.startup_failed:
-        log.error("exiting: %s", app.state.service.problem)
+        log.error("exiting: %s", state.problem)
         return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> NoReturn:
     """Serve, then end the process at once: everything is answered, stopped and logged by then, and
-    the interpreter's own teardown (torch and every module) took 2-4 s more on a busy 2-core
-    machine, time a stop's grace period would otherwise spend on nothing."""
+    the interpreter's own teardown (torch and every module) takes seconds more, time a stop's grace
+    period would otherwise spend on nothing."""
     settings = settings_from_cli(argv, prog)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -1,15 +1,18 @@
 """The app factory and its lifespan.
 
 `create_app(settings)` builds a FastAPI app whose state (`app.state.service`) holds everything the
-routes need. Its lifespan starts the models in the background, so /health/live answers at once and
-/health/ready turns 200 only once every model is loaded and warmed up; on shutdown it stops taking
-work, drains every batcher within shutdown_timeout_s, and stops the device thread.
+routes need, includes the API's routers (one per endpoint family, service/api/) and wraps them in
+the HTTP layer's middleware (service/http/). Its lifespan starts the models in the background, so
+/health/live answers at once and /health/ready turns 200 only once every model is loaded and warmed
+up; on shutdown it stops taking work, drains every batcher within shutdown_timeout_s, and stops the
+device thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -20,26 +23,35 @@ from starlette.routing import BaseRoute
 
 from model.inference import keep_freed_memory_in_heap, resolve_device
 
-from . import __version__, interpolate, playground, sample_stream, upscale
-from .access import add_access_control
-from .batcher import Batcher
-from .body_limits import endpoint_body_limits
+from . import __version__
+from .api.health import routes as health
+from .api.images import routes as images
+from .api.images.bodies import ReconstructRequest, SampleRequest
+from .api.latents import routes as latents
+from .api.latents.bodies import DecodeRequest, EncodeRequest
+from .api.models import routes as models
+from .api.openapi import install_openapi
+from .api.playground import routes as playground
+from .batching.engine import Engine, cpu_threads
 from .devicecheck import device_problem
-from .engine import Engine, cpu_threads
 from .errors import register_exception_handlers
-from .memory import ByteBudget, HeapTrimmer, freeze_startup_objects
+from .http.access import add_access_control
+from .http.memory import ByteBudget, HeapTrimmer
+from .http.middleware import BodyGuardMiddleware, RequestTrackingMiddleware
+from .inputs.body_limits import endpoint_body_limits
+from .inputs.parsing import Parser
 from .metrics import Metrics
-from .middleware import BodyGuardMiddleware, RequestTrackingMiddleware
-from .model_route import DirectModelRoutes, direct_routes, leaf_routes
-from .openapi import install_openapi
-from .operations import OPERATIONS
-from .parsing import Parser
 from .registry import load_registry
-from .routes import metrics_router, router
 from .settings import Settings
 from .state import Phase, ServiceState
 
 log = logging.getLogger("service")
+
+# The API's routers, one per endpoint family, in the order /docs lists them; /metrics comes last,
+# left out when metrics_access is closed.
+ROUTERS = (images.router, latents.router, models.router, health.router)
+# The request bodies that the model endpoints' requestBody entries name by reference.
+REQUEST_BODIES = (SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest)
 
 DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs
@@ -74,17 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = state
     register_exception_handlers(app)
-    app.include_router(router)
-    app.include_router(sample_stream.router)
-    app.include_router(interpolate.router)
-    app.include_router(upscale.router)
+    for router in ROUTERS:
+        app.include_router(router)
     playground.install(app)
     if settings.metrics_access != "closed":
-        app.include_router(metrics_router)
-    # Added last = outermost. Inside out: the model routes' direct dispatch, body limits, then the
-    # key check (before any body is read), CORS (preflights carry no key), and the request id and
-    # metrics around every answer.
-    app.add_middleware(DirectModelRoutes, routes=direct_routes(app.routes), handlers=app.exception_handlers)
+        app.include_router(health.metrics_router)
+    # Added last = outermost. Inside out: body limits, then the key check (before any body is read),
+    # CORS (preflights carry no key), and the request id and metrics around every answer.
     app.add_middleware(
         BodyGuardMiddleware,
         settings=settings,
@@ -96,8 +104,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = add_access_control(app, settings, metrics)
     static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
     app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
-    install_openapi(app, state, keys_required=bool(keys))
+    install_openapi(app, state, keys_required=bool(keys), request_bodies=REQUEST_BODIES)
     return app
+
+
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, in included routers too (FastAPI keeps those wrapped; ours have no prefix)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from leaf_routes(inner.routes)
+        else:
+            yield route
 
 
 def route_paths(routes: Iterable[BaseRoute]) -> Iterator[str]:
@@ -144,20 +162,7 @@ async def start_models(state: ServiceState) -> None:
             state.set_phase(Phase.WARMING_UP, "warming up")
             for model in registry.served():
                 await state.engine.warmup(model)
-        for model in registry.served():
-            for op in (op for op in OPERATIONS.values() if op.serves(model.vae)):
-                batcher = Batcher(
-                    model,
-                    op,
-                    state.engine,
-                    state.metrics,
-                    max_batch_size=settings.max_batch_size,
-                    max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
-                    max_queue_images=settings.max_queue_images,
-                    inflight=state.inflight if settings.batch_early_close else None,
-                )
-                batcher.start()
-                state.batchers[(model.name, op.name)] = batcher
+        state.scheduler.start(state.engine, registry.served())
         if state.phase is Phase.DRAINING:  # a shutdown began while we were starting
             return
         log.info("%d objects of startup kept out of garbage collection", freeze_startup_objects())
@@ -173,6 +178,19 @@ async def start_models(state: ServiceState) -> None:
         state.set_phase(Phase.FAILED, f"startup failed: {e}")
 
 
+def freeze_startup_objects() -> int:
+    """Collect startup's garbage, then move every object left (modules, the app, the models: some
+    340,000 for the bundled model) out of the collector's reach; returns how many there were.
+
+    They live as long as the process, yet each full collection would walk them all, and under load
+    a full collection comes every few seconds and holds the event loop for as long as that walk
+    takes. Objects made later are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 async def stop(state: ServiceState, starting: asyncio.Task) -> None:
     """Stop taking work, let the batchers finish (bounded), and release the device thread."""
     state.start_draining()
@@ -182,7 +200,7 @@ async def stop(state: ServiceState, starting: asyncio.Task) -> None:
             await starting
     # What is left of the drain (the server may have used it all), and the time the last answers get.
     timeout = max(0.0, state.drain_deadline - time.monotonic()) + state.settings.shutdown_close_s
-    await asyncio.gather(*(b.drain(timeout) for b in state.batchers.values()))
+    await state.scheduler.drain(timeout)
     state.trimmer.cancel()
     state.parser.shutdown()
     if state.engine is not None:

@@ -265,6 +265,11 @@ def validation_problem(exc: RequestValidationError) -> ServiceError:
     return invalid_input(errors)
 
 
+def invalid_field(field: str, msg: str, kind: str = "value_error") -> InvalidInput:
+    """A 422 about one body field."""
+    return invalid_input([{"loc": ["body", field], "msg": msg, "type": kind}])
+
+
 def invalid_input(errors: list[dict[str, Any]]) -> InvalidInput:
     """422 with FastAPI-shaped `errors` (loc, msg, type; never the offending input, which may be huge)."""
     clean = [

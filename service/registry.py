@@ -25,7 +25,7 @@ from model.config import ModelConfig
 from model.hierarchical import HierarchicalVAE
 from model.inference import optimize_for_inference
 
-from .errors import ModelNotFound, ServiceError, invalid_input
+from .errors import ModelNotFound, invalid_input
 
 log = logging.getLogger("service.registry")
 
@@ -180,18 +180,6 @@ class ModelRegistry:
                 ]
             )
         return found
-
-    def unsupported(self, model: str, operation: str) -> ServiceError:
-        """The 422 of an operation that a model does not serve (see Operation.models)."""
-        sr = operation != "upscale"
-        why = (
-            "is a super-resolution model: it needs a low-resolution image (POST /upscale, or a cascade)"
-            if sr
-            else "is not a super-resolution model: POST /upscale takes one (GET /v1/models: low_res)"
-        )
-        return invalid_input(
-            [{"loc": ["body", "model"], "msg": f"model {model!r} {why}", "type": "value_error"}]
-        )
 
 
 def load_registry(

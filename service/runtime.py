@@ -23,6 +23,12 @@ class RuntimeDirError(RuntimeError):
     """The settings need a writable directory and there is none."""
 
 
+def temp_dir_candidates() -> list[str]:
+    """Where tempfile looks for its directory, in its order (on POSIX)."""
+    named = [os.environ[name] for name in ("TMPDIR", "TEMP", "TMP") if os.environ.get(name)]
+    return [*named, "/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
+
+
 def writable_temp_dir() -> str | None:
     """The directory tempfile would use (TMPDIR, then /tmp, /var/tmp, the working directory), or None
     when none of them is writable."""
@@ -37,7 +43,7 @@ def prepare_runtime_dirs(settings: Settings) -> str | None:
     temp = writable_temp_dir()
     if temp is not None:
         return temp
-    candidates = tempfile._candidate_tempdir_list()  # what tempfile tried, for the message
+    candidates = temp_dir_candidates()  # what tempfile tried, for the message
     if settings.compile:
         raise RuntimeDirError(
             "--compile needs a writable temporary directory and none of "

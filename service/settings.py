@@ -44,10 +44,10 @@ class Settings(BaseSettings):
         "none", description="Autocast dtype for CUDA inference (ignored on CPU)."
     )
     # Off by default: compiling costs minutes at start-up and per new batch size, and on CPU the
-    # compiled blocks measured slower than eager (python -m model.tools.bench --compile).
+    # compiled blocks are slower than eager ones (vdvae bench model --compile).
     compile: bool = Field(False, description="torch.compile the model's residual blocks.")
-    # More torch threads than free cores make every pass stall (measured: a 12 ms pass took seconds
-    # on a busy 2-core box), and the event loop needs a core of its own to parse and answer requests.
+    # More torch threads than free cores make every pass stall while the threads wait for each other,
+    # and the event loop needs a core of its own to parse and answer requests.
     cpu_threads: int = Field(
         0,
         ge=0,
@@ -69,15 +69,15 @@ class Settings(BaseSettings):
     # 16 MiB holds a base64 PNG of a 1024x1024 FFHQ image (~4 MiB) or a /decode body with the
     # latents of all layers of the small models, with room to spare; larger bodies get 413.
     max_body_bytes: int = Field(16 * 2**20, ge=1024, description="Largest request body accepted (413).")
-    # A 15 MB body to the digit model's /encode cost 15 ms of CPU to read and scan before its 413
-    # (python -m service.stress); refused by its Content-Length it costs the read alone, no parsing.
+    # Reading and scanning a body to max_body_bytes before its 413 costs CPU in proportion to its
+    # size; refused by its Content-Length it costs the read alone, no parsing.
     endpoint_body_limits: bool = Field(
         True,
         description="Refuse (413) a body larger than its endpoint can need for the served models' "
         "shapes (each limit at most max_body_bytes).",
     )
-    # Four clients looping 15 MB bodies on 2 cores raised a normal /sample's p50 2.8x when each was
-    # read and refused at once; with this pause before the 413, 1.1x (python -m service.stress).
+    # A client looping oversized bodies is held to a few a second per connection, so it cannot take
+    # the cores from normal requests (vdvae bench stress measures the effect).
     oversized_body_delay_s: float = Field(
         0.25,
         ge=0.0,

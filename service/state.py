@@ -1,21 +1,22 @@
 """The state of one running app (kept on `app.state.service`): settings, metrics, models, engine,
-batchers, and where the service is in its life: loading -> warming up -> ready -> draining.
+the scheduler of its batchers, and where the service is in its life: loading -> warming up -> ready
+-> draining.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 import time
 from dataclasses import dataclass, field
 
-from .batcher import Batcher
-from .engine import Engine
-from .errors import NotReady, ShuttingDown
-from .inflight import InFlight
-from .memory import ByteBudget, HeapTrimmer
+from .batching.engine import Engine
+from .batching.scheduler import Scheduler
+from .errors import NotReady, ServiceError, ShuttingDown
+from .http.memory import ByteBudget, HeapTrimmer
+from .inputs.parsing import Parser
 from .metrics import Metrics
-from .parsing import Parser
 from .registry import ModelRegistry
 from .settings import Settings
 
@@ -36,14 +37,27 @@ class ServiceState:
     body_budget: ByteBudget = field(default_factory=lambda: ByteBudget(2**62))  # body bytes held at once
     trimmer: HeapTrimmer = field(default_factory=lambda: HeapTrimmer(0.0))  # heap back after bursts
     registry: ModelRegistry = field(default_factory=ModelRegistry)
-    # {path: most body bytes} of the model endpoints, set with the registry (body_limits.py).
+    # {path: most body bytes} of the model endpoints, set with the registry (inputs/body_limits.py).
     endpoint_limits: dict[str, int] = field(default_factory=dict)
     engine: Engine | None = None
-    batchers: dict[tuple[str, str], Batcher] = field(default_factory=dict)
-    inflight: InFlight = field(default_factory=InFlight)  # model requests in the service
     phase: Phase = Phase.LOADING
     problem: str = "loading models"  # why not ready, for /health/ready
     drain_deadline: float = math.inf  # time.monotonic() by which draining ends, once it began
+    # Admission, the in-flight counts and the batchers; admits while the phase is READY.
+    scheduler: Scheduler = field(init=False)
+    # Set once the start has ended, ready or failed.
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.scheduler = Scheduler(
+            self.metrics,
+            self.refusal,
+            max_batch_size=s.max_batch_size,
+            max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
+            max_queue_images=s.max_queue_images,
+            early_close=s.batch_early_close,
+        )
 
     def set_phase(self, phase: Phase, problem: str = "") -> None:
         if self.phase is Phase.DRAINING and phase is not Phase.DRAINING:
@@ -51,6 +65,8 @@ class ServiceState:
         self.phase = phase
         self.problem = problem
         self.metrics.ready.set(1 if phase is Phase.READY else 0)
+        if phase in (Phase.READY, Phase.FAILED):
+            self.started.set()
 
     def start_draining(self) -> None:
         """Readiness turns 503 and new model requests get 503; queued and running work goes on."""
@@ -59,23 +75,23 @@ class ServiceState:
         if self.phase not in (Phase.DRAINING, Phase.FAILED):  # a failed start keeps its reason
             self.set_phase(Phase.DRAINING, "draining: the service is shutting down")
 
-    def check_accepting(self) -> None:
-        """Raise the 503 a model request gets when the service is not ready for it."""
+    def refusal(self) -> ServiceError | None:
+        """The 503 a new model request gets now, or None while the service takes work."""
         if self.phase is Phase.READY:
-            return
+            return None
         if self.phase is Phase.DRAINING:
-            raise ShuttingDown("the service is shutting down and takes no new work")
-        raise NotReady(f"the service is not ready: {self.problem}", headers={"Retry-After": "5"})
+            return ShuttingDown("the service is shutting down and takes no new work")
+        return NotReady(f"the service is not ready: {self.problem}", headers={"Retry-After": "5"})
 
-    def batcher(self, model: str, operation: str) -> Batcher:
-        """The queue of a model and operation; a 422 naming the model's kind when it has none (a
-        super-resolution model does not sample from its prior alone, a plain one does not upscale)."""
-        try:
-            return self.batchers[(model, operation)]
-        except KeyError:
-            raise self.registry.unsupported(model, operation) from None
+    @property
+    def draining(self) -> bool:
+        return self.phase is Phase.DRAINING
+
+    @property
+    def failed(self) -> bool:
+        return self.phase is Phase.FAILED
 
     @property
     def idle(self) -> bool:
         """No model request in flight and nothing queued or computing."""
-        return self.inflight.requests == 0 and not any(b.busy for b in self.batchers.values())
+        return self.scheduler.idle

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..hparams import HParams, param
 from ..presets import PRESETS
+from .data import DATA_FORMATS
 
 if TYPE_CHECKING:
     from .data import ImageSet
-
-DATA_FORMATS = ("auto", "mnist", "folder", "cifar10", "npy")
 
 
 @dataclass

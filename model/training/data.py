@@ -26,8 +26,9 @@ from PIL import Image
 
 from ..imageio import MODE_CHANNELS
 from ..lowres import downsample
-from .config import DATA_FORMATS
 
+# The --data-format choices: "auto" tells the others apart by what the path holds.
+DATA_FORMATS = ("auto", "mnist", "folder", "cifar10", "npy")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 

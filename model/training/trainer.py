@@ -34,7 +34,7 @@ from . import distributed
 from .config import TrainConfig, build_hparams
 from .data import BatchOrder, DataError, load_split
 from .ema import ema_rate, short_run_warning, update_ema
-from .evaluate import evaluate_elbo, sample_grids, save_grids
+from .evaluation.evaluate import evaluate_elbo, sample_grids, save_grids
 from .objectives import drop_labels, kl_schedule, training_loss
 from .progress import Progress, RunLogs, rate_table
 
@@ -374,7 +374,7 @@ class Trainer:
             "hardware": _hardware(self.device, self.dist.world),
             "torch": torch.__version__,
             "test_bits_per_dim": round(result["bits_per_dim"], 4),
-            "test_eval": "python -m model.training.evaluate <folder> --data "
+            "test_eval": "python -m model.training.evaluation.evaluate <folder> --data "
             + self.cfg.data
             + (" --data-pool" if self.cfg.data_pool else "")
             + " --split test --seed 0",

@@ -1,6 +1,6 @@
 """`vdvae`: one command for the project, with subcommands.
 
-    vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model | bench service
+    vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model|service|stress
     vdvae sample | reconstruct | upscale | encode | decode | interpolate | models  (the client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
@@ -46,8 +46,11 @@ class ClientTool:
 
 
 BENCHES = {
-    "model": Tool("model.tools.bench", "sampling speed of a model in this process, eager against optimized"),
-    "service": Tool("service.bench", "closed-loop load test of a running (or spawned) service"),
+    "model": Tool(
+        "service.bench.model", "sampling speed of a model in this process, eager against optimized"
+    ),
+    "service": Tool("service.bench.service", "closed-loop load test of a running (or spawned) service"),
+    "stress": Tool("service.bench.stress", "the service's latency while clients loop the worst bodies"),
 }
 COMMANDS: dict[str, Tool | ClientTool] = {
     "serve": Tool("service.__main__", "serve every model folder under --model-dir over HTTP"),
@@ -59,11 +62,13 @@ COMMANDS: dict[str, Tool | ClientTool] = {
     "interpolate": ClientTool("images on a path between two seeds or images, through the latent layers"),
     "models": ClientTool("the served models: sizes, layers, classes, limits"),
     "train": Tool("model.training.train", "train a VDVAE on your own images"),
-    "evaluate": Tool("model.training.evaluate", "ELBO in bits per dim, per-layer rate, reconstructions"),
+    "evaluate": Tool(
+        "model.training.evaluation.evaluate", "ELBO in bits per dim, per-layer rate, reconstructions"
+    ),
     "convert": Tool("model.tools.convert", "import an official openai/vdvae checkpoint"),
-    "generate": Tool("model.training.generate", "bulk samples as a (torchrun) job: sharded, resumable"),
+    "generate": Tool("model.training.bulk.generate", "bulk samples as a (torchrun) job: sharded, resumable"),
     "encode-dataset": Tool(
-        "model.training.encode_dataset", "a dataset's per-image KL, bits/dim, latents: a (torchrun) job"
+        "model.training.bulk.encode_dataset", "a dataset's per-image KL, bits/dim, latents: a (torchrun) job"
     ),
 }
 
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = args[0], args[1:]
     if name == "bench":
         if not rest or rest[0] not in BENCHES:
-            print("usage: vdvae bench {model,service} [ARGS...]\n", file=sys.stderr)
+            print(f"usage: vdvae bench {{{','.join(BENCHES)}}} [ARGS...]\n", file=sys.stderr)
             for which, tool in BENCHES.items():
                 print(f"  vdvae bench {which:<8} {tool.summary}", file=sys.stderr)
             return 0 if rest and rest[0] in ("-h", "--help") else 2

@@ -195,7 +195,9 @@ def path_end(text: str) -> int | str:
 def interpolate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("start", help="a seed (its sample) or an image file (its reconstruction)")
     p.add_argument("end", help="a seed or an image file")
-    p.add_argument("--steps", type=int, default=8, help="images on the path, both ends included (default: 8)")
+    p.add_argument(
+        "-n", "--steps", type=int, default=8, help="images on the path, both ends included (default: 8)"
+    )
     p.add_argument("--layers", type=int, help="top latent layers interpolated (default: all)")
     add_sampling_options(p)
     p.add_argument("-o", "--out", default="interpolation.png", help="the row, one PNG (default: %(default)s)")

@@ -10,7 +10,6 @@ command, one use), no access log. Imports torch; the remote commands never impor
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import tempfile
 from collections.abc import AsyncIterator
@@ -48,10 +47,9 @@ def served_folders(path: Path, scratch: Path) -> tuple[Path, str | None]:
     )
 
 
-async def wait_until_started(state: ServiceState, poll_s: float = 0.01) -> None:
+async def wait_until_started(state: ServiceState) -> None:
     """Return once the app's models are loaded; LocalServiceError when none could be."""
-    while state.phase not in (Phase.READY, Phase.FAILED):
-        await asyncio.sleep(poll_s)
+    await state.started.wait()
     if state.phase is Phase.FAILED:
         raise LocalServiceError(state.problem)
 

@@ -35,7 +35,7 @@ import httpx
 import pytest
 import yaml
 
-from service.loadgen import free_port
+from tests.service.conftest import free_port
 
 from . import local_parts
 from .conftest import FIGURES, REPO

@@ -231,7 +231,8 @@ def test_compose_runs_the_container_unprivileged_read_only_and_limited(name: str
 
 def test_healthcheck_exits_0_when_ready_and_1_otherwise(server, monkeypatch) -> None:
     from service import healthcheck
-    from service.loadgen import free_port
+
+    from ..service.conftest import free_port
 
     monkeypatch.setenv("VDVAE_PORT", str(server.port))
     assert healthcheck.main() == 0

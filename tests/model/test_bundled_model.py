@@ -1,5 +1,5 @@
 """The default model under weights/: it loads, its card's held-out figure is reproducible with
-`python -m model.training.evaluate`, and its class-conditional samples show the asked-for digit."""
+`python -m model.training.evaluation.evaluate`, and its class-conditional samples show the asked-for digit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import model
-from model.training import evaluate, quality
+from model.training.evaluation import evaluate, quality
 
 FOLDER = Path(__file__).resolve().parents[2] / "weights" / "mnist"
 

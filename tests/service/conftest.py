@@ -30,8 +30,7 @@ from PIL import Image
 from model import HParams
 from model.checkpoint import save_model_folder
 from service import Settings, create_app
-from service.loadgen import free_port
-from service.server import GracefulServer, uvicorn_config
+from service.http.server import GracefulServer, uvicorn_config
 from tests.factories import perturbed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +83,8 @@ class RunningServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = GracefulServer(uvicorn_config(self.app, settings), self.app.state.service)
+        state = self.app.state.service
+        self.server = GracefulServer(uvicorn_config(self.app, settings, state.metrics), state)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 120.0) -> RunningServer:
@@ -139,6 +139,13 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server started by a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start_service(model_dir: Path, *flags: str, **popen: Any) -> tuple[subprocess.Popen, str]:

@@ -8,7 +8,7 @@ import gc
 import weakref
 from pathlib import Path
 
-from service.memory import freeze_startup_objects
+from service.app import freeze_startup_objects
 
 from .conftest import running_server
 

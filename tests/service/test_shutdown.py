@@ -12,9 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from service.loadgen import free_port
-
-from .conftest import REPO, metric_value, start_service
+from .conftest import REPO, free_port, metric_value, start_service
 
 
 def test_sigterm_drains_in_flight_work_and_exits_0(model_dir: Path) -> None:

@@ -134,7 +134,7 @@ def test_two_processes_with_gloo_end_with_identical_weights(tmp_path):
 
 def test_label_agreement_of_a_nearest_neighbour_classifier_on_real_digits():
     from model.training.data import load_split
-    from model.training.quality import nearest_neighbour_labels
+    from model.training.evaluation.quality import nearest_neighbour_labels
 
     train, test = load_split("mnist", "train", 32, 1), load_split("mnist", "test", 32, 1)
     accuracy = (nearest_neighbour_labels(torch.from_numpy(test.images), train).numpy() == test.labels).mean()

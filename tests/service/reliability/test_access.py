@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.access import KeyRing, load_keys
+from service.http.access import KeyRing, load_keys
 from service.settings import Settings
 
 from ..conftest import RunningServer, running_server
@@ -130,7 +130,7 @@ def test_keys_are_compared_as_whole_keys(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_key_file_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
-    from service.access import KeyFileError
+    from service.http.access import KeyFileError
 
     with pytest.raises(KeyFileError, match="cannot read api_keys_file"):
         load_keys(Settings(api_keys_file=tmp_path / "missing.txt"))

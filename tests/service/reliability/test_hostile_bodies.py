@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.stress import huge_temperature_list, million_chunk_png, nested_json
+from service.bench.hostile import huge_temperature_list, million_chunk_png, nested_json
 
 from ..conftest import RunningServer, digit_like, png_bytes, running_server
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-import service.validation
+import service.api.images.routes
 
 from ..conftest import RunningServer, digit_like, metric_value, png_bytes
 
@@ -117,7 +117,7 @@ def test_an_unexpected_error_is_a_500_problem_with_the_request_id_that_closes_th
     def broken(*args: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(service.validation, "sample_items", broken)
+    monkeypatch.setattr(service.api.images.routes, "sampling_for", broken)
     with server.client() as client:
         r = client.post("/sample", json={"n": 1}, headers={"X-Request-ID": "req-500-test"})
         assert r.status_code == 500

@@ -1,0 +1,59 @@
+"""The response bodies more than one endpoint family answers with: images with their seeds and
+labels, and the RFC 9457 problem every error answer is (service/errors.py builds them). Each
+family's own bodies are in its bodies.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Base64Image(BaseModel):
+    b64_json: str = Field(description="base64 PNG.")
+    seed: int
+
+
+class SampledImage(Base64Image):
+    label: int | None = Field(
+        description="The class label the image was drawn with (given, or from its seed under the "
+        "model's label rule); null: the unconditional prior."
+    )
+
+
+class ImageResponse(BaseModel):
+    """OpenAI-style image list."""
+
+    created: int = Field(description="Unix time of the response.")
+    model: str
+    data: list[SampledImage]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (application/problem+json)."""
+
+    type: str = Field(examples=["/problems/deadline-exceeded"])
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None = None
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="422 only: each invalid field (loc, msg, type)."
+    )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json answers."""
+    return {
+        s: {
+            "model": Problem,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }
+
+
+# What a model endpoint may answer besides its result.
+MODEL_ERRORS = problem_responses(400, 404, 408, 413, 415, 422, 503, 504)

@@ -1,0 +1,231 @@
+"""Dynamic batching: one bounded async queue per (model, operation), feeding the engine.
+
+Batches count images: a /sample with n=8 enqueues 8 items (so a request with n above max_batch_size
+is served over several passes, images split at any point; each image still depends only on its own
+seed). A batch window opens at the first queued arrival and closes when max_batch_size images are
+queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
+request that could still join is in the service (`InFlight`, which the scheduler keeps for every
+request, plain or streamed), so a lone client pays no window. While a batch computes, the next one
+gathers, so under load batches fill without waiting for the window. A request's items are admitted
+all together or not at all: when they do not fit in max_queue_images, the request gets 503 with
+Retry-After at once. Items whose request expired or disconnected are dropped when the batch forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic
+
+from ..errors import InternalError, QueueFull, ShuttingDown
+from ..metrics import Metrics
+from ..registry import ServedModel
+from .context import RequestContext
+from .engine import Engine, Outcome
+from .operations import ItemT, Operation, ResultT
+
+log = logging.getLogger("service.batcher")
+
+
+@dataclass
+class InFlight:
+    """How many model requests are in the service, and how many of them have images in a batcher:
+    counted where requests are admitted and where their items are submitted (scheduler.py), so a
+    batch window asks in O(1) whether another request could still add images to it."""
+
+    requests: int = 0  # model requests admitted and not yet answered
+    queued: int = 0  # of those, the ones whose images wait in a batcher or are being computed
+
+    @property
+    def could_join(self) -> bool:
+        """Whether a request is in flight without images in a batcher: being read and validated,
+        or being answered (a closed-loop client sends its next request right after). Either may
+        soon add images to an open batch window."""
+        return self.requests > self.queued
+
+
+@dataclass
+class Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    ctx: RequestContext
+    future: asyncio.Future[ResultT]
+    enqueued_at: float
+
+
+class Batcher(Generic[ItemT, ResultT]):
+    """The queue and batching loop of one model and operation."""
+
+    def __init__(
+        self,
+        model: ServedModel,
+        op: Operation[ItemT, ResultT],
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue_images: int,
+        inflight: InFlight | None = None,
+    ) -> None:
+        """inflight: the service's request counts; a window closes early when no request could
+        still join it. Without it, every window runs its full max_batch_delay_s."""
+        self.model, self.op, self.engine, self.metrics = model, op, engine, metrics
+        self.inflight = inflight
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.max_queue_images = max_queue_images
+        self._queue: collections.deque[Pending[ItemT, ResultT]] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._closing = False
+        self._running: list[Pending[ItemT, ResultT]] = []  # the batch in the pass now running
+        self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
+        self._task: asyncio.Task | None = None
+        self._metrics = metrics.batch_metrics(model.name, op.name)
+
+    # ---- the request side -----------------------------------------------------------------------
+
+    def submit(self, items: Sequence[ItemT], ctx: RequestContext) -> list[asyncio.Future[ResultT]]:
+        """Enqueue all of a request's items (or none: QueueFull / ShuttingDown); one future each."""
+        if self._closing:
+            raise ShuttingDown("the service is shutting down and takes no new work")
+        if len(self._queue) + len(items) > self.max_queue_images:
+            self._purge_abandoned()
+        if len(self._queue) + len(items) > self.max_queue_images:
+            raise QueueFull(
+                f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at most "
+                f"{self.max_queue_images} images; this request needs {len(items)}. Retry after the "
+                "Retry-After header's seconds.",
+                headers={"Retry-After": str(self.retry_after_s())},
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for item in items:
+            future = loop.create_future()
+            self._queue.append(Pending(item, ctx, future, now))
+            futures.append(future)
+        self._metrics.queue_depth.set(len(self._queue))
+        self._arrived.set()
+        return futures
+
+    def _purge_abandoned(self) -> None:
+        """Drop items whose request already gave up, so they do not hold queue places."""
+        self._queue = collections.deque(p for p in self._queue if not p.future.done())
+        self._metrics.queue_depth.set(len(self._queue))
+
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has likely drained: batches ahead times the mean pass time."""
+        batches = math.ceil(len(self._queue) / self.max_batch_size)
+        return max(1, math.ceil(batches * (self._mean_batch_s + self.max_batch_delay_s)))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue or self._running)
+
+    # ---- the batching loop --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model.name}-{self.op.name}")
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._wait_for_window()
+            batch = self._take_batch()
+            if batch:
+                await self._run(batch)
+
+    def _drop_abandoned_head(self) -> None:
+        """Pop items at the head whose request already gave up: the window opens at a live arrival."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+        self._metrics.queue_depth.set(len(self._queue))
+
+    async def _wait_for_window(self) -> None:
+        """Until max_batch_size images are queued or the window from the first live arrival closes."""
+        while not self._closing:
+            self._drop_abandoned_head()  # re-anchors the window when its first request gave up
+            if not self._queue or len(self._queue) >= self.max_batch_size:
+                return
+            if self.inflight is not None and not self.inflight.could_join:
+                return
+            remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _take_batch(self) -> list[Pending[ItemT, ResultT]]:
+        """Pop up to max_batch_size live items; expired or abandoned ones are failed or skipped."""
+        batch: list[Pending[ItemT, ResultT]] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.max_batch_size:
+            p = self._queue.popleft()
+            if p.future.done():  # its request already answered (deadline, disconnect, another item failed)
+                continue
+            problem = p.ctx.problem(now)
+            if problem is not None:
+                p.future.set_exception(problem)
+                continue
+            self._metrics.queue_duration.observe(now - p.enqueued_at)
+            batch.append(p)
+        self._metrics.queue_depth.set(len(self._queue))
+        return batch
+
+    async def _run(self, batch: list[Pending[ItemT, ResultT]]) -> None:
+        self._running = batch
+        t0 = time.monotonic()
+        try:
+            outcomes = await self.engine.run_batch(
+                self.model, self.op, [p.item for p in batch], [p.ctx for p in batch]
+            )
+        except Exception:  # the engine reports item failures as outcomes; this is a bug, not bad input
+            log.exception(
+                "%s/%s: batch of %d failed outside the model", self.model.name, self.op.name, len(batch)
+            )
+            outcomes: list[Outcome[ResultT]] = [
+                InternalError("the batch failed; the log has the details")
+            ] * len(batch)
+        finally:
+            self._running = []
+        self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)
+        for p, outcome in zip(batch, outcomes):
+            if p.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
+
+    # ---- shutdown -------------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no new work, finish what is queued and running, and stop (within timeout_s)."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except asyncio.TimeoutError:
+            log.error(
+                "%s/%s: drain timed out with %d images queued; failing them",
+                self.model.name, self.op.name, len(self._queue),
+            )  # fmt: skip
+            self._task.cancel()
+            while self._queue:
+                p = self._queue.popleft()
+                if not p.future.done():
+                    p.future.set_exception(ShuttingDown("the service stopped before this request was served"))

@@ -1,0 +1,208 @@
+"""The batcher: windows, batch sizes counted in images, the queue bound, drops, and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from service.batching.batcher import Batcher, InFlight
+from service.batching.context import RequestContext
+from service.batching.engine import Engine
+from service.batching.items import SampleItem
+from service.batching.operations import SAMPLE
+from service.errors import Cancelled, DeadlineExceeded, QueueFull, ShuttingDown
+from service.metrics import Metrics
+
+from ..conftest import metric_value
+
+
+def ctx(seconds: float = 60.0) -> RequestContext:
+    return RequestContext(request_id="t", deadline=time.monotonic() + seconds, timeout_s=seconds)
+
+
+def items(n: int, start: int = 0) -> list[SampleItem]:
+    return [SampleItem(seed=start + i) for i in range(n)]
+
+
+class GatedEngine(Engine):
+    """The real engine, whose first pass waits for `gate` and which logs how many images each pass
+    holds."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.gate = threading.Event()
+        self.passes: list[int] = []
+
+    def _run_live(self, model, op, items, contexts):
+        if not self.passes:
+            self.gate.wait(30)
+        self.passes.append(len(items))
+        return super()._run_live(model, op, items, contexts)
+
+
+class Harness:
+    """A started batcher over the real engine and model, and what it recorded."""
+
+    def __init__(self, model, engine: type[Engine] = Engine, **kwargs) -> None:
+        kwargs = {"max_batch_size": 8, "max_batch_delay_s": 0.05, "max_queue_images": 64, **kwargs}
+        self.metrics = Metrics(kwargs["max_batch_size"])
+        self.engine = engine(torch.device("cpu"), self.metrics)
+        self.batcher = Batcher(model, SAMPLE, self.engine, self.metrics, **kwargs)
+        self.batcher.start()
+
+    def batch_sizes(self) -> tuple[float, float]:
+        text = self.metrics.render().decode()
+        return (
+            metric_value(text, "vae_batch_size_count", operation="sample"),
+            metric_value(text, "vae_batch_size_sum", operation="sample"),
+        )
+
+    async def close(self) -> None:
+        await self.batcher.drain(5.0)
+        self.engine.shutdown()
+
+
+def test_a_full_batch_closes_before_the_window(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, max_batch_size=5, max_batch_delay_s=30.0)
+        t0 = time.monotonic()
+        results = await asyncio.gather(*h.batcher.submit(items(5), ctx()))
+        elapsed = time.monotonic() - t0
+        await h.close()
+        return results, elapsed, h.batch_sizes()
+
+    results, elapsed, (passes, images) = asyncio.run(go())
+    assert len(results) == 5 and elapsed < 10
+    assert (passes, images) == (1, 5)
+
+
+def test_the_window_opens_at_the_first_arrival(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=0.4)
+        t0 = time.monotonic()
+        first = h.batcher.submit(items(1), ctx())
+        await asyncio.sleep(0.2)
+        second = h.batcher.submit(items(2, start=10), ctx())
+        await asyncio.gather(*first, *second)
+        elapsed = time.monotonic() - t0
+        await h.close()
+        return elapsed, h.batch_sizes()
+
+    elapsed, (passes, images) = asyncio.run(go())
+    assert (passes, images) == (1, 3)  # one pass for both requests
+    assert 0.4 <= elapsed < 0.6 + 1.0  # closed by the first arrival's window, not 0.2 s later's
+
+
+def test_the_window_closes_when_no_other_request_can_join(served_mnist) -> None:
+    inflight = InFlight()
+
+    async def go():
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=30.0, inflight=inflight)
+        t0 = time.monotonic()
+        # Alone (the request in flight is the one queued): no 30 s window.
+        inflight.requests, inflight.queued = 1, 1
+        await asyncio.gather(*h.batcher.submit(items(1), ctx()))
+        alone = time.monotonic() - t0
+        # Another request is being read while the first waits: the window holds for it.
+        inflight.requests, inflight.queued = 2, 1
+        first = h.batcher.submit(items(1, start=1), ctx())
+        await asyncio.sleep(0.3)
+        assert not first[0].done()
+        inflight.queued = 2  # the last one in: the batch goes
+        second = h.batcher.submit(items(2, start=2), ctx())
+        await asyncio.gather(*first, *second)
+        together = time.monotonic() - t0 - alone
+        await h.close()
+        return alone, together, h.batch_sizes()
+
+    alone, together, (passes, images) = asyncio.run(go())
+    assert alone < 10 and together < 10
+    assert (passes, images) == (2, 4)  # the lone image, then the two requests in one pass
+
+
+def test_a_request_larger_than_a_batch_is_split_over_passes(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, max_batch_size=2, max_batch_delay_s=0.0)
+        results = await asyncio.gather(*h.batcher.submit(items(5), ctx()))
+        await h.close()
+        return results, h.batch_sizes()
+
+    results, (passes, images) = asyncio.run(go())
+    assert len(results) == 5 and (passes, images) == (3, 5)
+
+
+def test_the_queue_is_bounded_in_images(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=0.3, max_queue_images=3)
+        queued = h.batcher.submit(items(2), ctx())
+        with pytest.raises(QueueFull) as full:
+            h.batcher.submit(items(2), ctx())  # 2 + 2 > 3: all or nothing
+        one_more = h.batcher.submit(items(1), ctx())  # 2 + 1 fits
+        await asyncio.gather(*queued, *one_more)
+        await h.close()
+        return full.value
+
+    error = asyncio.run(go())
+    assert error.status == 503 and int(error.headers["Retry-After"]) >= 1
+
+
+def test_expired_and_cancelled_requests_are_dropped_when_the_batch_forms(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=0.3)
+        short, gone, fine = ctx(0.1), ctx(), ctx()
+        f_short = h.batcher.submit(items(1), short)
+        f_gone = h.batcher.submit(items(1, start=5), gone)
+        f_fine = h.batcher.submit(items(1, start=9), fine)
+        gone.cancelled = True
+        outcomes = await asyncio.gather(*f_short, *f_gone, *f_fine, return_exceptions=True)
+        await h.close()
+        return outcomes, h.batch_sizes()
+
+    outcomes, (passes, images) = asyncio.run(go())
+    assert isinstance(outcomes[0], DeadlineExceeded)
+    assert isinstance(outcomes[1], Cancelled)
+    assert outcomes[2].shape == (32, 32, 1)
+    assert (passes, images) == (1, 1)  # only the live item was computed
+
+
+def test_drain_finishes_queued_work_then_refuses_new_work(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=10.0)
+        queued = h.batcher.submit(items(3), ctx())
+        t0 = time.monotonic()
+        await h.batcher.drain(5.0)  # does not wait for the 10 s window
+        results = await asyncio.gather(*queued)
+        with pytest.raises(ShuttingDown):
+            h.batcher.submit(items(1), ctx())
+        h.engine.shutdown()
+        return results, time.monotonic() - t0
+
+    results, elapsed = asyncio.run(go())
+    assert len(results) == 3 and elapsed < 5
+
+
+def test_a_batch_that_is_not_full_gathers_until_the_engine_is_free(served_mnist) -> None:
+    inflight = InFlight(requests=2, queued=1)
+
+    async def go():
+        h = Harness(
+            served_mnist, engine=GatedEngine, max_batch_size=8, max_batch_delay_s=0.05, inflight=inflight
+        )
+        first = h.batcher.submit(items(8), ctx())  # full: its pass waits at the gate
+        inflight.queued = 2  # no other request in the service could join the second one ...
+        second = h.batcher.submit(items(2, start=8), ctx())
+        await asyncio.sleep(0.3)  # ... and its window is long past, but the engine is busy
+        inflight.requests, inflight.queued = 3, 3  # a client comes back (in the service: from the pass)
+        third = h.batcher.submit(items(2, start=10), ctx())
+        await asyncio.sleep(0.1)
+        h.engine.gate.set()
+        await asyncio.gather(*first, *second, *third)
+        await h.close()
+        return h.engine.passes
+
+    passes = asyncio.run(go())
+    assert passes == [8, 4]  # the two later requests shared a pass

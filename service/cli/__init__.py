@@ -1,6 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
-    vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model|service|stress
+    vdvae serve | train | evaluate | convert | generate | encode-dataset
+    vdvae bench model | service | stress | visual-vae
     vdvae sample | reconstruct | upscale | encode | decode | interpolate | models  (the client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
@@ -51,6 +52,9 @@ BENCHES = {
     ),
     "service": Tool("service.bench.service", "closed-loop load test of a running (or spawned) service"),
     "stress": Tool("service.bench.stress", "the service's latency while clients loop the worst bodies"),
+    "visual-vae": Tool(
+        "service.bench.visual_vae", "a visual-vae model's sampling against visual-vae's own code (a checkout)"
+    ),
 }
 COMMANDS: dict[str, Tool | ClientTool] = {
     "serve": Tool("service.__main__", "serve every model folder under --model-dir over HTTP"),

@@ -1,8 +1,8 @@
 """Sampling throughput of a visual-vae model here against visual-vae's own PyTorch code on the same
 weights, batch size and threads.
 
-    python -m model.tools.bench_visual_vae --checkout ../visual-vae --preset cifar10 --batch-sizes 1,8,32
-    python -m model.tools.bench_visual_vae --checkout ../visual-vae --preset imagenet32 --batch-sizes 8 \\
+    vdvae bench visual-vae --checkout ../visual-vae --preset cifar10 --batch-sizes 1,8,32
+    vdvae bench visual-vae --checkout ../visual-vae --preset imagenet32 --batch-sizes 8 \\
         --weights i32_ema_weights.pt
 
 Their model comes from a checkout of tcl9876/visual-vae (model.tools.visual_vae_reference); without
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import read_official_state_dict
-from ..inference import optimize_for_inference, resolve_device
-from ..visual_vae import VISUAL_VAE_PRESETS, VisualVAE, VisualVAEConfig
-from .visual_vae_reference import load_reference
+from model.checkpoint import read_official_state_dict
+from model.inference import optimize_for_inference, resolve_device
+from model.tools.visual_vae_reference import load_reference
+from model.visual_vae import VISUAL_VAE_PRESETS, VisualVAE, VisualVAEConfig
 
 
 def _sync(device: torch.device) -> None:
@@ -134,10 +134,10 @@ def run_batch(
     return rows
 
 
-def build_parser(prog: str = "python -m model.tools.bench_visual_vae") -> argparse.ArgumentParser:
+def build_parser(prog: str = "vdvae bench visual-vae") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__.replace("python -m model.tools.bench_visual_vae", prog),
+        description=__doc__.replace("vdvae bench visual-vae", prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkout", required=True, help="a checkout of tcl9876/visual-vae")
@@ -156,7 +156,7 @@ def build_parser(prog: str = "python -m model.tools.bench_visual_vae") -> argpar
     return p
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m model.tools.bench_visual_vae") -> int:
+def main(argv: list[str] | None = None, prog: str = "vdvae bench visual-vae") -> int:
     args = build_parser(prog).parse_args(argv)
     rows = run(args)
     for row in rows:

@@ -276,7 +276,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve every Very Deep VAE model folder under --model-dir over HTTP.",
-        epilog=f"examples:\n  {prog}                                  # weights/*/ on http://127.0.0.1:8000\n"
+        epilog=f"examples:\n  {prog}                                  # the bundled models on http://127.0.0.1:8000\n"
         f"  {prog} --model-dir my_models --port 9000\n"
         f"  VDVAE_MAX_BATCH_SIZE=64 {prog} --host 0.0.0.0 --cpu-threads 4",
         argument_default=argparse.SUPPRESS,

@@ -88,7 +88,7 @@ running service (--url, default $VDVAE_URL or http://127.0.0.1:8000) or, with --
 the service in this process on a model folder: the same seeds give the same image bytes either way.
 
 examples:
-  vdvae serve                                             # weights/*/ on http://127.0.0.1:8000
+  vdvae serve                                             # the bundled models on http://127.0.0.1:8000
   vdvae sample -n 16 --label 3 --guidance 1,1 --temperature 0.8 --seed 1 -o threes.png
   vdvae sample -n 10000 -o samples/                       # bulk; run it again to resume
   vdvae encode digit.png --latents 4 -o z.npz && vdvae decode z.npz -o out.png

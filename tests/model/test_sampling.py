@@ -10,17 +10,7 @@ import torch
 
 from model.inference import optimize_for_inference
 from tests.factories import random_images
-
-
-def pixels_off(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:
-    """(largest difference in levels, fraction of values that differ)."""
-    d = (a.int() - b.int()).abs()
-    return d.max().item(), (d > 0).float().mean().item()
-
-
-def assert_same_image(a, b):
-    worst, frac = pixels_off(a, b)
-    assert worst <= 1 and frac <= 1e-3, (worst, frac)
+from tests.model.helpers import assert_same_image, pixels_off
 
 
 def test_image_does_not_depend_on_its_batch(tiny):
@@ -194,3 +184,4 @@ def test_none_inside_a_label_list_is_unconditional(tiny_cond):
     assert torch.equal(
         tiny_cond.sample(2, labels=[3, None], seeds=0), tiny_cond.sample(2, labels=[3, -1], seeds=0)
     )
+

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model.inference import optimize_for_inference
+from model.noise import draw_threads, set_draw_threads
 from tests.factories import random_images
 from tests.model.helpers import assert_same_image, pixels_off
 
@@ -185,3 +186,14 @@ def test_none_inside_a_label_list_is_unconditional(tiny_cond):
         tiny_cond.sample(2, labels=[3, None], seeds=0), tiny_cond.sample(2, labels=[3, -1], seeds=0)
     )
 
+
+def test_draws_on_several_host_threads_are_the_same_draws(tiny_cond):
+    alone = tiny_cond.sample(5, seeds=[3, 1, 4, 1, 5])
+    set_draw_threads(3)
+    try:
+        assert draw_threads() == 3
+        assert torch.equal(tiny_cond.sample(5, seeds=[3, 1, 4, 1, 5]), alone)
+    finally:
+        set_draw_threads(1)
+    with pytest.raises(ValueError, match="draw threads must be >= 1"):
+        set_draw_threads(0)

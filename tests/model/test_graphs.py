@@ -83,15 +83,30 @@ def test_graphs_are_cuda_only(tiny) -> None:
 
 
 @cuda_only
-@pytest.mark.parametrize("amp", ["none", "bf16"])
-def test_captured_graphs_replay_each_batch_as_the_eager_pass(tiny_cond, amp) -> None:
-    eager = optimize_for_inference(copy.deepcopy(tiny_cond).cuda(), amp=amp)
-    fast = optimize_for_inference(copy.deepcopy(tiny_cond).cuda(), amp=amp, cuda_graphs=True, buckets=(4, 8))
-    options = per_layer(MIXED, tiny_cond.hp.num_layers)
-    for _ in range(2):  # the first call captures, the second replays
-        assert_same_image(fast.sample(3, **options), eager.sample(3, **options))
-    for n in (1, 5, 8):
-        kw = dict(labels=[n % 10] * n, guidance=(1.0, 1.0), seeds=list(range(n, 2 * n)))
-        assert_same_image(fast.sample(n, **kw), eager.sample(n, **kw))
+def test_captured_graphs_replay_each_batch_as_the_eager_pass(tiny_cond) -> None:
+    # float32 without TF32: a padded batch then differs from the eager one by float32 rounding only.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        eager = optimize_for_inference(copy.deepcopy(tiny_cond).cuda(), amp="none")
+        fast = optimize_for_inference(
+            copy.deepcopy(tiny_cond).cuda(), amp="none", cuda_graphs=True, buckets=(4, 8)
+        )
+        options = per_layer(MIXED, tiny_cond.hp.num_layers)
+        for _ in range(2):  # the first call captures, the second replays
+            assert_same_image(fast.sample(3, **options), eager.sample(3, **options))
+        for n in (1, 5, 8):
+            kw = dict(labels=[n % 10] * n, guidance=(1.0, 1.0), seeds=list(range(n, 2 * n)))
+            assert_same_image(fast.sample(n, **kw), eager.sample(n, **kw))
     assert all(p.graph is not None for p in fast.graphs.passes.values())
     assert set(fast.graphs.passes) == {(4, True), (8, True)}
+
+
+@cuda_only
+def test_captured_bf16_graphs_replay_a_full_bucket_as_the_eager_pass(tiny_cond) -> None:
+    # Every row guided and the batch a bucket: the graph runs the eager pass's shapes, so bf16's
+    # coarser rounding of another batch size does not enter.
+    eager = optimize_for_inference(copy.deepcopy(tiny_cond).cuda(), amp="bf16")
+    fast = optimize_for_inference(copy.deepcopy(tiny_cond).cuda(), amp="bf16", cuda_graphs=True, buckets=(4,))
+    for seeds in ([0, 1, 2, 3], [4, 5, 6, 7]):
+        kw = dict(labels=[1, 2, 3, 4], guidance=(1.0, 0.5), temperature=0.9, seeds=seeds)
+        assert_same_image(fast.sample(4, **kw), eager.sample(4, **kw))
+    assert fast.graphs.passes[(4, True)].graph is not None

@@ -23,6 +23,7 @@ CUDA_TESTS = (
     "tests/service/batching/test_engine.py",
 )
 PARITY_TESTS = ("tests/model/test_parity.py", "tests/model/visual_vae/test_parity.py")
+TIMEOUT_S = 180.0  # what they take on a GPU is under a minute: a hung test must not take the run
 
 
 def run(run: Run) -> dict[str, Any]:
@@ -36,12 +37,17 @@ def run(run: Run) -> dict[str, Any]:
             cmd += ["-k", run.plan.test_filter]
         env = {**os.environ, "VDVAE_TEST_DEVICE": run.device.type, "PYTHONUNBUFFERED": "1"}
         print("$", " ".join(cmd), flush=True)
-        done = subprocess.run(
-            cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=max(10.0, run.left() - 10)
-        )
+        out: dict[str, Any] = {"device": run.device.type, "command": " ".join(cmd[1:])}
+        try:
+            done = subprocess.run(
+                cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=min(TIMEOUT_S, run.left())
+            )
+        except subprocess.TimeoutExpired as e:
+            print(e.stdout or "", e.stderr or "", flush=True)
+            return {**out, "status": "failed", "error": f"pytest still ran after {e.timeout:.0f} s; stopped"}
         print(done.stdout + done.stderr, flush=True)
         counts = junit_counts(junit) if junit.is_file() else {}
-    return {"exit_code": done.returncode, "device": run.device.type, "command": " ".join(cmd[1:]), **counts}
+    return {**out, "exit_code": done.returncode, **counts}
 
 
 def junit_counts(path: Path) -> dict[str, Any]:

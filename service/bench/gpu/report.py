@@ -249,6 +249,11 @@ def _model_line(info: dict) -> str:
         f"floor {info['floor_img_s']} img/s",
         f"noise draws per image: {draws}",
     ]
+    changes = info.get("pixels_against_fp32", {})
+    parts += [
+        "the same seeds' images against fp32: "
+        + ", ".join(f"{form} {c.get('changed', c.get('failed'))}" for form, c in changes.items())
+    ]
     parts += [info[k] for k in ("official", "theirs") if k in info]
     return "; ".join(parts) + "."
 

@@ -17,7 +17,9 @@ import dataclasses
 import gc
 import os
 import statistics
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -162,13 +164,27 @@ def measure_visual_vae(run: Run, name: str, forms: list[Form], rows: list[dict])
 
 
 def sweep_forms(run: Run, name: str, vae: HierarchicalVAE, forms: list[Form], info: dict) -> list[dict]:
-    """Our model in each form (a copy of `vae` each), every batch size."""
-    rows = []
+    """Our model in each form (a copy of `vae` each), every batch size; in `info`, how each form's
+    images of the same seeds differ from the first form's (fp32): a fast form must draw the same
+    images, up to its rounding."""
+    rows: list[dict] = []
+    n = run.plan.batch_sizes[min(1, len(run.plan.batch_sizes) - 1)]
+    reference = None
+    info["pixels_against_fp32"] = changes = {}
     for form in forms:
         fast = form.apply(copy.deepcopy(vae))
         set_draw_threads(form.draw_threads)
         try:
             rows += sweep(run, name, "ours", form.name, info, lambda b, m=fast: sample_on_host(m, b))
+            if rows[-1].get("status", "").startswith("failed"):
+                continue
+            images = sample_on_host(fast, n)
+            reference = images if reference is None else reference
+            off = (images.int() - reference.int()).abs()
+            changes[form.name] = {"changed": round(off.gt(0).float().mean().item(), 5), "max": int(off.max())}
+        except Exception as e:  # as in sweep: this form's failure alone
+            traceback.print_exc(file=sys.stdout)
+            changes[form.name] = {"failed": f"{type(e).__name__}: {e}"[:300]}
         finally:
             set_draw_threads(1)
             del fast
@@ -221,6 +237,11 @@ def sweep(
         except torch.cuda.OutOfMemoryError:
             release(run.device)
             row["status"] = stop = f"out of memory at batch {b}"
+            continue
+        except Exception as e:  # this form's failure; the other forms and models still run
+            traceback.print_exc(file=sys.stdout)
+            release(run.device)
+            row["status"] = stop = f"failed at batch {b}: {type(e).__name__}: {e}"[:300]
             continue
         row.update(t, img_s=round(b / t["median_s"], 2), latency_ms=round(1000 * t["median_s"], 3))
         if info.get("floor_img_s"):

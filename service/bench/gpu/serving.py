@@ -45,7 +45,8 @@ def run(run: Run) -> dict[str, Any]:
     for size in (plan.service_batch, 1):
         label = f"max_batch_size={size}"
         t0 = time.monotonic()
-        with spawned_server([*flags, "--max-batch-size", str(size)]) as (url, pid):
+        ready_s = min(180.0, max(30.0, run.left()))
+        with spawned_server([*flags, "--max-batch-size", str(size)], ready_timeout_s=ready_s) as (url, pid):
             servers[label] = {"startup_s": round(time.monotonic() - t0, 2), "runs": []}
             for c in plan.concurrency:
                 payload = {"n": 1, "model": BUNDLED}

@@ -23,7 +23,7 @@ import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -48,6 +48,9 @@ from .outputs import Encoding, Reconstruction, Stage
 from .sampling import DEFAULT
 from .topdown import TopDown, resolution_stops
 
+if TYPE_CHECKING:
+    from .graphs import SampleGraphs
+
 # Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
 Noise = Sequence[torch.Tensor] | None
 
@@ -65,6 +68,8 @@ class HierarchicalVAE(nn.Module, ABC):
         super().__init__()
         # Inference settings (model.inference): autocast dtype on CUDA, or None.
         self.amp_dtype: torch.dtype | None = None
+        # Prior sampling replayed from CUDA graphs by batch bucket (model.graphs), or None: eager.
+        self.graphs: SampleGraphs | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
         self.provenance: dict = {}
         # The class names of a class-conditional model (config.json's "classes"), set by load_model.
@@ -349,6 +354,10 @@ class HierarchicalVAE(nn.Module, ABC):
             temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
             noise = src.normal(self.latent_shapes(), self.device)
             features = self.low_res_features(low_res, low_res_noise, n, src)
+            if self.graphs is not None and len(latents) == 0 and latent_layers is None and features is None:
+                params = self.graphs.params(n, noise, temperature, labels, guidance)
+                if params is not None:
+                    return params
             args = self._decode_args(
                 latents, latent_layers, n, temperature, noise, labels, guidance, features
             )

@@ -21,7 +21,9 @@ import torch
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from model.inference import keep_freed_memory_in_heap, resolve_device
+from model.graphs import power_of_two_buckets
+from model.inference import InferenceForm, keep_freed_memory_in_heap, resolve_device
+from model.noise import set_draw_threads
 
 from . import __version__
 from .api.health import routes as health
@@ -141,10 +143,17 @@ async def start_models(state: ServiceState) -> None:
             torch.set_num_threads(threads)
             log.info("CPU inference with %d torch thread(s)", threads)
             keep_freed_memory_in_heap()  # before the engine's thread starts: it keeps its arena
+        set_draw_threads(settings.draw_threads)
         state.engine = Engine(device, state.metrics)
         state.set_phase(Phase.LOADING, f"loading models from {settings.model_dir}")
+        form = InferenceForm(
+            amp=settings.amp,
+            compile=settings.compile,
+            cuda_graphs=settings.cuda_graphs,
+            buckets=tuple(power_of_two_buckets(settings.max_batch_size)),
+        )
         registry = await state.engine.call(
-            load_registry, settings.model_dir, device, settings.amp, settings.default_model, settings.compile
+            load_registry, settings.model_dir, device, form, settings.default_model
         )
         state.registry = registry
         if settings.endpoint_body_limits:

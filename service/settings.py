@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     # Off by default: compiling costs minutes at start-up and per new batch size, and on CPU the
     # compiled blocks are slower than eager ones (vdvae bench model --compile).
     compile: bool = Field(False, description="torch.compile the model's residual blocks.")
+    # Off by default: each bucket's graph is captured at its first batch (two passes and a private
+    # pool of GPU memory), and what replay gains over launching kernels one by one is measured on
+    # the GPU that serves (vdvae bench gpu).
+    cuda_graphs: bool = Field(
+        False,
+        description="Replay sampling passes from CUDA graphs, one per batch size bucket (powers of two "
+        "up to max_batch_size, a batch padded to its bucket); CUDA only, ignored on CPU.",
+    )
+    # A GPU pass can take less time than the host takes to draw its images' noise on one core.
+    draw_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Host threads that draw a batch's per-image noise (the same images for any count).",
+    )
     # More torch threads than free cores make every pass stall while the threads wait for each other,
     # and the event loop needs a core of its own to parse and answer requests.
     cpu_threads: int = Field(

@@ -55,17 +55,15 @@ def their_model_fields(cfg: VisualVAEConfig) -> dict:
 
 
 def build_pair(
-    checkout: Path, cfg: VisualVAEConfig, weights: Path | None, device: torch.device, compile: bool = False
+    checkout: Path, cfg: VisualVAEConfig, weights: Path | None, device: torch.device
 ) -> tuple[torch.nn.Module, VisualVAE]:
-    """(their VAE, ours) with the same weights on `device`."""
+    """(their VAE, ours) with the same weights on `device`, both float32 as built."""
     theirs = load_reference(checkout).VAE(**their_model_fields(cfg))
     if weights is not None:
         theirs.load_state_dict(read_official_state_dict(weights), strict=True)
     ours = VisualVAE(cfg)
     ours.load_state_dict(theirs.state_dict(), strict=True)
-    theirs = theirs.to(device).eval().requires_grad_(False)
-    ours = optimize_for_inference(ours.to(device), amp="none", compile=compile)
-    return theirs, ours
+    return theirs.to(device).eval().requires_grad_(False), ours.to(device).eval().requires_grad_(False)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -77,9 +75,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         else VisualVAEConfig.from_config(json.loads(Path(args.config).read_text()))
     )
     torch.manual_seed(0)
-    theirs, ours = build_pair(
-        Path(args.checkout), cfg, args.weights and Path(args.weights), device, args.compile
-    )
+    theirs, ours = build_pair(Path(args.checkout), cfg, args.weights and Path(args.weights), device)
+    optimize_for_inference(ours, amp="none", compile=args.compile)
     return [row for n in args.batch_sizes for row in run_batch(args, cfg, theirs, ours, device, n)]
 
 
@@ -93,6 +90,37 @@ def run_batch(
 ) -> list[dict]:
     """Both models at batch size n, timed alternately: one row each."""
     guidance = (args.mean_scale, args.var_scale) if cfg.conditional else (0.0, 0.0)
+    calls = sample_calls(cfg, theirs, ours, device, n, guidance)
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in calls}
+    for call in calls.values():
+        call()  # warm-up: allocator, kernels
+    for _ in range(args.rounds):
+        for name, call in calls.items():
+            times[name].append(timed(call, device))
+    rows = []
+    for name, pairs in times.items():
+        ts = [w for w, _ in pairs]
+        median = statistics.median(ts)
+        cpu = statistics.median(c for _, c in pairs)
+        rows.append({
+            "code": name, "model": args.config or args.preset, "device": str(device), "threads": args.threads,
+            "compiled": args.compile and name == "ours", "batch": n,
+            "guidance": list(guidance), "median_s": round(median, 4), "img_per_s": round(n / median, 3),
+            "rounds_s": [round(t, 4) for t in ts], "cpu_s_per_img": round(cpu / n, 4),
+        })  # fmt: skip
+    return rows
+
+
+def sample_calls(
+    cfg: VisualVAEConfig,
+    theirs: torch.nn.Module,
+    ours: VisualVAE,
+    device: torch.device,
+    n: int,
+    guidance: tuple[float, float],
+) -> dict[str, Callable[[], object]]:
+    """{"theirs": ..., "ours": ...}: one call of each sampling n images (the guidance weights on a
+    class-conditional model; a super-resolution model upscales black images)."""
     labels = torch.arange(n, device=device) % cfg.num_classes if cfg.conditional else None
     low = torch.zeros(n, cfg.low_res, cfg.low_res, 3, device=device) if cfg.is_superres else None
 
@@ -113,25 +141,7 @@ def run_batch(
             low_res=low,
         )
 
-    calls = {"theirs": call_theirs, "ours": call_ours}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in calls}
-    for call in calls.values():
-        call()  # warm-up: allocator, kernels
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            times[name].append(timed(call, device))
-    rows = []
-    for name, pairs in times.items():
-        ts = [w for w, _ in pairs]
-        median = statistics.median(ts)
-        cpu = statistics.median(c for _, c in pairs)
-        rows.append({
-            "code": name, "model": args.config or args.preset, "device": str(device), "threads": args.threads,
-            "compiled": args.compile and name == "ours", "batch": n,
-            "guidance": list(guidance), "median_s": round(median, 4), "img_per_s": round(n / median, 3),
-            "rounds_s": [round(t, 4) for t in ts], "cpu_s_per_img": round(cpu / n, 4),
-        })  # fmt: skip
-    return rows
+    return {"theirs": call_theirs, "ours": call_ours}
 
 
 def build_parser(prog: str = "vdvae bench visual-vae") -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
     vdvae serve | train | evaluate | convert | generate | encode-dataset
-    vdvae bench model | service | stress | visual-vae
+    vdvae bench model | service | stress | visual-vae | gpu
     vdvae sample | reconstruct | upscale | encode | decode | interpolate | models  (the client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
@@ -54,6 +54,9 @@ BENCHES = {
     "stress": Tool("service.bench.stress", "the service's latency while clients loop the worst bodies"),
     "visual-vae": Tool(
         "service.bench.visual_vae", "a visual-vae model's sampling against visual-vae's own code (a checkout)"
+    ),
+    "gpu": Tool(
+        "service.bench.gpu.command", "everything measured on a CUDA device in one command (--dry-run: CPU)"
     ),
 }
 COMMANDS: dict[str, Tool | ClientTool] = {

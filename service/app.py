@@ -30,6 +30,8 @@ from .api.images.bodies import ReconstructRequest, SampleRequest
 from .api.latents import routes as latents
 from .api.latents.bodies import DecodeRequest, EncodeRequest
 from .api.models import routes as models
+from .api.openai import routes as openai
+from .api.openai.bodies import ImageGenerationRequest
 from .api.openapi import install_openapi
 from .api.playground import routes as playground
 from .batching.engine import Engine, cpu_threads
@@ -49,9 +51,9 @@ log = logging.getLogger("service")
 
 # The API's routers, one per endpoint family, in the order /docs lists them; /metrics comes last,
 # left out when metrics_access is closed.
-ROUTERS = (images.router, latents.router, models.router, health.router)
+ROUTERS = (images.router, latents.router, models.router, openai.router, health.router)
 # The request bodies that the model endpoints' requestBody entries name by reference.
-REQUEST_BODIES = (SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest)
+REQUEST_BODIES = (SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest, ImageGenerationRequest)
 
 DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs

@@ -96,6 +96,7 @@ def request_examples(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 def test_every_example_works_as_written(schema: dict[str, Any], client: httpx.Client) -> None:
     examples = request_examples(schema)
     paths = {"/sample", "/sample/stream", "/reconstruct", "/encode", "/decode", "/interpolate"}
+    paths |= {"/v1/images/generations"}
     assert {path for path, _ in examples} == paths
     for path, example in examples:
         r = client.post(path, json=example)

@@ -27,6 +27,8 @@ from . import __version__
 from .api.health import routes as health
 from .api.images import routes as images
 from .api.images.bodies import ReconstructRequest, SampleRequest
+from .api.inference_protocol import routes as inference_protocol
+from .api.inference_protocol.bodies import InferenceRequest
 from .api.latents import routes as latents
 from .api.latents.bodies import DecodeRequest, EncodeRequest
 from .api.models import routes as models
@@ -51,9 +53,19 @@ log = logging.getLogger("service")
 
 # The API's routers, one per endpoint family, in the order /docs lists them; /metrics comes last,
 # left out when metrics_access is closed.
-ROUTERS = (images.router, latents.router, models.router, openai.router, health.router)
+ROUTERS = (
+    images.router,
+    latents.router,
+    models.router,
+    openai.router,
+    inference_protocol.router,
+    inference_protocol.infer_router,
+    health.router,
+)
 # The request bodies that the model endpoints' requestBody entries name by reference.
-REQUEST_BODIES = (SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest, ImageGenerationRequest)
+REQUEST_BODIES = (
+    SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest, ImageGenerationRequest, InferenceRequest,
+)  # fmt: skip
 
 DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs
@@ -157,6 +169,7 @@ async def start_models(state: ServiceState) -> None:
         state.registry = registry
         if settings.endpoint_body_limits:
             state.endpoint_limits.update(endpoint_body_limits(registry.served(), settings))
+            state.endpoint_limits.update(inference_protocol.inference_body_limits(registry, settings))
         if not registry.models and not registry.cascades:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
             raise RuntimeError(f"no model could be loaded from the model folder ({errors})")

@@ -43,14 +43,18 @@ def json_depth(raw: bytes) -> int:
     return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
 
 
-def check_json_shape(raw: bytes, settings: Settings, what: str = "the JSON body") -> None:
-    """BodyTooComplex unless `raw` holds at most max_json_values values nested at most max_json_depth."""
+def check_json_shape(
+    raw: bytes, settings: Settings, what: str = "the JSON body", max_values: int | None = None
+) -> None:
+    """BodyTooComplex unless `raw` holds at most max_values values (default: max_json_values)
+    nested at most max_json_depth."""
     containers = raw.count(b"[") + raw.count(b"{")
     values = raw.count(b",") + containers
-    if values > settings.max_json_values:
+    limit = settings.max_json_values if max_values is None else max_values
+    if values > limit:
         raise BodyTooComplex(
-            f"{what} holds about {values} values; the limit is {settings.max_json_values} (a temperature "
-            "list has one per latent layer)"
+            f"{what} holds about {values} values; the limit is {limit} (a temperature list has one per "
+            "latent layer)"
         )
     if containers > settings.max_json_depth and json_depth(raw) > settings.max_json_depth:
         raise BodyTooComplex(f"{what} nests deeper than the limit of {settings.max_json_depth} levels")
@@ -72,13 +76,16 @@ def is_json(content_type: str) -> bool:
     return media in ("", "application/json") or media.endswith("+json")
 
 
-def json_body(raw: bytes, content_type: str, model_cls: type[ModelT], settings: Settings) -> ModelT:
-    """A JSON object body -> the validated model (strict: no "8" for 8, no false for 0)."""
+def json_body(
+    raw: bytes, content_type: str, model_cls: type[ModelT], settings: Settings, max_values: int | None = None
+) -> ModelT:
+    """A JSON object body -> the validated model (strict: no "8" for 8, no false for 0).
+    max_values: the most JSON values it may hold (default: the settings' max_json_values)."""
     if not is_json(content_type):
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media_type(content_type)!r}: send application/json"
         )
-    check_json_shape(raw, settings)
+    check_json_shape(raw, settings, max_values=max_values)
     try:
         return model_cls.model_validate_json(raw)
     except ValidationError as e:

@@ -26,7 +26,7 @@ from model.inference import keep_freed_memory_in_heap, resolve_device
 from . import __version__
 from .api.health import routes as health
 from .api.images import routes as images
-from .api.images.bodies import ReconstructRequest, SampleRequest
+from .api.images.bodies import ReconstructRequest, SampleRequest, UpscaleRequest
 from .api.inference_protocol import routes as inference_protocol
 from .api.inference_protocol.bodies import InferenceRequest
 from .api.latents import routes as latents
@@ -36,6 +36,7 @@ from .api.openai import routes as openai
 from .api.openai.bodies import ImageGenerationRequest
 from .api.openapi import install_openapi
 from .api.playground import routes as playground
+from .api.routing import leaf_routes
 from .batching.engine import Engine, cpu_threads
 from .devicecheck import device_problem
 from .errors import register_exception_handlers
@@ -64,16 +65,25 @@ ROUTERS = (
 )
 # The request bodies that the model endpoints' requestBody entries name by reference.
 REQUEST_BODIES = (
-    SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest, ImageGenerationRequest, InferenceRequest,
+    SampleRequest, ReconstructRequest, UpscaleRequest, EncodeRequest, DecodeRequest, ImageGenerationRequest,
+    InferenceRequest,
 )  # fmt: skip
 
 DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs
 (openai/vdvae compatible), batched across concurrent requests.
 
-Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct,
-/decode, /interpolate and /upscale returns the PNG itself. The playground, a page that uses this
-API, is at `/`.
+Errors are `application/problem+json` (RFC 9457), except under /v1/ (OpenAI's error object, which
+its SDKs read) and /v2 (the Open Inference Protocol's `{"error"}`). `Accept: image/png` on /sample,
+/reconstruct, /decode, /interpolate and /upscale returns the PNG itself. The playground, a page that
+uses this API, is at `/`.
+
+Also spoken: OpenAI's Images API (`POST /v1/images/generations`, with streamed partial images) and
+the Open Inference Protocol (KServe v2: `/v2/...`), so their clients work unchanged.
+
+A 504 (deadline exceeded) is the answer to a request whose deadline passed before it was computed:
+the service's request_timeout_s, or a shorter `timeout_ms` (`parameters.timeout` under /v2). A
+deadline of a few milliseconds gets it by design; it is not a fault of the service.
 """
 
 
@@ -118,18 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = add_access_control(app, settings, metrics)
     static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
     app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
-    install_openapi(app, state, keys_required=bool(keys), request_bodies=REQUEST_BODIES)
+    install_openapi(
+        app, state, bool(keys), request_bodies=REQUEST_BODIES, family_bounds=[inference_protocol.write_bounds]
+    )
     return app
-
-
-def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
-    """Every route, in included routers too (FastAPI keeps those wrapped; ours have no prefix)."""
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from leaf_routes(inner.routes)
-        else:
-            yield route
 
 
 def route_paths(routes: Iterable[BaseRoute]) -> Iterator[str]:

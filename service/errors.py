@@ -212,15 +212,20 @@ def uses_inference_protocol_errors(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def field_message(errors: list[dict[str, Any]]) -> str:
+    """A 422's fields and what is wrong with each, named as the request names them (without the
+    problem document's leading "body")."""
+    message = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors[:3])
+    return message + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+
+
 def openai_error(status: int, detail: str, slug: str | None, errors: Any = None) -> dict[str, Any]:
     """OpenAI's error object: `type` by status as OpenAI's API names them, `code` the problem's slug
     (model_not_found, invalid_input, ...), `param` the first invalid field."""
     param = None
     if errors:
         param = ".".join(str(part) for part in errors[0]["loc"][1:]) or None
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors[:3])
-        if len(errors) > 3:
-            detail += f" (and {len(errors) - 3} more)"
+        detail = field_message(errors)
     if status == 401:
         kind = "authentication_error"
     elif status < 500:
@@ -250,7 +255,8 @@ def error_answer(
             openai_error(status, detail, slug, extra.get("errors")),
         )
     if uses_inference_protocol_errors(instance):
-        return (400 if status == 422 else status), JSON_MEDIA_TYPE, {"error": detail}
+        message = field_message(extra["errors"]) if extra.get("errors") else detail
+        return (400 if status == 422 else status), JSON_MEDIA_TYPE, {"error": message}
     body = problem_body(
         status, title, detail, slug=slug, instance=instance, request_id=request_id, **extra
     )  # fmt: skip

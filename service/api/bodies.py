@@ -44,12 +44,21 @@ class Problem(BaseModel):
     )
 
 
+# What an error status means, where it needs saying.
+ERROR_DESCRIPTIONS = {
+    504: "Deadline exceeded: the request's deadline (timeout_ms, else the service's request_timeout_s) "
+    "passed before it was computed. By design, not a fault of the service: a deadline of a few "
+    "milliseconds gets it.",
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting problem+json answers."""
     return {
         s: {
             "model": Problem,
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            **({"description": ERROR_DESCRIPTIONS[s]} if s in ERROR_DESCRIPTIONS else {}),
         }
         for s in statuses
     }
@@ -84,6 +93,7 @@ def openai_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         s: {
             "model": OpenAIError,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}},
+            **({"description": ERROR_DESCRIPTIONS[s]} if s in ERROR_DESCRIPTIONS else {}),
         }
         for s in statuses
     }

@@ -18,12 +18,13 @@ raised.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from ..batching.context import RequestContext
@@ -134,3 +135,13 @@ class SentThenReleased(Response):
             await self.answer(scope, receive, send)
         finally:
             self.release()
+
+
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, in included routers too (FastAPI keeps those wrapped; ours have no prefix)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from leaf_routes(inner.routes)
+        else:
+            yield route

@@ -107,11 +107,21 @@ def form_value(value: str, settings: Settings) -> Any:
         return value
 
 
+def is_json_text(value: bytes) -> bool:
+    try:
+        pydantic_core.from_json(value)
+    except ValueError:
+        return False
+    return True
+
+
 def multipart_form(
     raw: bytes, content_type: str, files: tuple[str, ...] = ("image",)
 ) -> tuple[dict[str, str], dict[str, bytes]]:
     """multipart/form-data -> (text fields, the bytes of each file field named in `files`), held in
-    memory; a file field sent twice is refused."""
+    memory; a file field sent twice is refused. A part named in `files` is its file whether or not
+    it has a filename (`curl -F image=<digit.png` sends none), unless it holds JSON text (/interpolate's
+    ends may be a seed)."""
     _, options = parse_options_header(content_type)
     fields: dict[str, str] = {}
     uploads: dict[str, bytes] = {}
@@ -123,17 +133,24 @@ def multipart_form(
         if parts > MAX_FORM_FIELDS:
             raise MalformedBody(f"the form has more than {MAX_FORM_FIELDS} fields")
 
+    def upload(name: str, data: bytes) -> None:
+        if name in uploads:
+            raise MalformedBody(f"the form has more than one file {name!r}; send it once")
+        uploads[name] = data
+
     def on_field(field: Field) -> None:
         count_part()
-        fields[field.field_name.decode("utf-8", "replace")] = (field.value or b"").decode("utf-8", "replace")
+        name, value = field.field_name.decode("utf-8", "replace"), field.value or b""
+        if name in files and not is_json_text(value):
+            upload(name, value)
+        else:
+            fields[name] = value.decode("utf-8", "replace")
 
     def on_file(file: File) -> None:
         count_part()
         name = (file.field_name or b"").decode("utf-8", "replace")
         if name in files:
-            if name in uploads:
-                raise MalformedBody(f"the form has more than one file {name!r}; send it once")
-            uploads[name] = file.file_object.getvalue()
+            upload(name, file.file_object.getvalue())
 
     boundary = options.get(b"boundary")
     try:

@@ -267,7 +267,8 @@ def sampling_item(
         raise renamed(e, i) from None
     except ValidationError as e:
         errors = [
-            {**err, "loc": ["inputs", *err["loc"]], "msg": f"image {i}: {err['msg']}"} for err in e.errors()
+            {**err, "loc": ["body", "inputs", *err["loc"]], "msg": f"image {i}: {err['msg']}"}
+            for err in e.errors()
         ]
         raise invalid_input(errors) from None
     return item
@@ -277,7 +278,7 @@ def renamed(e: InvalidInput, i: int) -> InvalidInput:
     """A /sample check's 422, pointed at the input and image it is about."""
     return invalid_input(
         [
-            {**err, "loc": ["inputs", *err["loc"][1:]], "msg": f"image {i}: {err['msg']}"}
+            {**err, "loc": ["body", "inputs", *err["loc"][1:]], "msg": f"image {i}: {err['msg']}"}
             for err in e.extra.get("errors", [])
         ]
     )
@@ -323,7 +324,8 @@ def latents_given(arrays: dict[str, np.ndarray], model: ServedModel, n: int) -> 
         given = ", ".join(sorted(name for name in arrays if name.startswith("z_"))) or "none"
         raise invalid_field(
             "inputs",
-            f"decode takes the top latent layers z_0 .. z_(k-1), k >= 1 (of {len(shapes)}); got {given}",
+            f"model {model.name!r} decodes its top latent layers z_0 .. z_(k-1), 1 <= k <= {len(shapes)}; "
+            f"got {given}",
         )
     out = []
     for i in range(k):
@@ -399,7 +401,7 @@ def encode_items(
     images = arrays.get("image")
     shape = (n, hp.image_size, hp.image_size, hp.image_channels)
     if images is None:
-        raise invalid_field("inputs", f"encode takes the input `image`: UINT8 {list(shape)}")
+        raise invalid_field("inputs", f"model {model.name!r} encodes the input `image`: UINT8 {list(shape)}")
     if images.dtype != np.uint8 or tuple(images.shape) != shape:
         raise invalid_field(
             "inputs.image",
@@ -422,7 +424,11 @@ def encode_items(
 # --------------------------------------------------------------------------------------------
 
 ERRORS = inference_error_responses(400, 404, 408, 413, 415, 503, 504)
-EMPTY = {"description": "true: 200 with an empty body; false: 400 with an empty body (the protocol's)."}
+
+
+def empty(answer: str) -> dict[str, Any]:
+    """A health answer: the status is the answer, the body is empty (the protocol's)."""
+    return {"description": answer}
 
 
 @router.get("/v2", response_model=ServerMetadata, summary="Server metadata")
@@ -430,7 +436,12 @@ async def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name="vdvae-serve", version=request.app.version, extensions=EXTENSIONS)
 
 
-@router.get("/v2/health/live", summary="Live: 200 while the process serves", responses={200: EMPTY})
+@router.get(
+    "/v2/health/live",
+    summary="Live: 200 while the process serves",
+    response_class=Response,
+    responses={200: empty("live")},
+)
 async def live() -> Response:
     return Response(status_code=200)
 
@@ -438,7 +449,8 @@ async def live() -> Response:
 @router.get(
     "/v2/health/ready",
     summary="Ready: 200 once every model is loaded and warmed up",
-    responses={200: EMPTY, 400: EMPTY},
+    response_class=Response,
+    responses={200: empty("ready"), 400: empty("not ready: loading, warming up, or draining")},
 )
 async def ready(request: Request) -> Response:
     return Response(status_code=200 if service_state(request).phase is Phase.READY else 400)
@@ -452,7 +464,16 @@ async def model_metadata(name: str, request: Request) -> ModelMetadata:
     return metadata(entry_for(svc, name))
 
 
-@router.get("/v2/models/{name}/ready", summary="Model ready", responses={200: EMPTY, 400: EMPTY, **ERRORS})
+@router.get(
+    "/v2/models/{name}/ready",
+    summary="Model ready",
+    response_class=Response,
+    responses={
+        200: empty("ready"),
+        400: empty("not ready: the service is loading, warming up, or draining"),
+        **inference_error_responses(404),
+    },
+)
 async def model_ready(name: str, request: Request) -> Response:
     svc = service_state(request)
     if svc.phase is not Phase.READY:
@@ -461,18 +482,26 @@ async def model_ready(name: str, request: Request) -> Response:
     return Response(status_code=200)
 
 
+def write_bounds(schema: dict[str, Any], state: ServiceState) -> None:
+    """The names of the protocol's models, on the paths that take one (openapi.install_openapi)."""
+    names = sorted(entries(state.registry))
+    for path, operations in schema["paths"].items():
+        if names and path.startswith("/v2/models/{name}"):
+            for operation in operations.values():
+                for parameter in operation.get("parameters", ()):
+                    if parameter["name"] == "name":
+                        parameter["schema"]["enum"] = names
+
+
 def request_body() -> dict[str, Any]:
+    """infer's body (read by the route: FastAPI sees no parameters) and its path's model name. The
+    binary tensor data extension's bodies are described in words: a schema cannot say where the
+    JSON header ends."""
     schema = {"$ref": "#/components/schemas/InferenceRequest"}
-    binary = {
-        "schema": {"type": "string", "format": "binary"},
-        "description": "The binary tensor data extension: the JSON request, Inference-Header-Content-Length "
-        "bytes, then the binary inputs' bytes.",
-    }
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}}
     return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema}, "application/octet-stream": binary},
-        }
+        "parameters": [name],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
     }
 
 
@@ -491,7 +520,12 @@ def request_body() -> dict[str, Any]:
     openapi_extra=request_body(),
 )
 async def infer(request: ModelRequest) -> Response:
-    """The entry's operation on the request's images (GET /v2/models/{name}: its inputs and outputs)."""
+    """The entry's operation on the request's images (GET /v2/models/{name}: its inputs and outputs).
+
+    With the binary tensor data extension (tritonclient's default), the body is this JSON,
+    `Inference-Header-Content-Length` bytes long, then the bytes of each input whose parameters give
+    its `binary_data_size`, in order; outputs asked for with `binary_data` (or all, with the request's
+    `binary_data_output`) come back the same way."""
     name = request.path_params["name"]
     build = functools.partial(infer_input, name, request.headers.get(HEADER_LENGTH))
     inference = await request.parse(build)

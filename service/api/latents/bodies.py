@@ -120,20 +120,29 @@ class InterpolationEnd(StrictModel):
         return self
 
 
+SEED = {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
 EndField = Annotated[
     InterpolationEnd | None,
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "description": "A seed."},
+                {**SEED, "description": "A seed."},
+                {
+                    "type": "object",
+                    "properties": {"seed": SEED, "image_b64": {"type": "null"}},
+                    "required": ["seed"],
+                    "additionalProperties": False,
+                    "description": "A seed.",
+                },
                 {
                     "type": "object",
                     "properties": {
-                        "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
                         "image_b64": {"type": "string", "description": "base64 PNG or JPEG."},
+                        "seed": {"type": "null"},
                     },
+                    "required": ["image_b64"],
                     "additionalProperties": False,
-                    "description": "A seed or an image (one of the two).",
+                    "description": "An image of the model's size and channels.",
                 },
             ],
             "description": "A seed, or an image; in a multipart form also an image file of this name.",
@@ -161,7 +170,11 @@ class InterpolateRequest(StrictModel):
     model: ModelField = None
     start: EndField = None
     end: EndField = None
-    steps: integer(ge=2, le=64) = Field(8, description="Images on the path, both ends included.")
+    steps: integer(ge=2, le=64) = Field(
+        8,
+        description="Images on the path, both ends included; omitted: 8, or the service's "
+        "max_images_per_request when that is lower.",
+    )
     layers: integer(ge=0) | None = Field(
         None,
         description="Interpolate the top `layers` latent layers (all when omitted); the layers below "

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from pydantic_core import PydanticCustomError
 
 from ...inputs.fields import (
+    MAX_CLASS_NAME,
     Guidance,
     LabelField,
     ModelField,
@@ -26,8 +27,19 @@ from ...inputs.fields import (
     TimeoutField,
     integer,
 )
+from ..bodies import OpenAIErrorObject
 
-MAX_PROMPT = 32000  # OpenAI's
+
+def _prompt(value: Any) -> Any:
+    """A prompt names a class, so it is no longer than a class name (OpenAI's API takes 32,000
+    characters of description)."""
+    if isinstance(value, str) and len(value) > MAX_CLASS_NAME:
+        raise PydanticCustomError(
+            "prompt_too_long",
+            "a prompt here names a class of the model (GET /v1/models: classes), in at most "
+            f"{MAX_CLASS_NAME} characters; this one has {len(value)}",
+        )
+    return value
 
 
 def refusing(**why: str) -> BeforeValidator:
@@ -101,8 +113,8 @@ class ImageGenerationRequest(StrictModel):
         },
     )
 
-    prompt: str = Field(
-        max_length=MAX_PROMPT,
+    prompt: Annotated[str, BeforeValidator(_prompt)] = Field(
+        max_length=MAX_CLASS_NAME,
         description="The class to draw, by name or index in any case; empty: the model's label rule. "
         "For the served models the accepted texts are stated by the pattern here (a model's own "
         "classes: GET /v1/models).",
@@ -213,3 +225,10 @@ class CompletedEvent(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     seed: int = Field(description="Extension: the image's seed.")
     label: int | None = Field(description="Extension: its label.")
+
+
+class ErrorEvent(BaseModel):
+    """`error`: the request failed after the stream began; the SDK raises it as an APIError."""
+
+    type: Literal["error"]
+    error: OpenAIErrorObject

@@ -31,10 +31,10 @@ from ..images.bodies import SampleRequest
 from ..images.cascades import cascade_stages
 from ..images.routes import CascadeSample, ModelSample, open_stream, sample_plan
 from ..images.streams import EventStream
-from ..openapi import inlined_schema, json_request_body
+from ..openapi import json_request_body
 from ..routing import ModelRequest, ModelRoute
-from .bodies import CompletedEvent, GeneratedImage, ImageGenerationRequest, ImagesResponse, PartialImageEvent
-from .streams import EVENTS, generation_events
+from .bodies import GeneratedImage, ImageGenerationRequest, ImagesResponse
+from .streams import EVENT_SCHEMA, EVENTS, generation_events
 
 router = APIRouter(route_class=ModelRoute)
 
@@ -115,10 +115,11 @@ def generation_input(raw: bytes, content_type: str, svc: ServiceState) -> Genera
                     "(POST /sample takes them per stage)"
                 )  # fmt: skip
     renamed = {"guidance": "guidance_scale"}
+    named = prompt_label(body.prompt, base) if body.prompt.strip() else None  # checked even when overridden
     if "label" in given:
         fields["label"] = body.label
     elif body.prompt.strip():
-        fields["label"] = prompt_label(body.prompt, base)
+        fields["label"] = named
         renamed["label"] = "prompt"
     last = found.stages[-1] if cascade else found
     size = f"{last.hp.image_size}x{last.hp.image_size}"
@@ -134,9 +135,7 @@ def generation_input(raw: bytes, content_type: str, svc: ServiceState) -> Genera
     response_model=ImagesResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"anyOf": [
-                inlined_schema(PartialImageEvent), inlined_schema(CompletedEvent)
-            ]}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
             "description": "JSON; with `stream`, server-sent events: " + EVENTS,
         },
         **openai_error_responses(400, 404, 408, 413, 415, 503, 504),

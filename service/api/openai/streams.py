@@ -18,14 +18,31 @@ from typing import Any
 from ...errors import ServiceError, count_failure, openai_error
 from ..answers import b64_png
 from ..images.streams import ImageStream, Shown, sse
+from ..openapi import inlined_schema
 from ..routing import ModelRequest
-from .bodies import Usage
+from .bodies import CompletedEvent, ErrorEvent, PartialImageEvent, Usage
 
 USAGE = Usage().model_dump()  # no tokens here
 
 EVENTS = """one `image_generation.partial_image` event per image and preview
 (`partial_images` of them), then one `image_generation.completed` event per image; an `error`
 event (`{"type": "error", "error": {...}}`) if the request fails after the stream began."""
+KINDS = ("image_generation.partial_image", "image_generation.completed", "error")
+# One server-sent event, as /sample/stream's EVENT_SCHEMA: its name and its JSON data.
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": list(KINDS)},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "anyOf": [inlined_schema(m) for m in (PartialImageEvent, CompletedEvent, ErrorEvent)]
+            },
+        },
+    },
+    "required": ["data"],
+}
 
 
 def spread(k: int, previews: int) -> dict[int, int]:

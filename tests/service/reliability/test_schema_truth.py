@@ -96,10 +96,10 @@ def request_examples(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 def test_every_example_works_as_written(schema: dict[str, Any], client: httpx.Client) -> None:
     examples = request_examples(schema)
     paths = {"/sample", "/sample/stream", "/reconstruct", "/encode", "/decode", "/interpolate"}
-    paths |= {"/v1/images/generations"}
+    paths |= {"/v1/images/generations", "/v2/models/{name}/infer"}
     assert {path for path, _ in examples} == paths
     for path, example in examples:
-        r = client.post(path, json=example)
+        r = client.post(path.replace("{name}", "mnist"), json=example)
         assert r.status_code == 200, (path, example, r.text)
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 
 import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import BaseRoute
 
 from model.inference import keep_freed_memory_in_heap, resolve_device
@@ -40,7 +41,7 @@ from .api.routing import leaf_routes
 from .batching.engine import Engine, cpu_threads
 from .devicecheck import device_problem
 from .errors import register_exception_handlers
-from .http.access import add_access_control
+from .http.access import DOCS_ASSETS, add_access_control
 from .http.memory import ByteBudget, HeapTrimmer
 from .http.middleware import BodyGuardMiddleware, RequestTrackingMiddleware
 from .inputs.body_limits import endpoint_body_limits
@@ -91,16 +92,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app for `settings` (defaults and VDVAE_* environment variables when None)."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics(settings.max_batch_size)
-    docs = settings.docs_access != "closed"
-    app = FastAPI(
-        title="vdvae-serve",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    if settings.docs_access != "closed":
+        # /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN: they work on
+        # an offline host. No validator: Swagger UI would send the schema to validator.swagger.io.
+        app = FastAPIOffline(
+            title="vdvae-serve",
+            version=__version__,
+            description=DESCRIPTION,
+            lifespan=lifespan,
+            static_url=DOCS_ASSETS,
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+    else:
+        app = FastAPI(
+            title="vdvae-serve",
+            version=__version__,
+            description=DESCRIPTION,
+            lifespan=lifespan,
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
     state = ServiceState(
         settings=settings,
         metrics=metrics,

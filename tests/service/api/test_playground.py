@@ -1,7 +1,5 @@
-"""The playground in a real headless Chromium against a real server: Debian's `chromium` and
-`chromium-driver`, driven by selenium (never a browser download: the driver is the system's and
-Selenium Manager stays offline). The browser tests skip when either is missing; `.ci/run` installs
-them in CI.
+"""The playground in a real headless Chromium (browser.py: offline but for loopback) against a real
+server. The browser tests skip without Debian's `chromium` and `chromium-driver`.
 
 With PLAYGROUND_SCREENSHOTS=<folder> the tests also write the README's screenshots there, one per
 tab, as palette PNGs.
@@ -12,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,27 +19,18 @@ import pytest
 from service.api.playground.routes import STATIC
 
 from ..conftest import RunningServer, digit_like, png_bytes
+from .browser import LAPTOP, chromium, console_errors, needs_browser, wait
 
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 try:
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 except ImportError:  # the dev extra installs it
     webdriver = None
 
-needs_browser = pytest.mark.skipif(
-    webdriver is None or not (CHROMIUM and CHROMEDRIVER),
-    reason="needs selenium, chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
-)
-
-LAPTOP = (1100, 900)
 PHONE = (390, 844)
-TIMEOUT_S = 60  # each wait; a 2-core CI box shared with the server
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,23 +78,8 @@ def test_the_page_is_served_with_a_policy_that_allows_only_this_service(client: 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver or a browser
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -123,20 +95,12 @@ def page(browser: webdriver.Chrome, server: RunningServer) -> webdriver.Chrome:
     return browser
 
 
-def wait(browser: webdriver.Chrome, condition) -> None:
-    WebDriverWait(browser, TIMEOUT_S).until(condition)
-
-
 def by_id(browser: webdriver.Chrome, id_: str):
     return browser.find_element(By.ID, id_)
 
 
 def model_info(browser: webdriver.Chrome) -> dict:
     return httpx.get(browser.current_url.split("#")[0] + "v1/models/mnist").json()
-
-
-def console_errors(browser: webdriver.Chrome) -> list[dict]:
-    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def set_value(browser: webdriver.Chrome, id_: str, value: str) -> None:

@@ -1,0 +1,77 @@
+"""A real headless Chromium for the browser tests (the playground, the API docs pages): Debian's
+`chromium` and `chromium-driver`, driven by selenium (never a browser download: the driver is the
+system's and Selenium Manager stays offline). Tests that need it skip when either is missing;
+`.ci/run` installs them in CI.
+
+The browser has no network but loopback: every other host name fails to resolve, so a page that
+needs a CDN or a web font shows it here as it would on an offline host."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # the dev extra installs it
+    webdriver = None
+
+needs_browser = pytest.mark.skipif(
+    webdriver is None or not (CHROMIUM and CHROMEDRIVER),
+    reason="needs selenium, chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
+)
+
+LAPTOP = (1100, 900)
+TIMEOUT_S = 60  # each wait; a 2-core CI box shared with the server
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    """A headless Chromium with a fresh profile, its console and network logged, offline but for
+    loopback."""
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver or a browser
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait(browser: webdriver.Chrome, condition) -> None:
+    WebDriverWait(browser, TIMEOUT_S).until(condition)
+
+
+def console_errors(browser: webdriver.Chrome) -> list[dict]:
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def requested_urls(browser: webdriver.Chrome) -> list[str]:
+    """The URLs the page requested since the performance log was last read."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls

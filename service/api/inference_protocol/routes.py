@@ -68,10 +68,38 @@ class Entry:
     def op(self) -> Operation[Any, Any]:
         return OPERATIONS[self.kind]
 
+    @functools.cached_property
+    def metadata(self) -> ModelMetadata:
+        return metadata(self)
+
+    @functools.cached_property
+    def inputs(self) -> list[str]:
+        return [t.name for t in self.metadata.inputs]
+
+    @functools.cached_property
+    def outputs(self) -> list[str]:
+        return [t.name for t in self.metadata.outputs]
+
+    @functools.cached_property
+    def per_image(self) -> tuple[str, ...]:
+        """The inputs with a row per image."""
+        return (*INPUTS[self.kind], *(f"z_{i}" for i in range(self.model.num_layers)))
+
+
+# The entries of the registry last asked about: it is loaded once, and each request asks.
+_entries: tuple[ModelRegistry | None, dict[str, Entry]] = (None, {})
+
 
 def entries(registry: ModelRegistry) -> dict[str, Entry]:
     """The protocol's models: each served model's name (sampling), `.encode` and `.decode`, for the
     operations that serve it; a name a served model has already is that model's."""
+    global _entries
+    if _entries[0] is not registry:
+        _entries = (registry, table(registry))
+    return _entries[1]
+
+
+def table(registry: ModelRegistry) -> dict[str, Entry]:
     out: dict[str, Entry] = {}
     taken = {*registry.models, *registry.cascades}
     for model in registry.models.values():
@@ -286,7 +314,7 @@ def renamed(e: InvalidInput, i: int) -> InvalidInput:
 
 def requested_outputs(req: InferenceRequest, entry: Entry, layers: int) -> list[tuple[str, bool]]:
     """The outputs to answer (all of the model's when none are named) and whether each is binary."""
-    known = [t.name for t in metadata(entry).outputs]
+    known = entry.outputs
     binary = bool((req.parameters or {}).get("binary_data_output", False))
     if req.outputs is None:
         return [(name, binary) for name in known if not name.startswith("z_") or int(name[2:]) < layers]
@@ -361,10 +389,10 @@ def infer_input(
     header, binary = split_body(raw, header_length)
     req = json_body(header, content_type, InferenceRequest, settings, max_values=most_values(entry, settings))
     arrays = request_arrays(req.inputs, binary)
-    known = set(INPUTS[entry.kind]) | {t.name for t in metadata(entry).inputs}
+    known = set(INPUTS[entry.kind]) | set(entry.inputs)
     unknown = [n for n in arrays if n not in known]
     if unknown:
-        listed = ", ".join(t.name for t in metadata(entry).inputs)
+        listed = ", ".join(entry.inputs)
         raise invalid_field(
             "inputs", f"model {entry.name!r} has no input {unknown[0]!r}; its inputs: {listed}"
         )
@@ -372,8 +400,7 @@ def infer_input(
         raise invalid_field("inputs", f"model {model.name!r} is unconditional: it takes no label or guidance")
     for option, shape in (("seed", ()), ("label", ()), ("temperature", ()), ("guidance", (2,))):
         expect_rows(arrays, option, shape)
-    per_image = (*INPUTS[entry.kind], *(f"z_{i}" for i in range(model.num_layers)))
-    n = batch_size(arrays, per_image)
+    n = batch_size(arrays, entry.per_image)
     within_image_limit("images", n, settings)
     seeds = image_seeds(arrays, n)
     items: Any
@@ -461,7 +488,7 @@ async def model_metadata(name: str, request: Request) -> ModelMetadata:
     svc = service_state(request)
     if (refusal := svc.refusal()) is not None:
         raise refusal
-    return metadata(entry_for(svc, name))
+    return entry_for(svc, name).metadata
 
 
 @router.get(

@@ -12,13 +12,13 @@ the same header.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pydantic_core
 
 from ...errors import MalformedBody, invalid_field
 
@@ -84,13 +84,9 @@ def input_array(tensor: RequestInput, binary: bytes | None, where: str) -> np.nd
     data = tensor.data
     if data is None:
         raise invalid_field(where, "the input has no data: send `data`, or binary data with binary_data_size")
-    flat = (
-        np.asarray(data, dtype=object).reshape(-1)
-        if isinstance(data, list)
-        else np.asarray([data], dtype=object)
-    )
-    if flat.size != count:
-        raise invalid_field(where, f"shape {list(shape)} holds {count} values, data has {flat.size}")
+    flat = flatten(data, where)
+    if len(flat) != count:
+        raise invalid_field(where, f"shape {list(shape)} holds {count} values, data has {len(flat)}")
     if datatype == "BYTES":
         if not all(isinstance(v, str) for v in flat):
             raise invalid_field(where, "BYTES data in JSON are strings")
@@ -102,11 +98,23 @@ def input_array(tensor: RequestInput, binary: bytes | None, where: str) -> np.nd
             where, f"{datatype} data are {dict(b='booleans', f='numbers').get(kind, 'integers')}"
         )
     try:
-        with np.errstate(over="raise"):
-            array = np.array(flat.tolist(), dtype=DTYPES[datatype])
+        with np.errstate(over="raise"):  # a float beyond the type's range (an int raises anyway)
+            array = np.array(flat, dtype=DTYPES[datatype])
     except (OverflowError, FloatingPointError):
         raise invalid_field(where, f"a value is out of {datatype}'s range") from None
     return array.reshape(shape)
+
+
+def flatten(data: Any, where: str) -> list[Any]:
+    """JSON tensor data, flat or nested in row-major order, as one flat list."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(v, list) for v in data):
+        return data
+    try:
+        return np.asarray(data, dtype=object).reshape(-1).tolist()
+    except ValueError:  # nested lists of uneven lengths
+        raise invalid_field(where, "data nests lists of uneven lengths") from None
 
 
 def request_arrays(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, np.ndarray]:
@@ -149,7 +157,7 @@ def response_body(
         else:
             entry["data"] = array.reshape(-1).tolist()
         listed.append(entry)
-    text = json.dumps({**header, "outputs": listed}, separators=(",", ":")).encode()
+    text = pydantic_core.to_json({**header, "outputs": listed})
     if not blobs:
         return text, {"Content-Type": "application/json"}
     headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(text))}

@@ -92,27 +92,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app for `settings` (defaults and VDVAE_* environment variables when None)."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics(settings.max_batch_size)
+    about = {"title": "vdvae-serve", "version": __version__, "description": DESCRIPTION, "lifespan": lifespan}
     if settings.docs_access != "closed":
         # /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN: they work on
         # an offline host. No validator: Swagger UI would send the schema to validator.swagger.io.
-        app = FastAPIOffline(
-            title="vdvae-serve",
-            version=__version__,
-            description=DESCRIPTION,
-            lifespan=lifespan,
-            static_url=DOCS_ASSETS,
-            swagger_ui_parameters={"validatorUrl": None},
-        )
+        app = FastAPIOffline(**about, static_url=DOCS_ASSETS, swagger_ui_parameters={"validatorUrl": None})
     else:
-        app = FastAPI(
-            title="vdvae-serve",
-            version=__version__,
-            description=DESCRIPTION,
-            lifespan=lifespan,
-            docs_url=None,
-            redoc_url=None,
-            openapi_url=None,
-        )
+        app = FastAPI(**about, docs_url=None, redoc_url=None, openapi_url=None)
     state = ServiceState(
         settings=settings,
         metrics=metrics,

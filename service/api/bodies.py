@@ -52,16 +52,24 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries documenting problem+json answers."""
+def error_responses(
+    body: type[BaseModel], media_type: str, *statuses: int
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting error answers of this body and media type."""
+    schema = {"$ref": f"#/components/schemas/{body.__name__}"}
     return {
         s: {
-            "model": Problem,
-            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "model": body,
+            "content": {media_type: {"schema": schema}},
             **({"description": ERROR_DESCRIPTIONS[s]} if s in ERROR_DESCRIPTIONS else {}),
         }
         for s in statuses
     }
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json answers."""
+    return error_responses(Problem, "application/problem+json", *statuses)
 
 
 # What a model endpoint may answer besides its result.
@@ -89,11 +97,4 @@ class OpenAIError(BaseModel):
 
 def openai_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting OpenAI-shaped error answers."""
-    return {
-        s: {
-            "model": OpenAIError,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OpenAIError"}}},
-            **({"description": ERROR_DESCRIPTIONS[s]} if s in ERROR_DESCRIPTIONS else {}),
-        }
-        for s in statuses
-    }
+    return error_responses(OpenAIError, "application/json", *statuses)

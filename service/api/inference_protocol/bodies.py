@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ...inputs.fields import StrictModel, integer
+from ..bodies import error_responses
 from .tensors import DTYPES
 
 Datatype = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
@@ -111,10 +112,4 @@ class InferenceError(BaseModel):
 
 def inference_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting the protocol's error answers."""
-    return {
-        s: {
-            "model": InferenceError,
-            "content": {"application/json": {"schema": InferenceError.model_json_schema()}},
-        }
-        for s in statuses
-    }
+    return error_responses(InferenceError, "application/json", *statuses)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
 
-from ...batching.items import ReconstructItem, SampleItem, UpscaleItem
+from ...batching.items import Image, ReconstructItem, SampleItem, UpscaleItem
 from ...batching.operations import RECONSTRUCT, SAMPLE, UPSCALE
 from ...errors import invalid_field
 from ...inputs.payloads import image_body, json_body
@@ -87,6 +87,18 @@ def sample_plan(req: SampleRequest, svc: ServiceState) -> ModelSample | CascadeS
         raise invalid_field("stages", f"model {model.name!r} is not a cascade: omit stages")
     within_image_limit("n", req.n, svc.settings)
     return ModelSample(req, model, sampling_for(req, model, svc.settings, seeds_for(req.seed, req.n)))
+
+
+async def sampled(
+    request: ModelRequest, sample: ModelSample | CascadeSample
+) -> tuple[list[Image], list[SampleItem]]:
+    """A /sample request's images, and their items (each image's seed and label): a model's, or a
+    cascade's last stage's, its stages run one after another."""
+    timeout_ms = sample.body.timeout_ms
+    if isinstance(sample, CascadeSample):
+        stages = [images async for images in cascade_stages(sample.plan, request, timeout_ms)]
+        return stages[-1], sample.plan.items
+    return await request.run(SAMPLE, sample.model, sample.items, timeout_ms), sample.items
 
 
 def open_stream(request: ModelRequest, sample: ModelSample | CascadeSample) -> ImageStream:
@@ -173,12 +185,9 @@ async def sample(request: ModelRequest) -> ImageResponse | Response:
     with the other requests at that stage; `stages[k]` gives stage k's temperature, guidance and
     low_res_noise. The answer is its last stage's images, with the images' own seeds and labels."""
     sample = await request.parse(sample_input)
-    if isinstance(sample, CascadeSample):
-        timeout_ms = sample.body.timeout_ms
-        stages = [images async for images in cascade_stages(sample.plan, request, timeout_ms)]
-        return sampled_response(request, sample.cascade, stages[-1], sample.plan.items)
-    images = await request.run(SAMPLE, sample.model, sample.items, sample.body.timeout_ms)
-    return sampled_response(request, sample.model, images, sample.items)
+    images, items = await sampled(request, sample)
+    served = sample.cascade if isinstance(sample, CascadeSample) else sample.model
+    return sampled_response(request, served, images, items)
 
 
 @router.post(

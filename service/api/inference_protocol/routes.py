@@ -27,6 +27,8 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
+from model.sampling import MAX_SEED
+
 from ...batching.items import DecodeItem, EncodeItem, SampleItem
 from ...batching.operations import DECODE, ENCODE, SAMPLE, Operation
 from ...errors import InvalidInput, ModelNotFound, invalid_field, invalid_input
@@ -219,6 +221,8 @@ def batch_size(arrays: dict[str, np.ndarray], per_image: tuple[str, ...]) -> int
     rows = {
         name: a.shape[0] for name, a in arrays.items() if name in per_image and a.ndim and a.shape[0] != 1
     }
+    if 0 in rows.values():
+        raise invalid_field("inputs", "an input with no rows: a request draws at least one image")
     if len(set(rows.values())) > 1:
         listed = ", ".join(f"{name} {n}" for name, n in rows.items())
         raise invalid_field(
@@ -262,11 +266,10 @@ def image_seeds(arrays: dict[str, np.ndarray], n: int) -> list[int]:
     if seeds is None:
         return seeds_for(None, n)
     values = [int(s) for s in seeds.reshape(-1)]
-    if len(values) == 1:
-        if values[0] < 0:
-            raise invalid_field("inputs.seed", f"seeds are >= 0, got {values[0]}")
-        return seeds_for(values[0], n)
-    return values
+    bad = [s for s in values if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise invalid_field("inputs.seed", f"seeds are 0..{MAX_SEED}, got {bad[0]}")
+    return seeds_for(values[0], n) if len(values) == 1 else values
 
 
 def label_value(value: Any) -> int | str | None:

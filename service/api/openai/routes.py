@@ -19,7 +19,6 @@ from fastapi import APIRouter, Response
 
 from model.classes import is_index
 
-from ...batching.operations import SAMPLE
 from ...errors import InvalidInput, invalid_field, invalid_input
 from ...inputs.payloads import json_body
 from ...inputs.validation import label_for
@@ -28,8 +27,7 @@ from ...state import ServiceState
 from ..answers import b64_png, sampled_headers
 from ..bodies import openai_error_responses
 from ..images.bodies import SampleRequest
-from ..images.cascades import cascade_stages
-from ..images.routes import CascadeSample, ModelSample, open_stream, sample_plan
+from ..images.routes import CascadeSample, ModelSample, open_stream, sample_plan, sampled
 from ..images.streams import EventStream
 from ..openapi import json_request_body
 from ..routing import ModelRequest, ModelRoute
@@ -115,10 +113,11 @@ def generation_input(raw: bytes, content_type: str, svc: ServiceState) -> Genera
                     "(POST /sample takes them per stage)"
                 )  # fmt: skip
     renamed = {"guidance": "guidance_scale"}
-    named = prompt_label(body.prompt, base) if body.prompt.strip() else None  # checked even when overridden
+    prompted = body.prompt.strip() != ""
+    named = prompt_label(body.prompt, base) if prompted else None  # checked even when `label` decides
     if "label" in given:
         fields["label"] = body.label
-    elif body.prompt.strip():
+    elif prompted:
         fields["label"] = named
         renamed["label"] = "prompt"
     last = found.stages[-1] if cascade else found
@@ -142,7 +141,7 @@ def generation_input(raw: bytes, content_type: str, svc: ServiceState) -> Genera
     },
     openapi_extra=json_request_body(ImageGenerationRequest),
     tags=["openai"],
-)  # fmt: skip
+)
 async def generate_images(request: ModelRequest) -> ImagesResponse | Response:
     """`n` images of the class the prompt names, as OpenAI's API answers (base64 PNGs in `data`),
     each with its seed and label, which the X-Seeds and X-Labels headers list too. The same request
@@ -153,11 +152,7 @@ async def generate_images(request: ModelRequest) -> ImagesResponse | Response:
         stream = open_stream(request, sample)
         events = generation_events(request, stream, body.partial_images or 0)
         return EventStream(events, on_close=stream.close, headers=sampled_headers(stream.items))
-    if isinstance(sample, CascadeSample):
-        stages = [images async for images in cascade_stages(sample.plan, request, body.timeout_ms)]
-        images, items = stages[-1], sample.plan.items
-    else:
-        images, items = await request.run(SAMPLE, sample.model, sample.items, body.timeout_ms), sample.items
+    images, items = await sampled(request, sample)
     answer = ImagesResponse(
         created=int(time.time()),
         data=[

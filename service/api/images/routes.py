@@ -33,7 +33,7 @@ from ...state import ServiceState
 from ..answers import b64_png, png_response, prefers_png, sampled_headers, sampled_response
 from ..bodies import MODEL_ERRORS, ImageResponse
 from ..openapi import image_request_body, json_request_body
-from ..routing import ModelRequest, ModelRoute
+from ..routing import DirectModelRoute, ModelRequest
 from .bodies import ReconstructedImage, ReconstructRequest, ReconstructResponse, SampleRequest, UpscaleRequest
 from .cascades import CascadePlan, cascade_plan, cascade_stages
 from .streams import (
@@ -46,7 +46,7 @@ from .streams import (
     sample_events,
 )
 
-router = APIRouter(route_class=ModelRoute)
+router = APIRouter(route_class=DirectModelRoute)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from ...registry import ModelRegistry, ServedModel
 from ...settings import Settings
 from ...state import Phase, ServiceState
 from ..images.bodies import SampleRequest
-from ..routing import ModelRequest, ModelRoute, service_state
+from ..routing import DirectModelRoute, ModelRequest, service_state
 from .bodies import (
     InferenceRequest,
     InferenceResponse,
@@ -51,7 +51,7 @@ from .bodies import (
 from .tensors import HEADER_LENGTH, request_arrays, response_body, split_body
 
 router = APIRouter(tags=["open inference protocol"])
-infer_router = APIRouter(route_class=ModelRoute, tags=["open inference protocol"])
+infer_router = APIRouter(route_class=DirectModelRoute, tags=["open inference protocol"])
 
 Kind = Literal["sample", "encode", "decode"]
 OPERATIONS: dict[str, Operation[Any, Any]] = {"sample": SAMPLE, "encode": ENCODE, "decode": DECODE}

@@ -30,11 +30,11 @@ from ..images.bodies import SampleRequest
 from ..images.routes import CascadeSample, ModelSample, open_stream, sample_plan, sampled
 from ..images.streams import EventStream
 from ..openapi import json_request_body
-from ..routing import ModelRequest, ModelRoute
+from ..routing import DirectModelRoute, ModelRequest
 from .bodies import GeneratedImage, ImageGenerationRequest, ImagesResponse
 from .streams import EVENT_SCHEMA, EVENTS, generation_events
 
-router = APIRouter(route_class=ModelRoute)
+router = APIRouter(route_class=DirectModelRoute)
 
 # Most class names a message lists before it points at GET /v1/models.
 LISTED_CLASSES = 40

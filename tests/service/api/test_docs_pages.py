@@ -1,32 +1,18 @@
 """/docs (Swagger UI) and /redoc (ReDoc) in a real headless Chromium with no network but loopback
-(browser.py): both render every operation of /openapi.json from the service's own files, and ask
+(conftest.py): both render every operation of /openapi.json from the service's own files, and ask
 no other host for anything but ReDoc's footer logo, which ReDoc hides when it does not load."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from ..conftest import RunningServer
-from .browser import chromium, console_errors, needs_browser, requested_urls, wait
+from .conftest import By, console_errors, needs_browser, requested_urls, wait, webdriver
 
 # The "API docs by Redocly" footer's logo: ReDoc renders it whatever its options, and removes it
 # when it fails to load.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-
-try:
-    from selenium import webdriver
-    from selenium.webdriver.common.by import By
-except ImportError:  # the dev extra installs it
-    webdriver = None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    with chromium() as driver:
-        yield driver
 
 
 def operations(server: RunningServer) -> int:

@@ -1,5 +1,5 @@
-"""The playground in a real headless Chromium (browser.py: offline but for loopback) against a real
-server. The browser tests skip without Debian's `chromium` and `chromium-driver`.
+"""The playground in a real headless Chromium against a real server (the browser: conftest.py,
+offline but for loopback). The browser tests skip without Debian's `chromium` and `chromium-driver`.
 
 With PLAYGROUND_SCREENSHOTS=<folder> the tests also write the README's screenshots there, one per
 tab, as palette PNGs.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,16 +18,18 @@ import pytest
 from service.api.playground.routes import STATIC
 
 from ..conftest import RunningServer, digit_like, png_bytes
-from .browser import LAPTOP, chromium, console_errors, needs_browser, wait
-
-try:
-    from selenium import webdriver
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
-except ImportError:  # the dev extra installs it
-    webdriver = None
+from .conftest import (
+    LAPTOP,
+    ActionChains,
+    By,
+    Keys,
+    Select,
+    by_id,
+    console_errors,
+    needs_browser,
+    wait,
+    webdriver,
+)
 
 PHONE = (390, 844)
 
@@ -76,12 +77,6 @@ def test_the_page_is_served_with_a_policy_that_allows_only_this_service(client: 
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    with chromium() as driver:
-        yield driver
-
-
 @pytest.fixture()
 def page(browser: webdriver.Chrome, server: RunningServer) -> webdriver.Chrome:
     """The playground freshly loaded on a laptop-sized window, its models listed."""
@@ -93,10 +88,6 @@ def page(browser: webdriver.Chrome, server: RunningServer) -> webdriver.Chrome:
     browser.get_log("browser")  # start each test with an empty console
     browser.get_log("performance")
     return browser
-
-
-def by_id(browser: webdriver.Chrome, id_: str):
-    return browser.find_element(By.ID, id_)
 
 
 def model_info(browser: webdriver.Chrome) -> dict:

@@ -1,14 +1,13 @@
-"""A real headless Chromium for the browser tests (the playground, the API docs pages): Debian's
-`chromium` and `chromium-driver`, driven by selenium (never a browser download: the driver is the
-system's and Selenium Manager stays offline). Tests that need it skip when either is missing;
-`.ci/run` installs them in CI.
+"""The browser the browser tests drive (the playground, the API docs pages): Debian's `chromium` and
+`chromium-driver` through selenium, headless (never a browser download: the driver is the system's
+and Selenium Manager stays offline). Tests that need it are marked `needs_browser` and skip when
+either is missing; `.ci/run` installs them in CI.
 
 The browser has no network but loopback: every other host name fails to resolve, so a page that
 needs a CDN or a web font shows it here as it would on an offline host."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -22,7 +21,10 @@ CHROMEDRIVER = shutil.which("chromedriver")
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:  # the dev extra installs it
     webdriver = None
 
@@ -31,14 +33,18 @@ needs_browser = pytest.mark.skipif(
     reason="needs selenium, chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
 )
 
+# What the browser tests use of selenium, named here once.
+__all__ = [
+    "ActionChains", "By", "Keys", "Select", "by_id", "console_errors", "needs_browser", "requested_urls",
+    "wait", "webdriver",
+]  # fmt: skip
+
 LAPTOP = (1100, 900)
 TIMEOUT_S = 60  # each wait; a 2-core CI box shared with the server
 
 
-@contextlib.contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    """A headless Chromium with a fresh profile, its console and network logged, offline but for
-    loopback."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver or a browser
     profile = tempfile.mkdtemp(prefix="chromium-")
     options = webdriver.ChromeOptions()
@@ -63,7 +69,12 @@ def wait(browser: webdriver.Chrome, condition) -> None:
     WebDriverWait(browser, TIMEOUT_S).until(condition)
 
 
+def by_id(browser: webdriver.Chrome, id_: str):
+    return browser.find_element(By.ID, id_)
+
+
 def console_errors(browser: webdriver.Chrome) -> list[dict]:
+    """The console's errors since the browser log was last read."""
     return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 

@@ -198,9 +198,10 @@ def problem_body(
     return body
 
 
-# Where each protocol's error shape applies (request paths that start with these).
+# Where each protocol's error shape applies: OpenAI's below /v1/, the Open Inference Protocol's at
+# /v2 and below it.
 OPENAI_PATHS = "/v1/"
-INFERENCE_PROTOCOL_PATHS = ("/v2/", "/v2")
+INFERENCE_PROTOCOL_PATH = "/v2"
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -209,7 +210,7 @@ def uses_openai_errors(path: str) -> bool:
 
 
 def uses_inference_protocol_errors(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
+    return path == INFERENCE_PROTOCOL_PATH or path.startswith(INFERENCE_PROTOCOL_PATH + "/")
 
 
 def field_message(errors: list[dict[str, Any]]) -> str:

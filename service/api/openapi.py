@@ -227,6 +227,8 @@ def write_bounds(schema: dict[str, Any], state: ServiceState) -> None:
                     allOf=[{"$ref": "#/components/schemas/ClassLabel"}],
                 )
         for name in ("guidance", "guidance_scale"):
+            for p in _typed(props.get(name, {}), "number"):  # one weight for the mean and the variance
+                p["maximum"] = settings.max_guidance
             # Guidance needs a label: none with the null label. A form's schema says it in words:
             # schemathesis cannot test a condition on a form that carries a file.
             if name in props and "label" in props and not has_file(obj):

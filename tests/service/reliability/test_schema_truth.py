@@ -47,6 +47,12 @@ def test_openapi_bounds_are_the_enforced_ones(schema: dict[str, Any], client: ht
     t_list = prop(schema, "SampleRequest", "temperature", "array")
     assert (t_list["minItems"], t_list["maxItems"]) == (layers[0], layers[-1])
     assert prop(schema, "Guidance", "mean", "number")["maximum"] == 20.0
+    scale = prop(schema, "ImageGenerationRequest", "guidance_scale", "number")
+    assert (scale["minimum"], scale["maximum"]) == (0, 20.0)
+    generate = {"prompt": "3", "seed": 0}
+    assert client.post("/v1/images/generations", json={**generate, "guidance_scale": 20.0}).status_code == 200
+    r = client.post("/v1/images/generations", json={**generate, "guidance_scale": 20.000001})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "guidance_scale"
     assert prop(schema, "ReconstructRequest", "layers", "integer")["maximum"] == layers[-1]
     assert prop(schema, "DecodeRequest", "latents", "array")["maxItems"] == layers[-1]
     # Where models differ, the description says what each accepts.

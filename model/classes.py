@@ -5,12 +5,17 @@ first the one shown); ImageNet-1k's 1,000 classes (WordNet lemmas, in the standa
 0 tench, 1 goldfish, ...) and CIFAR-10's ten ship with the package (model/data). A label can then be
 given as an index or as any of a class's names: the exact spelling first, else ignoring case. A
 name that fits several classes ("crane": the bird and the machine) or none is an error that lists
-the candidates or the closest names.
+the candidates or the closest names. An index in text is ASCII digits ("7", "007").
+
+`label_pattern` is the regular expression of exactly the label texts a model accepts, for a schema
+that states them (the service's OpenAPI document).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +88,7 @@ class ClassNames:
                 raise UnknownClass(
                     f"{label!r} names {len(found)} classes: {listed}; give the index or another name"
                 )
-        if text.isdigit():
+        if is_index(text):
             return int(text)
         every = {n.casefold(): n for names in self.names for n in names}
         close = difflib.get_close_matches(text.casefold(), list(every), n=5, cutoff=0.6)
@@ -100,11 +105,44 @@ def resolve_label(label: int | str, classes: ClassNames | None, num_classes: int
         return label
     if classes is not None:
         return classes.index(label)
-    if label.strip().isdigit():
+    if is_index(label.strip()):
         return int(label.strip())
     raise UnknownClass(
         f"no class named {label!r}: this model has no class names; give an index 0..{num_classes - 1}"
     )
+
+
+def is_index(text: str) -> bool:
+    """Whether a label text is a class index: ASCII digits only (str.isdigit also takes "²", which
+    int() refuses, and other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
+def label_pattern(classes: ClassNames | None, num_classes: int) -> str:
+    """A regular expression (of the syntax JSON Schema and Python share) matching the label texts
+    `resolve_label` turns into a class of this model: surrounding whitespace, then one of its names
+    that fits one class (exactly as spelt, or in any case when its case-folded form fits one class),
+    or an index below num_classes in ASCII digits."""
+    names = []
+    if classes is not None:
+        exact = Counter(n for names in classes.names for n in set(names))
+        folded = Counter(f for names in classes.names for f in {n.casefold() for n in names})
+        for n in sorted({n for names in classes.names for n in names}):
+            if folded[n.casefold()] == 1:
+                names.append(any_case(n))
+            elif exact[n] == 1:
+                names.append(re.escape(n))
+    indices = "0*(?:" + "|".join(str(i) for i in range(num_classes)) + ")"
+    return r"^\s*(?:" + "|".join([*names, indices]) + r")\s*$"
+
+
+def any_case(name: str) -> str:
+    """`name` as a pattern that ignores case, letter by letter (JSON Schema's patterns take no flags)."""
+    out = []
+    for c in name:
+        cases = {c, *(v for v in (c.lower(), c.upper()) if len(v) == 1 and v.casefold() == c.casefold())}
+        out.append(f"[{''.join(re.escape(v) for v in sorted(cases))}]" if len(cases) > 1 else re.escape(c))
+    return "".join(out)
 
 
 def check_classes(classes: ClassNames, num_classes: int, where: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 
 import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.routing import BaseRoute
 
 from model.graphs import power_of_two_buckets
@@ -28,17 +29,21 @@ from model.noise import set_draw_threads
 from . import __version__
 from .api.health import routes as health
 from .api.images import routes as images
-from .api.images.bodies import ReconstructRequest, SampleRequest
+from .api.images.bodies import ReconstructRequest, SampleRequest, UpscaleRequest
+from .api.inference_protocol import routes as inference_protocol
+from .api.inference_protocol.bodies import InferenceRequest
 from .api.latents import routes as latents
 from .api.latents.bodies import DecodeRequest, EncodeRequest
 from .api.models import routes as models
+from .api.openai import routes as openai
+from .api.openai.bodies import ImageGenerationRequest
 from .api.openapi import install_openapi
 from .api.playground import routes as playground
 from .api.routing import DirectDispatch, direct_routes, leaf_routes
 from .batching.engine import Engine, cpu_threads
 from .devicecheck import device_problem
 from .errors import register_exception_handlers
-from .http.access import add_access_control
+from .http.access import DOCS_ASSETS, add_access_control
 from .http.memory import ByteBudget, HeapTrimmer
 from .http.middleware import BodyGuardMiddleware, RequestTrackingMiddleware
 from .inputs.body_limits import endpoint_body_limits
@@ -52,17 +57,36 @@ log = logging.getLogger("service")
 
 # The API's routers, one per endpoint family, in the order /docs lists them; /metrics comes last,
 # left out when metrics_access is closed.
-ROUTERS = (images.router, latents.router, models.router, health.router)
+ROUTERS = (
+    images.router,
+    latents.router,
+    models.router,
+    openai.router,
+    inference_protocol.router,
+    inference_protocol.infer_router,
+    health.router,
+)
 # The request bodies that the model endpoints' requestBody entries name by reference.
-REQUEST_BODIES = (SampleRequest, ReconstructRequest, EncodeRequest, DecodeRequest)
+REQUEST_BODIES = (
+    SampleRequest, ReconstructRequest, UpscaleRequest, EncodeRequest, DecodeRequest, ImageGenerationRequest,
+    InferenceRequest,
+)  # fmt: skip
 
 DESCRIPTION = """
 Samples, reconstructions at any depth, latents and likelihoods from Very Deep VAEs
 (openai/vdvae compatible), batched across concurrent requests.
 
-Errors are `application/problem+json` (RFC 9457). `Accept: image/png` on /sample, /reconstruct,
-/decode, /interpolate and /upscale returns the PNG itself. The playground, a page that uses this
-API, is at `/`.
+Errors are `application/problem+json` (RFC 9457), except under /v1/ (OpenAI's error object, which
+its SDKs read) and /v2 (the Open Inference Protocol's `{"error"}`). `Accept: image/png` on /sample,
+/reconstruct, /decode, /interpolate and /upscale returns the PNG itself. The playground, a page that
+uses this API, is at `/`.
+
+Also spoken: OpenAI's Images API (`POST /v1/images/generations`, with streamed partial images) and
+the Open Inference Protocol (KServe v2: `/v2/...`), so their clients work unchanged.
+
+A 504 (deadline exceeded) is the answer to a request whose deadline passed before it was computed:
+the service's request_timeout_s, or a shorter `timeout_ms` (`parameters.timeout` under /v2). A
+deadline of a few milliseconds gets it by design; it is not a fault of the service.
 """
 
 
@@ -70,16 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app for `settings` (defaults and VDVAE_* environment variables when None)."""
     settings = settings if settings is not None else Settings()
     metrics = Metrics(settings.max_batch_size)
-    docs = settings.docs_access != "closed"
-    app = FastAPI(
-        title="vdvae-serve",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    about = {"title": "vdvae-serve", "version": __version__, "description": DESCRIPTION, "lifespan": lifespan}
+    if settings.docs_access != "closed":
+        # /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN: they work on
+        # an offline host. No validator: Swagger UI would send the schema to validator.swagger.io.
+        app = FastAPIOffline(**about, static_url=DOCS_ASSETS, swagger_ui_parameters={"validatorUrl": None})
+    else:
+        app = FastAPI(**about, docs_url=None, redoc_url=None, openapi_url=None)
     state = ServiceState(
         settings=settings,
         metrics=metrics,
@@ -110,7 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = add_access_control(app, settings, metrics)
     static_paths = frozenset(p for p in route_paths(app.routes) if "{" not in p)
     app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
-    install_openapi(app, state, keys_required=bool(keys), request_bodies=REQUEST_BODIES)
+    install_openapi(
+        app, state, bool(keys), request_bodies=REQUEST_BODIES, family_bounds=[inference_protocol.write_bounds]
+    )
     return app
 
 
@@ -158,6 +181,7 @@ async def start_models(state: ServiceState) -> None:
         state.registry = registry
         if settings.endpoint_body_limits:
             state.endpoint_limits.update(endpoint_body_limits(registry.served(), settings))
+            state.endpoint_limits.update(inference_protocol.inference_body_limits(registry, settings))
         if not registry.models and not registry.cascades:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
             raise RuntimeError(f"no model could be loaded from the model folder ({errors})")

@@ -1,10 +1,16 @@
-"""Errors as RFC 9457 `application/problem+json`, and every exception handler of the app.
+"""Every error the service answers, and every exception handler of the app.
 
 A route or the batcher raises a `ServiceError` subclass; the handlers registered here turn it (and
-FastAPI's validation errors, unknown routes and anything unexpected) into a problem document:
-`type`, `title`, `status`, `detail`, `instance`, `request_id`, plus `errors` for 422s. Each error
-class names the `reason` label it adds to `vae_request_failures_total`. Tracebacks go to the log,
-never to the client.
+FastAPI's validation errors, unknown routes and anything unexpected) into an error answer. Each
+error class names the `reason` label it adds to `vae_request_failures_total`. Tracebacks go to the
+log, never to the client.
+
+An error is written the way the clients of its path read errors (`error_answer`): under /v1/,
+OpenAI's `{"error": {"message", "type", "param", "code"}}`, from which the `openai` SDKs raise their
+typed errors; under /v2, the Open Inference Protocol's `{"error": "..."}`, which `tritonclient`
+shows; everywhere else an RFC 9457 `application/problem+json` document: `type`, `title`, `status`,
+`detail`, `instance`, `request_id`, plus `errors` for 422s. Neither protocol has a 422: there an
+invalid field is a 400, as OpenAI's API and Triton answer it.
 """
 
 from __future__ import annotations
@@ -192,13 +198,79 @@ def problem_body(
     return body
 
 
+# Where each protocol's error shape applies: OpenAI's below /v1/, the Open Inference Protocol's at
+# /v2 and below it.
+OPENAI_PATHS = "/v1/"
+INFERENCE_PROTOCOL_PATH = "/v2"
+JSON_MEDIA_TYPE = "application/json"
+
+
+def uses_openai_errors(path: str) -> bool:
+    return path.startswith(OPENAI_PATHS)
+
+
+def uses_inference_protocol_errors(path: str) -> bool:
+    return path == INFERENCE_PROTOCOL_PATH or path.startswith(INFERENCE_PROTOCOL_PATH + "/")
+
+
+def field_message(errors: list[dict[str, Any]]) -> str:
+    """A 422's fields and what is wrong with each, named as the request names them (without the
+    problem document's leading "body")."""
+    message = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors[:3])
+    return message + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+
+
+def openai_error(status: int, detail: str, slug: str | None, errors: Any = None) -> dict[str, Any]:
+    """OpenAI's error object: `type` by status as OpenAI's API names them, `code` the problem's slug
+    (model_not_found, invalid_input, ...), `param` the first invalid field."""
+    param = None
+    if errors:
+        param = ".".join(str(part) for part in errors[0]["loc"][1:]) or None
+        detail = field_message(errors)
+    if status == 401:
+        kind = "authentication_error"
+    elif status < 500:
+        kind = "invalid_request_error"
+    else:
+        kind = "server_error"
+    code = slug.replace("-", "_") if slug else None
+    return {"error": {"message": detail, "type": kind, "param": param, "code": code}}
+
+
+def error_answer(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None,
+    instance: str,
+    request_id: str | None,
+    **extra: Any,
+) -> tuple[int, str, dict[str, Any]]:
+    """(status, media type, body) of an error answer on the path `instance`, in the shape its
+    clients read (see the module's docstring)."""
+    if uses_openai_errors(instance):
+        return (
+            (400 if status == 422 else status),
+            JSON_MEDIA_TYPE,
+            openai_error(status, detail, slug, extra.get("errors")),
+        )
+    if uses_inference_protocol_errors(instance):
+        message = field_message(extra["errors"]) if extra.get("errors") else detail
+        return (400 if status == 422 else status), JSON_MEDIA_TYPE, {"error": message}
+    body = problem_body(
+        status, title, detail, slug=slug, instance=instance, request_id=request_id, **extra
+    )  # fmt: skip
+    return status, PROBLEM_MEDIA_TYPE, body
+
+
 def problem_headers(error: ServiceError) -> dict[str, str]:
     """The error's own headers; a 500 also closes the connection, whose state is then unknown."""
     return {**error.headers, "Connection": "close"} if error.status == 500 else error.headers
 
 
 def problem_response(request: Request, error: ServiceError) -> JSONResponse:
-    body = problem_body(
+    status, media_type, body = error_answer(
         error.status,
         error.title,
         error.detail,
@@ -207,26 +279,29 @@ def problem_response(request: Request, error: ServiceError) -> JSONResponse:
         request_id=getattr(request.state, "request_id", None),
         **error.extra,
     )
-    return JSONResponse(
-        body, status_code=error.status, headers=problem_headers(error), media_type=PROBLEM_MEDIA_TYPE
-    )
+    return JSONResponse(body, status_code=status, headers=problem_headers(error), media_type=media_type)
 
 
 def problem_bytes(
     error: ServiceError, instance: str, request_id: str | None, close: bool = False
-) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """Headers and body of a problem answer, for the layers below the app (middleware, protocol)."""
-    body = problem_body(
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of an error answer, for the layers below the app (middleware,
+    protocol)."""
+    status, media_type, body = error_answer(
         error.status, error.title, error.detail, slug=error.slug, instance=instance,
         request_id=request_id, **error.extra,
     )  # fmt: skip
     payload = json.dumps(body).encode()
     headers = {**problem_headers(error), **({"Connection": "close"} if close else {})}
-    return [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-        (b"content-length", str(len(payload)).encode()),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-    ], payload
+    return (
+        status,
+        [
+            (b"content-type", media_type.encode()),
+            (b"content-length", str(len(payload)).encode()),
+            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+        ],
+        payload,
+    )
 
 
 def internal_error() -> InternalError:
@@ -295,7 +370,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404:
         detail = f"no route {request.method} {request.url.path}; see /docs for the endpoints"
-    body = problem_body(
+    status, media_type, body = error_answer(
         exc.status_code,
         title,
         detail,
@@ -305,10 +380,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     )
     count_failure(request, "invalid" if exc.status_code < 500 else "backend")
     return JSONResponse(
-        body,
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-        media_type=PROBLEM_MEDIA_TYPE,
+        body, status_code=status, headers=getattr(exc, "headers", None), media_type=media_type
     )
 
 

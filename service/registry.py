@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class ServedModel:
 
     name: str
     vae: HierarchicalVAE
+    loaded_at: int = field(default_factory=lambda: int(time.time()))  # Unix time
 
     @property
     def hp(self) -> ModelConfig:
@@ -75,6 +77,7 @@ class ServedModel:
         return {
             "id": self.name,
             "object": "model",
+            "created": self.loaded_at,
             "family": self.vae.family,
             "image_size": hp.image_size,
             "image_channels": hp.image_channels,
@@ -104,6 +107,7 @@ class ServedCascade:
     stages: list[ServedModel]
     options: list[StageOptions]
     listed: list[bool]  # whether each stage's model is also served (and listed) on its own
+    loaded_at: int = field(default_factory=lambda: int(time.time()))  # Unix time
 
     def info(self) -> dict[str, Any]:
         """Metadata for GET /v1/models/{name}: the final images' shape, the base stage's classes and
@@ -130,6 +134,7 @@ class ServedCascade:
             },
             "id": self.name,
             "object": "cascade",
+            "created": self.loaded_at,
             "num_layers": sum(m.num_layers for m in self.stages),
             "latent_shapes": [],  # no one latent space: /encode and /decode take the stages' models
             "parameters": sum(m.info()["parameters"] for m in self.stages),

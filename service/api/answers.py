@@ -71,6 +71,11 @@ def labels_header(labels: Sequence[int | None]) -> dict[str, str]:
     return {"X-Labels": ",".join("null" if y is None else str(y) for y in labels)}
 
 
+def sampled_headers(items: Sequence[Sampled]) -> dict[str, str]:
+    """X-Seeds and X-Labels of sampled images, for answers that send them later (streams, JSON)."""
+    return {"X-Seeds": ",".join(str(it.seed) for it in items), **labels_header([it.label for it in items])}
+
+
 def png_response(
     images: Sequence[Image],
     seeds: list[int],

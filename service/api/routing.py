@@ -1,12 +1,13 @@
 """How a model endpoint runs: admitted, typed, and without FastAPI's per-request machinery.
 
-A router declared with `route_class=DirectModelRoute` (images/, latents/) holds model endpoints.
-Each is `async def endpoint(request: ModelRequest) -> Answer`: the service admits the request
-before the endpoint starts (503 unless ready; counted in flight by the scheduler) and keeps it in
-flight until the answer's last byte is sent. The endpoint reads its own body into typed input
-(`ModelRequest.parse`: inline for small bodies, else on the parsing thread), hands its items to an
-operation (`ModelRequest.run(SAMPLE, model, items)`: SampleItems in, images out) and returns a
-Response or a pydantic answer, sent as JSON.
+A router declared with `route_class=DirectModelRoute` (images/, latents/, openai/, and
+inference_protocol/'s infer) holds model endpoints. Each is `async def endpoint(request:
+ModelRequest) -> Answer`: the service admits the request before the endpoint starts (503 unless
+ready; counted in flight by the scheduler) and keeps it in flight until the answer's last byte is
+sent. The endpoint reads its own body into typed input (`ModelRequest.parse`: inline for small
+bodies, else on the parsing thread), hands its items to an operation (`ModelRequest.run(SAMPLE,
+model, items)`: SampleItems in, images out) and returns a Response or a pydantic answer, sent as
+JSON.
 
 FastAPI documents a model endpoint like any route (its response_model, responses and openapi_extra
 make the OpenAPI schema) but does not solve dependencies for it, read its body, or validate and

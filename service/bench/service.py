@@ -15,6 +15,9 @@ batch size and the server's mean queue and compute time per batch.
     # plus the model's own throughput (vae.sample in-process) at the same batch sizes
     vdvae bench service --spawn --max-batch-sizes 32,1 --concurrency 32 --model-throughput
 
+    # the same images through each endpoint that samples: the server's CPU per request of each
+    vdvae bench service --spawn --max-batch-sizes 32 --endpoints sample,openai,v2-json,v2-binary
+
 Extra server flags go after `--`, e.g. `-- --cpu-threads 1 --max-batch-delay-ms 2`.
 """
 
@@ -38,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model.bundled import bundled_weights
 
+from .endpoints import ENDPOINTS
 from .loadgen import CpuSample, HttpConnection, ThreadCpu, load_line, percentile, spawned_server
 from .model import ModelTimer
 
@@ -138,9 +142,11 @@ async def closed_loop(
     payload: dict,
     timeout_s: float = 120.0,
     server_pid: int | None = None,
+    endpoint: str = "sample",
 ) -> RunResult:
     """C clients in a closed loop; only requests that start after the warm-up are counted. With
-    `server_pid` (a local server), its event loop's and other threads' CPU per request too."""
+    `server_pid` (a local server), its event loop's and other threads' CPU per request too.
+    payload: n, temperature and model, asked of `endpoint` (endpoints.ENDPOINTS)."""
     # Metrics are read on their own connection, so they never wait behind (or delay) the load.
     observer = HttpConnection(url)
     try:
@@ -156,7 +162,8 @@ async def closed_loop(
             await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
             return await snapshot(observer, cpu, model)
 
-        clients = (client_loop(url, payload, window, timeout_s) for _ in range(concurrency))
+        spec = {k: v for k, v in payload.items() if k != "model"}
+        clients = (client_loop(url, endpoint, spec, model, window, timeout_s) for _ in range(concurrency))
         before, *_ = await asyncio.gather(snapshot_at_measure_start(), *clients)
         elapsed = time.monotonic() - t_measure
         after = await snapshot(observer, cpu, model)
@@ -165,16 +172,21 @@ async def closed_loop(
     return run_result(concurrency, int(payload.get("n", 1)), window, elapsed, before, after)
 
 
-async def client_loop(url: str, payload: dict, window: Window, timeout_s: float) -> None:
+async def client_loop(
+    url: str, endpoint: str, spec: dict, model: str, window: Window, timeout_s: float
+) -> None:
     """One client: the next request as soon as the last is answered, until the window ends; each
     request that starts inside the window is counted (its latency, or its error)."""
     rng = random.Random()
+    build = ENDPOINTS[endpoint]
     connection = HttpConnection(url)
     try:
         while (t0 := time.monotonic()) < window.t_end:
-            body = json.dumps({**payload, "seed": rng.randrange(2**31)}).encode()
+            r = build(spec, model, rng.randrange(2**31))
             try:
-                code, _ = await connection.request("POST", "/sample", body, "application/json", timeout_s)
+                code, _ = await connection.request(
+                    "POST", r.path, r.body, r.content_type, timeout_s, r.headers
+                )
                 status = str(code)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
                 status = type(e).__name__
@@ -246,13 +258,15 @@ def row(label: str, r: RunResult) -> str:
     )
 
 
-def sweep(url: str, label: str, args: argparse.Namespace, pid: int | None) -> list[RunResult]:
+def sweep(url: str, label: str, args: argparse.Namespace, pid: int | None, endpoint: str) -> list[RunResult]:
     payload = {"n": args.n, "temperature": args.temperature}
     if args.model:
         payload["model"] = args.model
     results = []
     for c in args.concurrency:
-        r = run_async(closed_loop(url, c, args.duration, args.warmup, payload, server_pid=pid))
+        r = run_async(
+            closed_loop(url, c, args.duration, args.warmup, payload, server_pid=pid, endpoint=endpoint)
+        )
         print(row(label, r), f"  [{load_line()}]", flush=True)
         results.append(r)
     return results
@@ -260,6 +274,14 @@ def sweep(url: str, label: str, args: argparse.Namespace, pid: int | None) -> li
 
 def parse_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in ENDPOINTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown endpoint {unknown[0]!r}; known: {', '.join(ENDPOINTS)}")
+    return names
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -277,6 +299,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add("--n", type=int, default=1, help="Images per request.")
     add("--temperature", type=float, default=1.0)
     add("--model", default=None, help="Model name (default: the server's default model).")
+    add(
+        "--endpoints",
+        type=parse_names,
+        default=["sample"],
+        help=f"Comma-separated: the same images asked of each of {', '.join(ENDPOINTS)} in turn.",
+    )
     add("--spawn", action="store_true", help="Start `python -m service` once per --max-batch-sizes.")
     add("--model-dir", type=Path, default=bundled_weights(), help="For --spawn and --model-throughput.")
     add("--max-batch-sizes", type=parse_ints, default=[32, 1], help="With --spawn: one server each.")
@@ -318,8 +346,13 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         # machine hits every configuration alike.
         for r in range(args.rounds):
             for label, (url, pid) in servers.items():
-                results = sweep(url, label.replace("_size", "") if args.spawn else "server", args, pid)
-                report["runs"].setdefault(label, []).append([x.summary() for x in results])
+                for endpoint in args.endpoints:
+                    shown = label.replace("_size", "") if args.spawn else "server"
+                    key = label
+                    if args.endpoints != ["sample"]:  # one row label, and one report entry, per endpoint
+                        shown, key = endpoint, f"{label} {endpoint}"
+                    results = sweep(url, shown, args, pid, endpoint)
+                    report["runs"].setdefault(key, []).append([x.summary() for x in results])
             if timer is not None:
                 tput = timer.images_per_s(round_batches(report["runs"], r), max(3.0, args.duration / 4))
                 cpu = timer.cpu_ms_per_image

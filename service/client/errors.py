@@ -1,5 +1,5 @@
-"""The client's errors: what the service answered (APIError, with its RFC 9457 problem), or that
-it did not answer (ConnectionFailed)."""
+"""The client's errors: what the service answered (APIError, with its RFC 9457 problem, or the
+OpenAI-shaped error of the /v1/ paths), or that it did not answer (ConnectionFailed)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ class APIError(ClientError):
         if isinstance(body, dict) and isinstance(body.get("detail"), str):
             extra = {k: v for k, v in body.items() if k not in ("status", "title", "detail")}
             return cls(r.status_code, str(body.get("title", r.reason_phrase)), body["detail"], **extra)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and isinstance(error.get("message"), str):  # /v1/: OpenAI's shape
+            return cls(r.status_code, r.reason_phrase, error["message"], **error)
         text = " ".join(r.text.split())[:200]  # not a problem document: a proxy's page, say
         detail = f"HTTP {r.status_code} {r.reason_phrase} from {r.request.url}" + (
             f": {text}" if text else ""

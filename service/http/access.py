@@ -42,6 +42,7 @@ OPEN_PATHS = frozenset(
 )
 OPEN_PREFIXES = ("/problems/", "/playground/", "/static/")
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's files, served by the service
 # Keys shorter than this can be guessed; they work, with a warning at start.
 MIN_KEY_LENGTH = 16
 
@@ -104,8 +105,10 @@ class AccessMiddleware:
         self.keys = keys
         self.metrics = metrics
         self.open_paths = OPEN_PATHS
+        self.open_prefixes = OPEN_PREFIXES
         if settings.docs_access == "open":
             self.open_paths |= DOCS_PATHS
+            self.open_prefixes += (DOCS_ASSETS + "/",)
         if settings.metrics_access == "open":
             self.open_paths |= {"/metrics"}
 
@@ -113,7 +116,7 @@ class AccessMiddleware:
         if scope["method"] not in ("GET", "HEAD"):
             return False
         path = scope["path"]
-        return path in self.open_paths or path.startswith(OPEN_PREFIXES)
+        return path in self.open_paths or path.startswith(self.open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.is_open(scope):

@@ -157,8 +157,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.metrics.failures.labels(reason=error.reason).inc()
         if self.transport.is_closing():
             return
-        headers, payload = problem_bytes(error, instance="", request_id=request_id, close=True)
-        head = [f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode()]
+        status, headers, payload = problem_bytes(error, instance="", request_id=request_id, close=True)
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
         head += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join([*head, b"\r\n", payload]))
         if self.transport.can_write_eof():

@@ -50,8 +50,9 @@ async def send_problem(
     state = scope.setdefault("state", {})
     state["answered"] = True  # an error answer the app may still give is not counted again
     metrics.failures.labels(reason=error.reason).inc()
-    headers, payload = problem_bytes(error, scope.get("path", ""), state.get("request_id"), close=close)
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    path, request_id = scope.get("path", ""), state.get("request_id")
+    status, headers, payload = problem_bytes(error, path, request_id, close=close)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 

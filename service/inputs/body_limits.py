@@ -53,6 +53,7 @@ def endpoint_body_limits(models: Iterable[ServedModel], settings: Settings) -> d
     limits = {
         "/sample": fields,
         "/sample/stream": fields,
+        "/v1/images/generations": fields,
         "/encode": fields + image,
         "/reconstruct": fields + image,
         "/interpolate": fields + 2 * image,

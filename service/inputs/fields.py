@@ -3,9 +3,10 @@ their static bounds and descriptions, guidance weights, float32 tensors, and the
 
 These check what can be checked without a model: strict types (no "8" for 8, no false for 0),
 finite numbers, static ranges, unknown fields (rejected, so a typo such as `temprature` is a 422 and
-not a silent default). Checks that need the model or the settings (n limit, temperature bounds and
-per-layer length, labels, latent shapes) are in validation.py; api/openapi.py writes those same
-bounds into the published schema.
+not a silent default). JSON has one type of number, and JSON Schema reads 8.0 as the integer 8, so
+an integer field takes 8.0 too (`integer`), never 8.5. Checks that need the model or the settings
+(n limit, temperature bounds and per-layer length, labels, latent shapes) are in validation.py;
+api/openapi.py writes those same bounds into the published schema.
 
 Sampling options left out of a request (temperature, label, guidance) take the model's sampling
 defaults (GET /v1/models: `sampling`; validation.sampling_for). An explicit `"label": null` asks for
@@ -17,9 +18,23 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from model.sampling import MAX_SEED
+
+
+def _integral(value: Any) -> Any:
+    """A float with no fraction (8.0) as the integer it is; anything else is left to the int check."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def integer(ge: int | None = None, le: int | None = None) -> Any:
+    """The type of a request body's integer field, in [ge, le]: 8 or 8.0, never "8", 8.5 or true.
+    (The bounds come before the validator, so that the JSON schema states them.)"""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
 
 NonNegativeFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -30,10 +45,8 @@ ModelField = Annotated[
     ),
 ]
 SeedField = Annotated[
-    int | None,
+    integer(ge=0, le=MAX_SEED) | None,
     Field(
-        ge=0,
-        le=MAX_SEED,
         description="Seed of the first image; image i uses seed + i. Random when omitted; the seeds "
         "used are always returned.",
     ),
@@ -73,11 +86,12 @@ def _label(value: Any) -> int | str | None:
     """A class: its index (an integer >= 0), or one of its names (GET /v1/models: `classes`)."""
     if value is None:
         return None
+    value = _integral(value)
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"a class index should be greater than or equal to 0, got {value}")
         return value
-    if isinstance(value, str) and 0 < len(value.strip()) <= MAX_CLASS_NAME:
+    if isinstance(value, str) and value.strip() and len(value) <= MAX_CLASS_NAME:
         return value
     raise ValueError(
         f"a label is a class index (integer >= 0) or a class name (1..{MAX_CLASS_NAME} characters)"
@@ -120,10 +134,8 @@ SamplingGuidanceDescription = (
     "(sampling.guidance); null: none."
 )
 TimeoutField = Annotated[
-    int | None,
+    integer(ge=1, le=3_600_000) | None,
     Field(
-        ge=1,
-        le=3_600_000,
         description="Deadline in milliseconds from arrival; can only shorten the service's default. "
         "A request not served in time gets 504 and is not computed.",
     ),
@@ -151,10 +163,13 @@ class Guidance(StrictModel):
 class Tensor(StrictModel):
     """A float32 tensor: shape, and its values as base64 of little-endian float32 in C order."""
 
-    shape: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(max_length=8)
+    shape: list[integer(ge=1, le=1_000_000)] = Field(max_length=8)
     dtype: Literal["float32"] = "float32"
     data: str = Field(description="base64 of the little-endian float32 values, C order.")
 
 
 class LatentTensor(Tensor):
-    layer: int = Field(description="Latent layer index, 0 = the top (lowest resolution) layer.")
+    """A latent layer's z: (channels, height, width), the layer's shape (GET /v1/models: latent_shapes)."""
+
+    shape: list[integer(ge=1, le=1_000_000)] = Field(min_length=3, max_length=3)
+    layer: integer() = Field(description="Latent layer index, 0 = the top (lowest resolution) layer.")

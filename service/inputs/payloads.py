@@ -43,14 +43,18 @@ def json_depth(raw: bytes) -> int:
     return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
 
 
-def check_json_shape(raw: bytes, settings: Settings, what: str = "the JSON body") -> None:
-    """BodyTooComplex unless `raw` holds at most max_json_values values nested at most max_json_depth."""
+def check_json_shape(
+    raw: bytes, settings: Settings, what: str = "the JSON body", max_values: int | None = None
+) -> None:
+    """BodyTooComplex unless `raw` holds at most max_values values (default: max_json_values)
+    nested at most max_json_depth."""
     containers = raw.count(b"[") + raw.count(b"{")
     values = raw.count(b",") + containers
-    if values > settings.max_json_values:
+    limit = settings.max_json_values if max_values is None else max_values
+    if values > limit:
         raise BodyTooComplex(
-            f"{what} holds about {values} values; the limit is {settings.max_json_values} (a temperature "
-            "list has one per latent layer)"
+            f"{what} holds about {values} values; the limit is {limit} (a temperature list has one per "
+            "latent layer)"
         )
     if containers > settings.max_json_depth and json_depth(raw) > settings.max_json_depth:
         raise BodyTooComplex(f"{what} nests deeper than the limit of {settings.max_json_depth} levels")
@@ -72,13 +76,16 @@ def is_json(content_type: str) -> bool:
     return media in ("", "application/json") or media.endswith("+json")
 
 
-def json_body(raw: bytes, content_type: str, model_cls: type[ModelT], settings: Settings) -> ModelT:
-    """A JSON object body -> the validated model (strict: no "8" for 8, no false for 0)."""
+def json_body(
+    raw: bytes, content_type: str, model_cls: type[ModelT], settings: Settings, max_values: int | None = None
+) -> ModelT:
+    """A JSON object body -> the validated model (strict: no "8" for 8, no false for 0).
+    max_values: the most JSON values it may hold (default: the settings' max_json_values)."""
     if not is_json(content_type):
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media_type(content_type)!r}: send application/json"
         )
-    check_json_shape(raw, settings)
+    check_json_shape(raw, settings, max_values=max_values)
     try:
         return model_cls.model_validate_json(raw)
     except ValidationError as e:
@@ -100,11 +107,21 @@ def form_value(value: str, settings: Settings) -> Any:
         return value
 
 
+def is_json_text(value: bytes) -> bool:
+    try:
+        pydantic_core.from_json(value)
+    except ValueError:
+        return False
+    return True
+
+
 def multipart_form(
     raw: bytes, content_type: str, files: tuple[str, ...] = ("image",)
 ) -> tuple[dict[str, str], dict[str, bytes]]:
     """multipart/form-data -> (text fields, the bytes of each file field named in `files`), held in
-    memory; a file field sent twice is refused."""
+    memory; a file field sent twice is refused. A part named in `files` is its file whether or not
+    it has a filename (`curl -F image=<digit.png` sends none), unless it holds JSON text (/interpolate's
+    ends may be a seed)."""
     _, options = parse_options_header(content_type)
     fields: dict[str, str] = {}
     uploads: dict[str, bytes] = {}
@@ -116,17 +133,24 @@ def multipart_form(
         if parts > MAX_FORM_FIELDS:
             raise MalformedBody(f"the form has more than {MAX_FORM_FIELDS} fields")
 
+    def upload(name: str, data: bytes) -> None:
+        if name in uploads:
+            raise MalformedBody(f"the form has more than one file {name!r}; send it once")
+        uploads[name] = data
+
     def on_field(field: Field) -> None:
         count_part()
-        fields[field.field_name.decode("utf-8", "replace")] = (field.value or b"").decode("utf-8", "replace")
+        name, value = field.field_name.decode("utf-8", "replace"), field.value or b""
+        if name in files and not is_json_text(value):
+            upload(name, value)
+        else:
+            fields[name] = value.decode("utf-8", "replace")
 
     def on_file(file: File) -> None:
         count_part()
         name = (file.field_name or b"").decode("utf-8", "replace")
         if name in files:
-            if name in uploads:
-                raise MalformedBody(f"the form has more than one file {name!r}; send it once")
-            uploads[name] = file.file_object.getvalue()
+            upload(name, file.file_object.getvalue())
 
     boundary = options.get(b"boundary")
     try:

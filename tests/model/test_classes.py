@@ -1,11 +1,13 @@
-"""Class names: the built-in lists, labels given by name, and the errors for names that fit none or
-several classes."""
+"""Class names: the built-in lists, labels given by name, the errors for names that fit none or
+several classes, and the pattern of exactly the label texts a model takes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from model.classes import ClassNames, UnknownClass, resolve_label
+from model.classes import ClassNames, UnknownClass, label_pattern, resolve_label
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +58,34 @@ def test_json_forms():
     assert names.to_json() == [["a"], ["b", "bee"]] and names.index("BEE") == 1
     with pytest.raises(ValueError, match="entry 1"):
         ClassNames.from_json(["a", []])
+
+
+def test_an_index_is_ascii_digits():
+    assert resolve_label(" 007 ", None, 10) == 7
+    for text in ("²", "٣", "3.0", "-1"):  # str.isdigit takes the first two; int("²") fails
+        with pytest.raises(UnknownClass):
+            resolve_label(text, None, 10)
+
+
+def candidates(classes: ClassNames | None) -> list[str]:
+    """Texts around the names of some of the classes (each 25th: an unknown name costs a search for
+    close ones), the names of several classes, and indices."""
+    names = [n for names in (classes.names[::25] if classes else ()) for n in names]
+    texts = ["", " ", "0", "9", "10", "007", "0010", "²", "٣", " 3 ", "3x", "crane", "CRANE"]
+    texts += ["Cardigan", "cardigan", "CARDIGAN"]
+    for n in names:
+        texts += [n, n.upper(), n.title(), f" {n}\t", n + "s", n[:-1]]
+    return texts
+
+
+@pytest.mark.parametrize("which", ["imagenet1k", "cifar10", None])
+def test_the_label_pattern_matches_exactly_the_texts_that_name_a_class(which):
+    classes = ClassNames.builtin(which) if which else None
+    n = len(classes) if classes else 10
+    pattern = re.compile(label_pattern(classes, n))
+    for text in candidates(classes):
+        try:
+            named = resolve_label(text, classes, n) < n
+        except UnknownClass:
+            named = False
+        assert bool(pattern.match(text)) == named, repr(text)

@@ -136,6 +136,39 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
         yield c
 
 
+KEY_A = "key-a-0123456789abcdef"
+KEY_B = "key-b-fedcba9876543210"
+
+
+@pytest.fixture(scope="session")
+def keyed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server that needs an API key: KEY_A (api_keys) or KEY_B (from api_keys_file)."""
+    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    key_file.write_text(f"# one key a line\n\n{KEY_B}\n")
+    with running_server(model_dir, api_keys=KEY_A, api_keys_file=key_file, warmup=False) as server:
+        yield server
+
+
+LAYER_DELAY_S = 0.1
+
+
+@pytest.fixture(scope="session")
+def slow(model_dir: Path) -> Iterator[RunningServer]:
+    """A server whose model "tiny" is slow: every latent layer takes LAYER_DELAY_S more, so a test
+    can leave, or miss a deadline, in the middle of a pass."""
+    with running_server(model_dir) as server:
+        vae = server.app.state.service.registry.get("tiny").vae
+        hooks = [
+            b.resnet.register_forward_hook(lambda *_: time.sleep(LAYER_DELAY_S))
+            for b in vae.decoder.dec_blocks
+        ]
+        try:
+            yield server
+        finally:
+            for h in hooks:
+                h.remove()
+
+
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------

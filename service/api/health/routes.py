@@ -19,7 +19,6 @@ metrics_router = APIRouter()
 
 
 @router.get("/health/live", response_model=Health, tags=["health"], summary="200 while the process is up")
-@router.get("/v2/health/live", include_in_schema=False)
 async def live() -> Health:
     return Health(status="live")
 
@@ -31,7 +30,6 @@ async def live() -> Health:
     tags=["health"],
     summary="200 once every model is loaded and warmed up; 503 before that and while draining",
 )
-@router.get("/v2/health/ready", response_model=Health, include_in_schema=False)
 async def ready(request: Request) -> Health | JSONResponse:
     svc = service_state(request)
     if svc.phase is Phase.READY:

@@ -23,6 +23,7 @@ from ...inputs.fields import (
     StrictModel,
     TemperatureField,
     TimeoutField,
+    integer,
 )
 from ..bodies import Base64Image, SampledImage
 
@@ -64,8 +65,8 @@ class SampleRequest(StrictModel):
     )
 
     model: ModelField = None
-    n: int = Field(
-        1, ge=1, le=4096, description="Number of images (at most the service's max_images_per_request)."
+    n: integer(ge=1, le=4096) = Field(
+        1, description="Number of images (at most the service's max_images_per_request)."
     )
     temperature: TemperatureField = None
     seed: SeedField = None
@@ -92,16 +93,15 @@ class UpscaleRequest(StrictModel):
         description="The low-resolution image as base64 PNG or JPEG (a data: URL prefix is allowed), of "
         "the model's low_res size; JSON bodies only.",
     )
-    stage: int | None = Field(
+    stage: integer(ge=1) | None = Field(
         None,
-        ge=1,
         description="When `model` is a cascade: which of its super-resolution stages (1 = the first "
         "after the base); omitted: the stage that takes the base stage's images.",
     )
     temperature: TemperatureField = None
     seed: Annotated[
-        int | None,
-        Field(ge=0, le=MAX_SEED, description="The image's seed; random when omitted, always returned."),
+        integer(ge=0, le=MAX_SEED) | None,
+        Field(description="The image's seed; random when omitted, always returned."),
     ] = None
     label: LabelField = None
     guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
@@ -122,9 +122,8 @@ class ReconstructRequest(StrictModel):
 
     model: ModelField = None
     image_b64: ImageB64Field = None
-    layers: int | None = Field(
+    layers: integer(ge=0) | None = Field(
         None,
-        ge=0,
         description="How many top latent layers come from the image's posterior (the rest from the prior); "
         "all of them when omitted, 0 gives a sample from the prior.",
     )

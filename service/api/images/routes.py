@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Response
 
-from ...batching.items import ReconstructItem, SampleItem, UpscaleItem
+from ...batching.items import Image, ReconstructItem, SampleItem, UpscaleItem
 from ...batching.operations import RECONSTRUCT, SAMPLE, UPSCALE
 from ...errors import invalid_field
 from ...inputs.payloads import image_body, json_body
@@ -30,13 +30,21 @@ from ...inputs.validation import (
 from ...registry import ServedCascade, ServedModel
 from ...settings import Settings
 from ...state import ServiceState
-from ..answers import b64_png, labels_header, png_response, prefers_png, sampled_response
+from ..answers import b64_png, png_response, prefers_png, sampled_headers, sampled_response
 from ..bodies import MODEL_ERRORS, ImageResponse
 from ..openapi import image_request_body, json_request_body
 from ..routing import DirectModelRoute, ModelRequest
 from .bodies import ReconstructedImage, ReconstructRequest, ReconstructResponse, SampleRequest, UpscaleRequest
 from .cascades import CascadePlan, cascade_plan, cascade_stages
-from .streams import EVENT_SCHEMA, EVENTS, CascadeStream, EventStream, SampleStream
+from .streams import (
+    EVENT_SCHEMA,
+    EVENTS,
+    CascadeStream,
+    EventStream,
+    ImageStream,
+    SampleStream,
+    sample_events,
+)
 
 router = APIRouter(route_class=DirectModelRoute)
 
@@ -66,7 +74,12 @@ class CascadeSample:
 
 def sample_input(raw: bytes, content_type: str, svc: ServiceState) -> ModelSample | CascadeSample:
     """/sample's body (and /sample/stream's): a model's items, or a cascade's plan."""
-    req = json_body(raw, content_type, SampleRequest, svc.settings)
+    return sample_plan(json_body(raw, content_type, SampleRequest, svc.settings), svc)
+
+
+def sample_plan(req: SampleRequest, svc: ServiceState) -> ModelSample | CascadeSample:
+    """What a /sample request computes: a model's items, or a cascade's plan (other protocols that
+    sample build a SampleRequest, so they draw the same images for the same seeds and settings)."""
     model = svc.registry.get_any(req.model)
     if isinstance(model, ServedCascade):
         return CascadeSample(req, model, cascade_plan(req, model, svc.settings))
@@ -74,6 +87,26 @@ def sample_input(raw: bytes, content_type: str, svc: ServiceState) -> ModelSampl
         raise invalid_field("stages", f"model {model.name!r} is not a cascade: omit stages")
     within_image_limit("n", req.n, svc.settings)
     return ModelSample(req, model, sampling_for(req, model, svc.settings, seeds_for(req.seed, req.n)))
+
+
+async def sampled(
+    request: ModelRequest, sample: ModelSample | CascadeSample
+) -> tuple[list[Image], list[SampleItem]]:
+    """A /sample request's images, and their items (each image's seed and label): a model's, or a
+    cascade's last stage's, its stages run one after another."""
+    timeout_ms = sample.body.timeout_ms
+    if isinstance(sample, CascadeSample):
+        stages = [images async for images in cascade_stages(sample.plan, request, timeout_ms)]
+        return stages[-1], sample.plan.items
+    return await request.run(SAMPLE, sample.model, sample.items, timeout_ms), sample.items
+
+
+def open_stream(request: ModelRequest, sample: ModelSample | CascadeSample) -> ImageStream:
+    """The stream of a /sample request: a model's images, queued now on its SAMPLE_STREAM batcher
+    (503 when full), or a cascade's stages, run as the stream goes."""
+    if isinstance(sample, CascadeSample):  # one stage per cascade stage
+        return CascadeStream(request, sample.plan, sample.body.timeout_ms)
+    return SampleStream(request, sample.model, sample.items, sample.body.timeout_ms)
 
 
 def reconstruct_input(
@@ -152,12 +185,9 @@ async def sample(request: ModelRequest) -> ImageResponse | Response:
     with the other requests at that stage; `stages[k]` gives stage k's temperature, guidance and
     low_res_noise. The answer is its last stage's images, with the images' own seeds and labels."""
     sample = await request.parse(sample_input)
-    if isinstance(sample, CascadeSample):
-        timeout_ms = sample.body.timeout_ms
-        stages = [images async for images in cascade_stages(sample.plan, request, timeout_ms)]
-        return sampled_response(request, sample.cascade, stages[-1], sample.plan.items)
-    images = await request.run(SAMPLE, sample.model, sample.items, sample.body.timeout_ms)
-    return sampled_response(request, sample.model, images, sample.items)
+    images, items = await sampled(request, sample)
+    served = sample.cascade if isinstance(sample, CascadeSample) else sample.model
+    return sampled_response(request, served, images, items)
 
 
 @router.post(
@@ -176,15 +206,9 @@ async def sample_stream(request: ModelRequest) -> EventStream:
     """/sample's images as server-sent events: a `preview` per resolution of the top-down pass (the
     final images given the layers drawn so far), then the `final` images, identical to /sample's.
     The seeds and labels are in the X-Seeds and X-Labels headers and in every event."""
-    sample = await request.parse(sample_input)
-    stream: SampleStream | CascadeStream
-    if isinstance(sample, CascadeSample):  # one event per stage
-        stream = CascadeStream(request, sample.plan, sample.body.timeout_ms)
-    else:
-        stream = SampleStream(request, sample.model, sample.items, sample.body.timeout_ms)
-    seeds = ",".join(str(it.seed) for it in stream.items)
-    headers = {"X-Seeds": seeds, **labels_header([it.label for it in stream.items])}
-    return EventStream(stream.events(), on_close=stream.close, headers=headers)
+    stream = open_stream(request, await request.parse(sample_input))
+    headers = sampled_headers(stream.items)
+    return EventStream(sample_events(request, stream), on_close=stream.close, headers=headers)
 
 
 @router.post(

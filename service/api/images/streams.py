@@ -18,6 +18,10 @@ A problem after the stream began (deadline, a failing image) is an `error` event
 problem document; before that (bad input, full queue) the answer is the usual problem+json.
 `EventStream` is the response: text/event-stream, with a callback that runs however it ends
 (finished, client gone, failed, or never started), where the stream lets go of its work.
+
+Both streams give their stages as `Shown` (`ImageStream.stages()`); `sample_events` writes them as
+this endpoint's events, and another protocol's streaming answer writes them as its own (OpenAI's
+partial images: api/openai/streams.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -107,44 +112,72 @@ class EventStream(StreamingResponse):
             self.on_close()
 
 
-class SampleStream:
-    """One streaming request on a single model: its queued images, its previews, and its events."""
+@dataclass(frozen=True)
+class Shown:
+    """One stage of a streamed sample, as each protocol's events show it: a preview, or (the last)
+    the final images."""
+
+    index: int  # 0 .. count - 1
+    count: int  # stages in all; the last is the final images
+    resolution: int  # the stage's image size
+    layers: int  # latent layers drawn so far
+    num_layers: int  # latent layers in all
+    images: list[Image]
+
+    @property
+    def final(self) -> bool:
+        return self.index == self.count - 1
+
+
+class ImageStream:
+    """A streaming request's stages (`stages()`: the previews in order, then the final images), and
+    whether it was answered: its final images or its error went out. `close()` runs however the
+    response ends."""
+
+    name: str  # the model or cascade
+    items: list[SampleItem]  # the images' own seeds and labels
+    count: int  # stages in all
+    answered: bool = False
+
+    async def stages(self) -> AsyncIterator[Shown]:
+        """The stages in order; a problem after the stream began is raised (ServiceError)."""
+        try:
+            async for shown in self._stages():
+                if shown.final:
+                    self.answered = True
+                yield shown
+        except ServiceError:
+            self.answered = True
+            raise
+
+    def _stages(self) -> AsyncIterator[Shown]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SampleStream(ImageStream):
+    """One streaming request on a single model: its queued images and its previews."""
 
     def __init__(
         self, request: ModelRequest, model: ServedModel, items: list[SampleItem], timeout_ms: int | None
     ) -> None:
-        self.request, self.model, self.items = request, model, items
+        self.request, self.model, self.items, self.name = request, model, items, model.name
         self.ctx = request.context(timeout_ms)
-        self.stages = len(resolution_stops(model.hp.layer_resolutions))
+        self.count = len(resolution_stops(model.hp.layer_resolutions))
         svc = request.service
         self.sink = StageQueue(len(items), self.ctx, asyncio.get_running_loop(), svc.metrics, model.name)
         work = [StreamItem(it, self.sink, i) for i, it in enumerate(items)]
         self.submission = request.submit(SAMPLE_STREAM, model, work, self.ctx)  # or 503
         self.submission.results.add_done_callback(lambda _: self.sink.close())  # no stage after that
-        self.answered = False  # the final or error event went out
 
-    def payload(self, stage: int, resolution: int, layers: int, images: list[Image]) -> dict[str, Any]:
-        return {
-            "stage": stage,
-            "stages": self.stages,
-            "resolution": resolution,
-            "layers": layers,
-            "num_layers": self.model.num_layers,
-            "data": sampled_data(images, self.items),
-        }
-
-    async def events(self) -> AsyncIterator[bytes]:
-        try:
-            async for stage, images in self.sink.stages():
-                yield sse("preview", self.payload(stage.index, stage.resolution, stage.layers, images))
-            images = self.submission.results.result()  # the first failing image's problem, if any
-            hp = self.model.hp
-            final = self.payload(self.stages - 1, hp.image_size, hp.num_layers, images)
-            self.answered = True
-            yield sse("final", {"created": int(time.time()), "model": self.model.name, **final})
-        except ServiceError as e:
-            self.answered = True
-            yield error_event(self.request, e)
+    async def _stages(self) -> AsyncIterator[Shown]:
+        L = self.model.num_layers
+        async for stage, images in self.sink.stages():
+            yield Shown(stage.index, self.count, stage.resolution, stage.layers, L, images)
+        images = self.submission.results.result()  # the first failing image's problem, if any
+        yield Shown(self.count - 1, self.count, self.model.hp.image_size, L, L, images)
 
     def close(self) -> None:
         """The response ended: if the client left before its answer, its work is dropped (queued
@@ -155,45 +188,45 @@ class SampleStream:
         self.submission.close()
 
 
-class CascadeStream:
-    """One streaming request on a cascade: its events, and whether it was answered."""
+class CascadeStream(ImageStream):
+    """One streaming request on a cascade: a stage per cascade stage."""
 
     def __init__(self, request: ModelRequest, plan: CascadePlan, timeout_ms: int | None) -> None:
         self.request, self.plan, self.timeout_ms = request, plan, timeout_ms
-        self.items = plan.items
-        self.answered = False
+        self.items, self.name = plan.items, plan.cascade.name
+        self.count = len(plan.cascade.stages)
 
-    def payload(self, k: int, images: list[Image]) -> dict[str, Any]:
+    async def _stages(self) -> AsyncIterator[Shown]:
         stages = self.plan.cascade.stages
-        return {
-            "stage": k,
-            "stages": len(stages),
-            "resolution": stages[k].hp.image_size,
-            "layers": sum(m.num_layers for m in stages[: k + 1]),
-            "num_layers": sum(m.num_layers for m in stages),
-            "data": sampled_data(images, self.plan.items),
-        }
-
-    async def events(self) -> AsyncIterator[bytes]:
-        last = len(self.plan.cascade.stages) - 1
+        num_layers = sum(m.num_layers for m in stages)
         k = 0
-        try:
-            async for images in cascade_stages(self.plan, self.request, self.timeout_ms):
-                if k < last:
-                    yield sse("preview", self.payload(k, images))
-                else:
-                    self.answered = True
-                    name = self.plan.cascade.name
-                    yield sse(
-                        "final", {"created": int(time.time()), "model": name, **self.payload(k, images)}
-                    )
-                k += 1
-        except ServiceError as e:
-            self.answered = True
-            yield error_event(self.request, e)
+        async for images in cascade_stages(self.plan, self.request, self.timeout_ms):
+            layers = sum(m.num_layers for m in stages[: k + 1])
+            yield Shown(k, self.count, stages[k].hp.image_size, layers, num_layers, images)
+            k += 1
 
     def close(self) -> None:
         """The response ended: a client that left before its answer counts as cancelled (its queued
         images are dropped by the wait for results, which sees the disconnect)."""
         if not self.answered:
             count_failure(self.request, "cancelled")
+
+
+async def sample_events(request: ModelRequest, stream: ImageStream) -> AsyncIterator[bytes]:
+    """/sample/stream's events: `preview` per stage but the last, then `final`, or `error`."""
+    try:
+        async for shown in stream.stages():
+            data = {
+                "stage": shown.index,
+                "stages": shown.count,
+                "resolution": shown.resolution,
+                "layers": shown.layers,
+                "num_layers": shown.num_layers,
+                "data": sampled_data(shown.images, stream.items),
+            }
+            if shown.final:
+                yield sse("final", {"created": int(time.time()), "model": stream.name, **data})
+            else:
+                yield sse("preview", data)
+    except ServiceError as e:
+        yield error_event(request, e)

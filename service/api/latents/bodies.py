@@ -24,6 +24,7 @@ from ...inputs.fields import (
     StrictModel,
     TemperatureField,
     TimeoutField,
+    integer,
 )
 
 
@@ -38,8 +39,8 @@ class EncodeRequest(StrictModel):
 
     model: ModelField = None
     image_b64: ImageB64Field = None
-    latents: int = Field(
-        0, ge=0, description="Return the posterior samples z of this many top latent layers."
+    latents: integer(ge=0) = Field(
+        0, description="Return the posterior samples z of this many top latent layers."
     )
     seed: SeedField = None
     label: ShownLabelField = None
@@ -102,14 +103,15 @@ class DecodeRequest(StrictModel):
 class InterpolationEnd(StrictModel):
     """A seed (the image /sample draws from it), or an image (base64 PNG or JPEG)."""
 
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    seed: integer(ge=0, le=MAX_SEED) | None = None
     image_b64: str | None = Field(None, description="base64 PNG or JPEG (a data: URL prefix is allowed).")
 
     @model_validator(mode="before")
     @classmethod
     def _seed_shorthand(cls, value: Any) -> Any:
         """A bare integer is a seed."""
-        return {"seed": value} if isinstance(value, int) and not isinstance(value, bool) else value
+        is_integer = isinstance(value, int) and not isinstance(value, bool)
+        return {"seed": value} if is_integer or (isinstance(value, float) and value.is_integer()) else value
 
     @model_validator(mode="after")
     def _one_of(self) -> InterpolationEnd:
@@ -118,42 +120,29 @@ class InterpolationEnd(StrictModel):
         return self
 
 
+SEED = {"type": "integer", "minimum": 0, "maximum": MAX_SEED}
 EndField = Annotated[
     InterpolationEnd | None,
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "description": "A seed."},
+                {**SEED, "description": "A seed."},
                 {
                     "type": "object",
-                    "properties": {
-                        "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-                        "image_b64": {"type": "string", "description": "base64 PNG or JPEG."},
-                    },
+                    "properties": {"seed": SEED, "image_b64": {"type": "null"}},
+                    "required": ["seed"],
                     "additionalProperties": False,
-                    "description": "A seed or an image (one of the two).",
+                    "description": "A seed.",
                 },
-            ],
-            "description": "A seed, or an image; in a multipart form also an image file of this name.",
-        }
-    ),
-]
-
-
-EndField = Annotated[
-    InterpolationEnd | None,
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "description": "A seed."},
                 {
                     "type": "object",
                     "properties": {
-                        "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
                         "image_b64": {"type": "string", "description": "base64 PNG or JPEG."},
+                        "seed": {"type": "null"},
                     },
+                    "required": ["image_b64"],
                     "additionalProperties": False,
-                    "description": "A seed or an image (one of the two).",
+                    "description": "An image of the model's size and channels.",
                 },
             ],
             "description": "A seed, or an image; in a multipart form also an image file of this name.",
@@ -181,10 +170,13 @@ class InterpolateRequest(StrictModel):
     model: ModelField = None
     start: EndField = None
     end: EndField = None
-    steps: int = Field(8, ge=2, le=64, description="Images on the path, both ends included.")
-    layers: int | None = Field(
+    steps: integer(ge=2, le=64) = Field(
+        8,
+        description="Images on the path, both ends included; omitted: 8, or the service's "
+        "max_images_per_request when that is lower.",
+    )
+    layers: integer(ge=0) | None = Field(
         None,
-        ge=0,
         description="Interpolate the top `layers` latent layers (all when omitted); the layers below "
         "come from `seed` at `temperature`, the same for every step.",
     )

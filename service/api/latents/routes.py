@@ -126,7 +126,9 @@ def endpoint_for(
 def interpolate_items(
     req: InterpolateRequest, uploads: dict[str, bytes], model: ServedModel, settings: Settings
 ) -> list[InterpolateItem]:
-    within_image_limit("steps", req.steps, settings)
+    # Left out, steps is 8, or the service's limit of images a request when that is lower.
+    steps = req.steps if "steps" in req.model_fields_set else min(req.steps, settings.max_images_per_request)
+    within_image_limit("steps", steps, settings)
     seed = seeds_for(req.seed, 1)[0]
     start = endpoint_for("start", req.start, uploads.get("start"), seed, model, settings)
     end = endpoint_for("end", req.end, uploads.get("end"), seed, model, settings)
@@ -143,7 +145,7 @@ def interpolate_items(
         label=label,
         guidance=options.guidance if label is not None else None,
     )
-    return [InterpolateItem(path, t) for t in steps_t(req.steps)]
+    return [InterpolateItem(path, t) for t in steps_t(steps)]
 
 
 def interpolate_input(
@@ -163,14 +165,17 @@ def latent_tensor(layer: int, z: np.ndarray) -> LatentTensor:
 
 
 def request_body() -> dict[str, Any]:
-    """OpenAPI requestBody: the JSON body, or its fields as a form whose `start` and `end` may be files."""
+    """OpenAPI requestBody: the JSON body, or its fields as a form whose `start` and `end` may be files
+    (or the JSON body's values, as text). Both ends are required, one way or the other."""
     schema = inlined_schema(InterpolateRequest)
+    schema["required"] = ["start", "end"]
     form = copy.deepcopy(schema)
     form.pop("examples", None)
     for name in ("start", "end"):
         form["properties"][name] = {
-            "anyOf": [{"type": "string", "format": "binary"}, {"type": "string"}],
-            "description": "An image file, or the JSON of a seed or image_b64 as text.",
+            "anyOf": [{"type": "string", "format": "binary"}, *schema["properties"][name]["anyOf"]],
+            "description": 'An image file, or the JSON body\'s value (a seed, or {"seed"} or '
+            '{"image_b64"}) as text.',
         }
     return {
         "requestBody": {

@@ -1,5 +1,6 @@
 """The response bodies of GET /v1/models and /v1/models/{name}: a model or a cascade, its sampling
-defaults and the limits a client sizes its requests by.
+defaults and the limits a client sizes its requests by. They carry OpenAI's model-list fields too
+(`object`, `created`, `owned_by`), so the `openai` SDKs' models.list() and models.retrieve() read them.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class ModelInfo(BaseModel):
 
     id: str
     object: Literal["model", "cascade"] = "model"
+    created: int = Field(description="Unix time the service loaded it (OpenAI's model field).")
+    owned_by: str = Field("vdvae-serve", description="OpenAI's model field: always vdvae-serve.")
     default: bool
     family: str = Field(
         description='The architecture family: "vdvae" (openai/vdvae) or "visual-vae" (tcl9876/visual-vae, '

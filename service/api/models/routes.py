@@ -1,5 +1,6 @@
 """GET /v1/models and /v1/models/{name}: what each served model or cascade is, its sampling defaults,
-and the limits a client sizes its requests by."""
+and the limits a client sizes its requests by; readable by the `openai` SDKs too (their errors are
+OpenAI-shaped, as every error under /v1/)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from ...registry import ServedCascade, ServedModel
 from ...state import ServiceState
-from ..bodies import problem_responses
+from ..bodies import openai_error_responses
 from ..routing import service_state
 from .bodies import ModelInfo, ModelList, ServingLimits
 
@@ -35,7 +36,7 @@ async def list_models(request: Request) -> ModelList:
 @router.get(
     "/v1/models/{name}",
     response_model=ModelInfo,
-    responses=problem_responses(404),
+    responses=openai_error_responses(404),
     tags=["models"],
     summary="One model: image size, channels, layers, parameters, classes, output head, provenance",
 )

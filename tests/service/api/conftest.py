@@ -1,10 +1,14 @@
-"""The browser the playground's tests drive: Debian's `chromium` and `chromium-driver` through
-selenium, headless (never a browser download: the driver is the system's and Selenium Manager stays
-offline). Tests that need it are marked `needs_browser` and skip when either is missing; `.ci/run`
-installs them in CI."""
+"""The browser the browser tests drive (the playground, the API docs pages): Debian's `chromium` and
+`chromium-driver` through selenium, headless (never a browser download: the driver is the system's
+and Selenium Manager stays offline). Tests that need it are marked `needs_browser` and skip when
+either is missing; `.ci/run` installs them in CI.
+
+The browser has no network but loopback: every other host name fails to resolve, so a page that
+needs a CDN or a web font shows it here as it would on an offline host."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -30,7 +34,10 @@ needs_browser = pytest.mark.skipif(
 )
 
 # What the browser tests use of selenium, named here once.
-__all__ = ["ActionChains", "By", "Keys", "Select", "by_id", "needs_browser", "wait", "webdriver"]
+__all__ = [
+    "ActionChains", "By", "Keys", "Select", "by_id", "console_errors", "needs_browser", "requested_urls",
+    "wait", "webdriver",
+]  # fmt: skip
 
 LAPTOP = (1100, 900)
 TIMEOUT_S = 60  # each wait; a 2-core CI box shared with the server
@@ -46,6 +53,7 @@ def browser() -> Iterator[webdriver.Chrome]:
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):  # fmt: skip
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
@@ -63,3 +71,18 @@ def wait(browser: webdriver.Chrome, condition) -> None:
 
 def by_id(browser: webdriver.Chrome, id_: str):
     return browser.find_element(By.ID, id_)
+
+
+def console_errors(browser: webdriver.Chrome) -> list[dict]:
+    """The console's errors since the browser log was last read."""
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def requested_urls(browser: webdriver.Chrome) -> list[str]:
+    """The URLs the page requested since the performance log was last read."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls

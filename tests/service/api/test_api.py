@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import math
+import re
 
 import httpx
 import numpy as np
@@ -51,13 +52,25 @@ def test_models_list_and_metadata(client: httpx.Client) -> None:
     assert (tiny["image_channels"], tiny["num_classes"], tiny["conditional"]) == (3, 0, False)
 
 
-def test_unknown_model_metadata_is_a_404_problem(client: httpx.Client) -> None:
+def test_unknown_model_metadata_is_a_404_in_openais_shape(client: httpx.Client) -> None:
+    """Under /v1/ errors have OpenAI's shape (its SDKs read them); the problem's slug is the code."""
     r = client.get("/v1/models/nope")
     assert r.status_code == 404
-    assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
-    assert body["type"] == "/problems/model-not-found"
-    assert "mnist" in body["detail"] and "tiny" in body["detail"]
+    assert r.headers["content-type"] == "application/json"
+    error = r.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "model_not_found",
+        None,
+    )
+    assert "mnist" in error["message"] and "tiny" in error["message"]
+    assert client.get("/problems/" + error["code"].replace("_", "-")).status_code == 200
+
+
+def test_errors_elsewhere_stay_problem_documents(client: httpx.Client) -> None:
+    r = client.post("/sample", json={"model": "nope"})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "/problems/model-not-found"
 
 
 def test_health_endpoints(client: httpx.Client) -> None:
@@ -81,7 +94,8 @@ def test_openapi_documents_endpoints_with_examples(client: httpx.Client) -> None
     assert "422" in spec["paths"]["/sample"]["post"]["responses"]
     assert "text/event-stream" in spec["paths"]["/sample/stream"]["post"]["responses"]["200"]["content"]
     interpolate = spec["paths"]["/interpolate"]["post"]["requestBody"]["content"]
-    assert "$ref" not in json.dumps(interpolate)  # written out in full: nothing left dangling
+    refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(spec))
+    assert set(refs) <= set(spec["components"]["schemas"])  # nothing left dangling
     assert interpolate["application/json"]["schema"]["properties"]["start"]["anyOf"]
 
 

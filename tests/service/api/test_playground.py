@@ -1,7 +1,5 @@
-"""The playground in a real headless Chromium against a real server: Debian's `chromium` and
-`chromium-driver`, driven by selenium (never a browser download: the driver is the system's and
-Selenium Manager stays offline). The browser tests skip when either is missing; `.ci/run` installs
-them in CI.
+"""The playground in a real headless Chromium against a real server (the browser: conftest.py,
+offline but for loopback). The browser tests skip without Debian's `chromium` and `chromium-driver`.
 
 With PLAYGROUND_SCREENSHOTS=<folder> the tests also write the README's screenshots there, one per
 tab, as palette PNGs.
@@ -27,6 +25,7 @@ from .conftest import (
     Keys,
     Select,
     by_id,
+    console_errors,
     needs_browser,
     wait,
     webdriver,
@@ -93,10 +92,6 @@ def page(browser: webdriver.Chrome, server: RunningServer) -> webdriver.Chrome:
 
 def model_info(browser: webdriver.Chrome) -> dict:
     return httpx.get(browser.current_url.split("#")[0] + "v1/models/mnist").json()
-
-
-def console_errors(browser: webdriver.Chrome) -> list[dict]:
-    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def set_value(browser: webdriver.Chrome, id_: str, value: str) -> None:

@@ -64,6 +64,10 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("decode", "/decode", {"json": {"seed": 4, "temperature": 0.5}}),
     ("interpolate", "/interpolate", {"json": {"seeds": [1, 2], "steps": 3}}),
     ("upscale on a plain model", "/upscale", {"json": {"image_b64": image_b64()}}),
+    ("openai", "/v1/images/generations", {"json": {"prompt": "3", "n": 2, "seed": 8}}),
+    ("openai no class", "/v1/images/generations", {"json": {"prompt": "a cat on a mat"}}),
+    ("openai not JSON", "/v1/images/generations", {"content": b"{not json", "headers": JSON}),
+    ("openai unknown model", "/v1/images/generations", {"json": {"prompt": "", "model": "dall-e-3"}}),
     ("GET on a POST route", "/sample", {"method": "GET"}),
     ("trailing slash", "/sample/", {"json": {"seed": 1}}),
 ]
@@ -132,4 +136,5 @@ def test_every_model_endpoint_is_dispatched_directly(servers) -> None:
         "/decode",
         "/interpolate",
         "/upscale",
+        "/v1/images/generations",
     }

@@ -7,13 +7,10 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
-from ..conftest import RunningServer, metric_value, post_raw, run_async, running_server
+from ..conftest import RunningServer, metric_value, post_raw, run_async
 
 BODY = {"n": 3, "seed": 40, "label": 6, "temperature": 0.9, "guidance": {"mean": 1.0, "variance": 0.5}}
 
@@ -91,26 +88,8 @@ def test_concurrent_streams_share_passes(server: RunningServer) -> None:
     assert passes() - before < 4, "4 concurrent streams ran in 4 passes: nothing was batched"
 
 
+# A server whose model "tiny" is slow (conftest: slow)
 # --------------------------------------------------------------------------------------------
-# A server whose model is slow: every latent layer takes 0.1 s more
-# --------------------------------------------------------------------------------------------
-
-LAYER_DELAY_S = 0.1
-
-
-@pytest.fixture(scope="module")
-def slow(model_dir: Path) -> Iterator[RunningServer]:
-    with running_server(model_dir) as server:
-        vae = server.app.state.service.registry.get("tiny").vae
-        hooks = [
-            b.resnet.register_forward_hook(lambda *_: time.sleep(LAYER_DELAY_S))
-            for b in vae.decoder.dec_blocks
-        ]
-        try:
-            yield server
-        finally:
-            for h in hooks:
-                h.remove()
 
 
 def counts(server: RunningServer) -> dict[str, float]:

@@ -194,6 +194,28 @@ def test_the_cascade_is_their_chain_and_each_image_its_own(http, vv_dir):
     assert all(np.array_equal(decoded(d["b64_json"]), w) for d, w in zip(three, want, strict=True))
 
 
+def test_openais_route_and_the_inference_protocol_take_the_same_classes(vv_server, http):
+    """A prompt names a class in any case; a cascade draws /sample's images; the protocol's label is
+    an index or a name. The official clients drive them in tests/service/api."""
+    import tritonclient.http as triton
+    from openai import OpenAI
+
+    sdk = OpenAI(base_url=vv_server.url + "/v1", api_key="unused", max_retries=0)
+    for model in ("vv-cond", "vv-cascade"):
+        want = [d["b64_json"] for d in sample(http, model=model, n=2, seed=21, label="dog")["data"]]
+        for prompt in ("dog", "Dog", " DOG ", "5"):
+            got = sdk.images.generate(model=model, prompt=prompt, n=2, extra_body={"seed": 21})
+            assert [d.b64_json for d in got.data] == want and got.data[0].label == 5, (model, prompt)
+    assert sdk.images.generate(model="vv-cascade", prompt="dog", extra_body={"seed": 21}).size == "16x16"
+    v2 = triton.InferenceServerClient(vv_server.url.removeprefix("http://"))
+    inputs = [triton.InferInput("seed", [2], "INT64"), triton.InferInput("label", [1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([21, 22]))
+    inputs[1].set_data_from_numpy(np.array([b"dog"], dtype=object))
+    want = sample(http, model="vv-cond", n=2, seed=21, label="dog")["data"]
+    got = v2.infer("vv-cond", inputs).as_numpy("images")
+    assert all(np.array_equal(decoded(d["b64_json"]), g) for d, g in zip(want, got, strict=True))
+
+
 def test_bad_labels_are_clear_problems(http):
     msg = problem(http.post("/sample", json={"model": "vv-cond", "n": 1, "label": "kat"}))
     assert "no class named 'kat'" in msg and "'cat'" in msg

@@ -3,7 +3,6 @@ and CORS only for configured origins."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,32 +11,33 @@ import pytest
 from service.http.access import KeyRing, load_keys
 from service.settings import Settings
 
-from ..conftest import RunningServer, running_server
-
-KEY_A = "key-a-0123456789abcdef"
-KEY_B = "key-b-fedcba9876543210"
-
-
-@pytest.fixture(scope="module")
-def keyed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
-    key_file.write_text(f"# one key a line\n\n{KEY_B}\n")
-    with running_server(model_dir, api_keys=KEY_A, api_keys_file=key_file, warmup=False) as server:
-        yield server
+from ..conftest import KEY_A, KEY_B, RunningServer, running_server
 
 
 def test_without_a_key_the_api_answers_401(keyed: RunningServer) -> None:
     for method, path in [
         ("POST", "/sample"),
-        ("GET", "/v1/models"),
         ("POST", "/encode"),
         ("GET", "/metrics"),
+        ("POST", "/v2/models/mnist/infer"),
     ]:
         r = httpx.request(method, keyed.url + path, json={"n": 1})
         assert r.status_code == 401, (path, r.text)
-        assert r.headers["content-type"] == "application/problem+json"
         assert r.headers["www-authenticate"].startswith("Bearer")
+        if path.startswith("/v2/"):  # the Open Inference Protocol's error shape
+            assert r.json() == {
+                "error": "this service needs an API key: send Authorization: Bearer KEY or X-API-Key: KEY"
+            }
+            continue
+        assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["type"] == "/problems/unauthorized" and r.json()["request_id"]
+    for path in ("/v1/models", "/v1/images/generations"):  # OpenAI's
+        r = httpx.request("GET" if path == "/v1/models" else "POST", keyed.url + path, json={"prompt": ""})
+        assert r.status_code == 401 and r.headers["content-type"] == "application/json"
+        assert (
+            r.json()["error"]["type"] == "authentication_error"
+            and r.json()["error"]["code"] == "unauthorized"
+        )
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,12 @@ def test_openapi_bounds_are_the_enforced_ones(schema: dict[str, Any], client: ht
     t_list = prop(schema, "SampleRequest", "temperature", "array")
     assert (t_list["minItems"], t_list["maxItems"]) == (layers[0], layers[-1])
     assert prop(schema, "Guidance", "mean", "number")["maximum"] == 20.0
+    scale = prop(schema, "ImageGenerationRequest", "guidance_scale", "number")
+    assert (scale["minimum"], scale["maximum"]) == (0, 20.0)
+    generate = {"prompt": "3", "seed": 0}
+    assert client.post("/v1/images/generations", json={**generate, "guidance_scale": 20.0}).status_code == 200
+    r = client.post("/v1/images/generations", json={**generate, "guidance_scale": 20.000001})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "guidance_scale"
     assert prop(schema, "ReconstructRequest", "layers", "integer")["maximum"] == layers[-1]
     assert prop(schema, "DecodeRequest", "latents", "array")["maxItems"] == layers[-1]
     # Where models differ, the description says what each accepts.
@@ -56,13 +62,20 @@ def test_openapi_bounds_are_the_enforced_ones(schema: dict[str, Any], client: ht
 
 @pytest.mark.parametrize(
     "body",
-    [{"label": False}, {"label": True}, {"n": "8"}, {"n": True}, {"seed": "1"}, {"n": 2.0}],
-    ids=["label-false", "label-true", "n-string", "n-true", "seed-string", "n-float"],
+    [{"label": False}, {"label": True}, {"n": "8"}, {"n": True}, {"seed": "1"}, {"n": 2.5}, {"label": "²"}],
+    ids=["label-false", "label-true", "n-string", "n-true", "seed-string", "n-fraction", "label-superscript"],
 )
 def test_types_are_strict(client: httpx.Client, body: dict[str, Any]) -> None:
     r = client.post("/sample", json=body)
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["loc"][:2] == ["body", next(iter(body))]
+
+
+def test_an_integer_is_an_integer_however_json_writes_it(client: httpx.Client) -> None:
+    """JSON Schema's integer 2 may be written 2.0 (Python's json writes floats so): the same request."""
+    plain = client.post("/sample", json={"n": 2, "seed": 689075, "label": 3})
+    written = client.post("/sample", json={"n": 2.0, "seed": 689075.0, "label": 3.0})
+    assert written.status_code == 200 and written.json()["data"] == plain.json()["data"]
 
 
 def test_strict_types_in_forms_too(client: httpx.Client) -> None:
@@ -89,9 +102,10 @@ def request_examples(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]
 def test_every_example_works_as_written(schema: dict[str, Any], client: httpx.Client) -> None:
     examples = request_examples(schema)
     paths = {"/sample", "/sample/stream", "/reconstruct", "/encode", "/decode", "/interpolate"}
+    paths |= {"/v1/images/generations", "/v2/models/{name}/infer"}
     assert {path for path, _ in examples} == paths
     for path, example in examples:
-        r = client.post(path, json=example)
+        r = client.post(path.replace("{name}", "mnist"), json=example)
         assert r.status_code == 200, (path, example, r.text)
 
 

@@ -1,12 +1,13 @@
 // The service's public HTTP API, as the page calls it: JSON, multipart forms, server-sent events.
 // Every call carries the API key (if one was typed) as Authorization: Bearer; every error
-// answer (application/problem+json) becomes an ApiError whose message is the problem's detail.
+// answer (application/problem+json; OpenAI's {"error": {"message"}} under /v1/) becomes an ApiError
+// whose message is the problem's detail.
 
 const KEY = "vdvae-api-key";
 
 export class ApiError extends Error {
   constructor(problem, status) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
+    super(problem.detail || problem.error?.message || problem.title || `HTTP ${status}`);
     this.problem = problem;
     this.status = status;
   }

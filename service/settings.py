@@ -110,6 +110,40 @@ class Settings(BaseSettings):
         64, ge=1, le=4096, description="Largest n of one /sample request (422 above)."
     )
 
+    # --- fair share and per-key limits ------------------------------------------------------
+    # Passes take the queued requests' images in a fair order (one image of each request in turn,
+    # weighted keys in turn, higher priorities first), so a small request joins the next pass. That
+    # pass still takes its full time: a cut pass shortens the wait of the small requests about.
+    small_pass_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=60_000,
+        description="While small requests are served beside larger ones, cut each pass to about "
+        "this long (the model's measured time per image; never below one image of each queued "
+        "request); a small request is one that a cut pass holds whole. 0: passes always fill to "
+        "max_batch_size.",
+    )
+    rate_limit: float = Field(
+        0.0,
+        ge=0.0,
+        description="Images per second each API key (without keys: each client address) may have "
+        "computed, on average (429 with Retry-After above it); 0: no limit. A key's rate= in the "
+        "keys file overrides it.",
+    )
+    rate_limit_burst: int = Field(
+        0,
+        ge=0,
+        description="Images a key may ask for at once beyond its rate (its token bucket's size); 0: "
+        "max_images_per_request. A key's burst= overrides it.",
+    )
+    max_queued_images_per_key: int = Field(
+        0,
+        ge=0,
+        description="Images one API key (without keys: one client address) may have waiting or "
+        "computing at once, over all models (429 with Retry-After above it); 0: no cap but "
+        "max_queue_images. A key's queued= overrides it.",
+    )
+
     # --- limits -----------------------------------------------------------------------------
     request_timeout_s: float = Field(
         60.0,
@@ -204,7 +238,10 @@ class Settings(BaseSettings):
         "X-API-Key: KEY).",
     )
     api_keys_file: Path | None = Field(
-        None, description="File of API keys, one a line (blank lines and # comments ignored)."
+        None,
+        description="File of API keys, one a line (blank lines and # comments ignored), each "
+        "optionally followed by its policy: name=NAME weight=W rate=IMAGES_PER_S burst=IMAGES "
+        "queued=IMAGES priority=high.",
     )
     # Metrics tell who uses the service how much: behind the key once there are keys.
     metrics_access: Literal["open", "key", "closed"] = Field(
@@ -231,6 +268,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_images_per_request {self.max_images_per_request} is above max_queue_images "
                 f"{self.max_queue_images}: such a request could never be queued"
+            )
+        if 0 < self.rate_limit_burst < self.max_images_per_request:
+            raise ValueError(
+                f"rate_limit_burst {self.rate_limit_burst} is below max_images_per_request "
+                f"{self.max_images_per_request}: the largest requests could never be served"
+            )
+        if 0 < self.max_queued_images_per_key < self.max_images_per_request:
+            raise ValueError(
+                f"max_queued_images_per_key {self.max_queued_images_per_key} is below "
+                f"max_images_per_request {self.max_images_per_request}: the largest requests could never "
+                "be queued"
             )
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError(

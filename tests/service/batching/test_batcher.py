@@ -135,14 +135,19 @@ def test_a_request_larger_than_a_batch_is_split_over_passes(served_mnist) -> Non
     assert len(results) == 5 and (passes, images) == (3, 5)
 
 
-def test_the_queue_is_bounded_in_images(served_mnist) -> None:
+def test_the_queue_is_bounded_in_images_with_one_pass_of_room_for_small_requests(served_mnist) -> None:
     async def go():
-        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=0.3, max_queue_images=3)
-        queued = h.batcher.submit(items(2), ctx())
+        h = Harness(served_mnist, max_batch_size=4, max_batch_delay_s=0.3, max_queue_images=6)
+        queued = h.batcher.submit(items(5), ctx())
         with pytest.raises(QueueFull) as full:
-            h.batcher.submit(items(2), ctx())  # 2 + 2 > 3: all or nothing
-        one_more = h.batcher.submit(items(1), ctx())  # 2 + 1 fits
-        await asyncio.gather(*queued, *one_more)
+            h.batcher.submit(items(5), ctx())  # 5 + 5 > 6: all or nothing
+        # A request that one pass holds whole joins the next round, however full the queue: up to
+        # one pass (4 images) beyond the bound.
+        small = h.batcher.submit(items(3, start=10), ctx())  # 5 + 3 <= 6 + 4
+        with pytest.raises(QueueFull):
+            h.batcher.submit(items(3, start=20), ctx())  # 8 + 3 > 6 + 4
+        one_more = h.batcher.submit(items(2, start=30), ctx())  # 8 + 2 fits
+        await asyncio.gather(*queued, *small, *one_more)
         await h.close()
         return full.value
 

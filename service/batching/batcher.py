@@ -4,11 +4,13 @@ Batches count images: a /sample with n=8 enqueues 8 items (so a request with n a
 is served over several passes, images split at any point; each image still depends only on its own
 seed). A pass takes the queued images in a fair order (fairness.py): one image of every queued
 request in turn, weighted callers in turn, higher priorities first; so a small request queued behind
-large ones is in the next pass, and a large one still progresses in every pass. While small requests
-are about (one that a cut pass would hold whole came in within the last full pass's time), passes
-are cut to small_pass_ms of the model's measured time per image, though never below one image of
-each queued request; otherwise, and whenever the queue holds no more than a cut pass, they fill to
-max_batch_size.
+large ones is in the next pass, and a large one still progresses in every pass.
+
+How many images a pass takes: max_batch_size, unless small requests are about (one that a cut pass
+holds whole came in during the latest pass or the one before) and the queue holds more than a cut
+pass; then the pass is cut to small_pass_ms of the model's recent time per image, though never
+below one image of each queued request. A small request thus waits for about two short passes
+rather than two full ones, and when only large requests are queued the passes stay full.
 
 A batch window opens at the first queued arrival and closes when max_batch_size images are
 queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
@@ -16,7 +18,9 @@ request that could still join is in the service (`InFlight`, which the scheduler
 request, plain or streamed), so a lone client pays no window. While a batch computes, the next one
 gathers, so under load batches fill without waiting for the window. A request's items are admitted
 all together or not at all: when they do not fit in max_queue_images, the request gets 503 with
-Retry-After at once. Items whose request expired or disconnected are dropped when the batch forms.
+Retry-After at once (a small request may use one pass's worth of places beyond it: it waits one
+round of the fair order however many images are queued). Items whose request expired or
+disconnected are dropped when the batch forms.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ class Batcher(Generic[ItemT, ResultT]):
         self._closing = False
         self._running: list[Pending[ItemT, ResultT]] = []  # the batch in the pass now running
         self._image_s = 0.0  # moving average of a pass's seconds per image (0: no pass yet)
-        self._small_until = 0.0  # time.monotonic() until which small requests count as about
+        self._passes = 0  # passes started
+        self._small_seen = -2  # the passes started when the latest small request came in
         self._task: asyncio.Task | None = None
         self._metrics = metrics.batch_metrics(model.name, op.name)
 
@@ -117,7 +122,7 @@ class Batcher(Generic[ItemT, ResultT]):
         pending = [Pending(item, ctx, loop.create_future(), now) for item in items]
         self._queue.push(pending)
         if small:
-            self._small_until = now + self._image_s * self.max_batch_size
+            self._small_seen = self._passes
         self._metrics.queue_depth.set(len(self._queue))
         self._arrived.set()
         return [p.future for p in pending]
@@ -143,11 +148,11 @@ class Batcher(Generic[ItemT, ResultT]):
             return self.max_batch_size
         return max(1, min(self.max_batch_size, int(self.small_pass_s / self._image_s)))
 
-    def _pass_limit(self, now: float) -> int:
+    def _pass_limit(self) -> int:
         """The most images the next pass takes: a cut pass while small requests are about and more
         than one is queued, yet one image of each queued request; else max_batch_size."""
         cut = self._cut_size()
-        if now >= self._small_until or len(self._queue) <= cut:
+        if self._small_seen < self._passes - 1 or len(self._queue) <= cut:
             return self.max_batch_size
         return min(self.max_batch_size, max(cut, self._queue.requests))
 
@@ -202,12 +207,13 @@ class Batcher(Generic[ItemT, ResultT]):
             self._metrics.queue_duration.observe(now - p.enqueued_at)
             return True
 
-        batch = self._queue.take(self._pass_limit(now), live)
+        batch = self._queue.take(self._pass_limit(), live)
         self._metrics.queue_depth.set(len(self._queue))
         return batch
 
     async def _run(self, batch: list[Pending[ItemT, ResultT]]) -> None:
         self._running = batch
+        self._passes += 1
         t0 = time.monotonic()
         try:
             outcomes = await self.engine.run_batch(

@@ -20,8 +20,8 @@ from ..errors import RateLimited, TooManyQueued
 from ..http.callers import Caller
 from ..metrics import Metrics
 
-# Accounts of callers at rest (nothing queued, a full bucket) are forgotten once there are more than
-# this many, so a service without keys does not keep one for every address it ever saw.
+# Accounts of callers at rest (nothing queued, a full bucket) are forgotten once there are this many
+# (then twice as many as remain), so a service without keys keeps none for every address it saw.
 MAX_IDLE_ACCOUNTS = 1024
 
 
@@ -44,6 +44,10 @@ class Quotas:
         self.metrics = metrics
         self._accounts: dict[str, _Account] = {}
         self._sweep_at = MAX_IDLE_ACCOUNTS  # accounts held when the next sweep runs
+
+    def __len__(self) -> int:
+        """Callers with an account: those with images queued, or a bucket still refilling."""
+        return len(self._accounts)
 
     def queued(self, caller: Caller) -> int:
         account = self._accounts.get(caller.id)

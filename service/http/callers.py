@@ -129,8 +129,8 @@ def parse_key_line(line: str) -> tuple[str, dict[str, str]]:
     options: dict[str, str] = {}
     for word in rest:
         name, sep, value = word.partition("=")
-        if not sep or not value:
-            raise KeyLineError(f"{word!r}: expected option=value after the key")
+        if not sep or not value:  # never quoted: it may be part of a key holding a space
+            raise KeyLineError("expected option=value after the key (a key holds no spaces)")
         if name in options:
             raise KeyLineError(f"{name} given twice")
         options[name] = value

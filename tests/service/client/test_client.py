@@ -286,6 +286,32 @@ def test_a_503_that_would_outlast_the_deadline_is_raised_at_once(scripted) -> No
     assert busy.value.detail == "the queue is full"
 
 
+LIMITED = (
+    429,
+    {"retry-after": "1"},
+    {"status": 429, "title": "Rate limit", "detail": "this caller may have 2 images a second computed"},
+)
+
+
+def test_a_429_is_retried_after_its_retry_after_like_a_503_and_priority_is_sent(scripted) -> None:
+    srv = scripted([LIMITED, DONE])
+    with Client(srv.url, priority="low") as client:
+        out = client.sample(1, seed=7)
+    (t0, headers, _), (t1, again, _) = srv.seen
+    assert out.seeds == [7] and t1 - t0 >= 1.0  # waited the bucket's Retry-After
+    assert headers["x-priority"] == "low" and again["x-priority"] == "low"
+
+
+def test_a_429_left_after_the_retries_is_not_bad_input(scripted) -> None:
+    srv = scripted([LIMITED, LIMITED])
+    with (
+        Client(srv.url, retry=RetryPolicy(retries=1, backoff_s=0.01)) as client,
+        pytest.raises(APIError) as e,
+    ):
+        client.sample(1)
+    assert e.value.status == 429 and not e.value.bad_input and len(srv.seen) == 2
+
+
 def test_no_service_is_a_connection_failure() -> None:
     with (
         Client("http://127.0.0.1:9", retry=RetryPolicy(connect_retries=0)) as client,

@@ -1,5 +1,5 @@
-"""The order in which a batcher's passes take its queued images: fair across requests, callers and
-priorities, where a single queue would serve them first come, first served.
+"""The order in which a batcher's passes take its queued images: fair across priorities, callers and
+requests, where a single queue would serve them first come, first served.
 
 Queued requests are grouped into flows, one per caller (API key, or client address) and priority.
 A pass takes images one at a time:
@@ -8,17 +8,22 @@ A pass takes images one at a time:
 - within it, from the flow of least virtual time, each image advancing that time by 1 / the
   caller's weight, so that callers who all have work queued share the passes in proportion to
   their weights (start-time fair queuing);
-- within the flow, from the request of least virtual time, each image advancing it by 1: every
-  queued request gets one image per round, whatever its size (deficit round-robin, a quantum of one
-  image), so a one-image request behind large ones is in the next pass.
+- within the flow, first one image of each of its requests (a round: the least recently served
+  first, a newcomer counting as served in the pass before the latest), so every queued request
+  progresses in every pass and a one-image request behind large ones is in the next pass; then
+  the rest of the caller's share to its request with the fewest images left (the earliest on a
+  tie), so its requests end one after another. Shared equally, a caller's requests of one size
+  would all end in the same pass, and the caller would have nothing queued (and get no share)
+  while its clients fetch their answers.
 
-A request or flow that joins starts one step after the virtual time of the last image taken, as
-if it had just been served, yet before those that were (at equal times, the one that has had fewer
-images goes first): it waits for the rest of the current round and no longer, so a pass of one
-image per queued request holds it, and a stream of new requests cannot starve an old one. A flow
-that empties and comes back starts no earlier than where it left off, so a caller gains nothing
-from idling between its requests. A request's images leave in their order: when it spans passes,
-its images still come back in order.
+A flow that joins starts one step after the virtual time of the last image taken, as if it had
+just been served, yet before those that were (at equal times, the flow that has had fewer images
+goes first), so a stream of new callers cannot starve an old one. A flow that empties and comes
+back starts no earlier than where it left off, so a caller gains nothing from idling; one that
+comes back within a pass keeps its place even if the others moved on: its clients were fetching
+their answers while the next pass formed, and without its place it would lose that pass's share
+every time. A request's images leave in their order: when it spans passes, its images still come
+back in order.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Generic
 
 from ..http.callers import Priority
 from .context import RequestContext
@@ -50,11 +55,12 @@ class Pending(Generic[ItemT, ResultT]):
 class _Request(Generic[ItemT, ResultT]):
     """A request's images not yet taken, in order."""
 
-    __slots__ = ("pending", "seq")
+    __slots__ = ("pending", "seq", "served")
 
-    def __init__(self, pending: Sequence[Pending[ItemT, ResultT]], seq: int) -> None:
+    def __init__(self, pending: Sequence[Pending[ItemT, ResultT]], seq: int, served: int) -> None:
         self.pending = collections.deque(pending)
         self.seq = seq  # arrival order
+        self.served = served  # the last pass it had an image in
 
     @property
     def live(self) -> bool:
@@ -65,18 +71,24 @@ class _Request(Generic[ItemT, ResultT]):
 class _Flow(Generic[ItemT, ResultT]):
     """One caller's requests at one priority."""
 
-    __slots__ = ("caller", "clock", "requests", "seq", "weight")
+    __slots__ = ("caller", "requests", "seq", "weight")
 
     def __init__(self, caller: str, weight: float, seq: int) -> None:
         self.caller, self.weight, self.seq = caller, weight, seq
-        self.requests: list[_Entry] = []  # a heap of its requests
-        self.clock = 0.0  # the virtual time of its last image taken
+        self.requests: list[_Request[ItemT, ResultT]] = []  # in arrival order
+
+    def next_request(self, this_pass: int) -> _Request[ItemT, ResultT]:
+        """The request its next image comes from: one not served in this pass yet, the least
+        recently served first; once each has been, the one with the fewest images left."""
+        unserved = [r for r in self.requests if r.served < this_pass]
+        if unserved:
+            return min(unserved, key=lambda r: (r.served, r.seq))
+        return min(self.requests, key=lambda r: (len(r.pending), r.seq))
 
 
-# A heap entry: (virtual time of the next image, images taken so far, arrival, the request or flow).
-# At equal times the one that has had fewer images goes first: one that has just joined is served
-# before those starting their next round, so a pass of one image per queued request holds them all.
-_Entry = tuple[float, int, int, Any]
+# A flow in its level's heap: (virtual time of its next image, images it has had, arrival, flow).
+# At equal times the one that has had fewer images goes first.
+_Entry = tuple[float, int, int, _Flow]
 
 
 class _Level(Generic[ItemT, ResultT]):
@@ -88,16 +100,17 @@ class _Level(Generic[ItemT, ResultT]):
         self.flows: list[_Entry] = []  # a heap of its flows with images queued
         self.active: dict[str, _Flow[ItemT, ResultT]] = {}  # those flows, by caller
         self.clock = 0.0  # the virtual time of the last image taken
-        # The virtual time a flow had reached when it emptied, kept while ahead of the clock, so
-        # that a caller whose queue empties for a moment (between its requests) gains nothing.
-        self.idle: dict[str, float] = {}
+        # The virtual time a flow had reached when it emptied, and the pass it emptied in.
+        self.idle: dict[str, tuple[float, int]] = {}
 
-    def start(self, caller: str, weight: float) -> float:
-        """The virtual time a flow of `caller` that joins now starts at."""
-        idle = self.idle.pop(caller, -math.inf)
-        if len(self.idle) > 64 + 2 * len(self.active):  # forget those the clock has passed
-            self.idle = {k: v for k, v in self.idle.items() if v > self.clock}
-        return max(self.clock + 1.0 / weight, idle)
+    def start(self, caller: str, weight: float, passes: int) -> float:
+        """The virtual time a flow of `caller` that joins now (`passes` formed so far) starts at."""
+        tag, emptied = self.idle.pop(caller, (-math.inf, -2))
+        if len(self.idle) > 64 + 2 * len(self.active):  # forget the long gone
+            self.idle = {k: v for k, v in self.idle.items() if v[0] > self.clock or v[1] >= passes - 1}
+        if emptied >= passes - 1:  # back within a pass: it keeps its place
+            return tag
+        return max(self.clock + 1.0 / weight, tag)
 
 
 class FairQueue(Generic[ItemT, ResultT]):
@@ -105,6 +118,7 @@ class FairQueue(Generic[ItemT, ResultT]):
 
     def __init__(self) -> None:
         self._seq = itertools.count()
+        self._passes = 0  # take() calls: passes formed
         self._clear()
 
     def _clear(self) -> None:
@@ -132,38 +146,42 @@ class FairQueue(Generic[ItemT, ResultT]):
         if flow is None:
             flow = _Flow(ctx.caller.id, ctx.caller.weight, next(self._seq))
             level.active[flow.caller] = flow
-            heapq.heappush(level.flows, (level.start(flow.caller, flow.weight), 0, flow.seq, flow))
-        request = _Request(pending, next(self._seq))
-        heapq.heappush(flow.requests, (flow.clock + 1.0, 0, request.seq, request))
+            start = level.start(flow.caller, flow.weight, self._passes)
+            heapq.heappush(level.flows, (start, 0, flow.seq, flow))
+        # As if served in the pass before the latest: ahead of the requests served in the latest,
+        # behind those that were not (and so behind no more than one pass's newcomers).
+        request = _Request(pending, next(self._seq), served=self._passes - 1)
+        flow.requests.append(request)
         self._requests[request.seq] = request
         self._images += len(pending)
 
     def take(
         self, limit: int, keep: Callable[[Pending[ItemT, ResultT]], bool]
     ) -> list[Pending[ItemT, ResultT]]:
-        """Up to `limit` images in the fair order. `keep(p)` says whether an image is still wanted;
-        one that is not is dropped without counting towards the limit or its flow's share."""
+        """The next pass: up to `limit` images in the fair order. `keep(p)` says whether an image is
+        still wanted; one that is not is dropped without counting towards the limit or its flow's
+        share."""
+        self._passes += 1
         taken: list[Pending[ItemT, ResultT]] = []
         while len(taken) < limit and self._images:
             level = next(lv for lv in self._top if lv.flows)
-            t_flow, n_flow, seq_flow, flow = heapq.heappop(level.flows)
-            t_request, n_request, seq_request, request = heapq.heappop(flow.requests)
+            tag, had, seq, flow = heapq.heappop(level.flows)
+            request = flow.next_request(self._passes)
             p = request.pending.popleft()
             self._images -= 1
             if keep(p):
                 taken.append(p)
-                level.clock, flow.clock = t_flow, t_request
-                t_flow, n_flow = t_flow + 1.0 / flow.weight, n_flow + 1
-                t_request, n_request = t_request + 1.0, n_request + 1
-            if request.pending:
-                heapq.heappush(flow.requests, (t_request, n_request, seq_request, request))
-            else:
+                request.served = self._passes
+                level.clock = tag
+                tag, had = tag + 1.0 / flow.weight, had + 1
+            if not request.pending:
+                flow.requests.remove(request)
                 del self._requests[request.seq]
             if flow.requests:
-                heapq.heappush(level.flows, (t_flow, n_flow, seq_flow, flow))
+                heapq.heappush(level.flows, (tag, had, seq, flow))
             else:
                 del level.active[flow.caller]
-                level.idle[flow.caller] = t_flow
+                level.idle[flow.caller] = (tag, self._passes)
         return taken
 
     def first_arrival(self) -> float | None:
@@ -177,14 +195,13 @@ class FairQueue(Generic[ItemT, ResultT]):
         """Drop the images whose request already gave up (their futures are done)."""
         for level in self._levels:
             for *_, flow in level.flows:
-                for *_, request in flow.requests:
+                for request in flow.requests:
                     kept = [p for p in request.pending if not p.future.done()]
                     self._images -= len(request.pending) - len(kept)
                     request.pending = collections.deque(kept)
                     if not kept:
                         del self._requests[request.seq]
-                flow.requests = [entry for entry in flow.requests if entry[-1].pending]
-                heapq.heapify(flow.requests)
+                flow.requests = [r for r in flow.requests if r.pending]
                 if not flow.requests:
                     del level.active[flow.caller]
             level.flows = [entry for entry in level.flows if entry[-1].requests]

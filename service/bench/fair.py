@@ -7,7 +7,9 @@ last is answered), each phase a warm-up and then a measured window:
 - alone: --small-clients clients looping one-image /sample requests;
 - mixed: the same clients beside --heavy-clients clients looping --heavy-n-image requests;
 - keys (with --keys A,B): --key-clients clients per key, each looping --key-n-image requests
-  with its key; both keys saturate the model.
+  with its key; both keys keep several passes' worth of images queued. Each key's images/s is the
+  server's own count (vae_client_images_total, of a key without a name= in the keys file) where it
+  keeps one, else from the answers.
 
 Printed per phase: the small clients' requests/s and p50/p99 latency, the heavy clients' images/s,
 each key's images/s and their ratio, the answers other than 200, and the mean pass size (from
@@ -42,6 +44,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.http.callers import key_label
+
 from .loadgen import HttpConnection, head_lines, load_line, percentile, spawned_server
 from .service import run_async, scrape
 
@@ -51,12 +57,15 @@ SMALL, HEAVY = "small", "heavy"
 
 @dataclass(frozen=True)
 class Group:
-    """Clients that send the same kind of request: `clients` of them, `n` images each time."""
+    """Clients that send the same kind of request: `clients` of them in closed loops, or (`rate`)
+    requests at random times at that many a second; `n` images each time."""
 
     name: str
     n: int
     clients: int
     headers: dict[str, str] = field(default_factory=dict)
+    rate: float | None = None
+    label: str | None = None  # its key's name in the server's per-key metrics
 
 
 @dataclass
@@ -67,17 +76,33 @@ class GroupResult:
     latencies_s: list[float] = field(default_factory=list)  # answered (200) requests that began in it
     completed: int = 0  # answered requests that ended in it (throughput)
     other: Counter[str] = field(default_factory=Counter)  # answers other than 200, by status
+    computed: float | None = None  # its key's images computed in it, from /metrics (when the server has them)
 
     def rps(self, seconds: float) -> float:
         return self.completed / seconds
 
     def ips(self, seconds: float) -> float:
-        """Images per second of the requests answered in the window (in steps of n images: a long
-        window for a large n)."""
+        """Images per second: its key's images computed in the window, by the server's count where
+        it keeps one per key; else those of its requests answered in the window (in steps of n
+        images: a long window for a large n)."""
+        if self.computed is not None:
+            return self.computed / seconds
         return self.n * self.completed / seconds
 
     def ms(self, q: float) -> float:
         return 1000 * percentile(self.latencies_s, q)
+
+    def record(self, status: str, t0: float, t1: float, t_measure: float, t_stop: float) -> None:
+        """One answer: counted if the request began in the window (its latency, or its status)
+        and, for the throughput, if it was answered in it."""
+        if status != "200":
+            if t0 >= t_measure:
+                self.other[status] += 1
+            return
+        if t0 >= t_measure:
+            self.latencies_s.append(t1 - t0)
+        if t_measure <= t1 < t_stop:
+            self.completed += 1
 
 
 @dataclass
@@ -110,26 +135,43 @@ async def run_phase(
     try:
         model = await default_model(observer, head)
 
-        async def metrics_at(t: float) -> dict[str, float]:
+        async def metrics_at(t: float) -> tuple[dict[str, float], dict[str, float]]:
             await asyncio.sleep(max(0.0, t - time.monotonic()))
             text = (await observer.request("GET", "/metrics", headers=head))[1].decode()
-            return scrape(text, model, "sample")
+            return scrape(text, model, "sample"), per_key_images(text)
 
-        async def measured() -> tuple[dict[str, float], dict[str, float]]:
+        async def measured() -> tuple[tuple[dict[str, float], dict[str, float]], ...]:
             return await metrics_at(t_measure), await metrics_at(t_stop)
 
         loops = [
-            client_loop(url, g, results[g.name], t_measure, t_stop) for g in groups for _ in range(g.clients)
+            client_loop(url, g, results[g.name], t_measure, t_stop)
+            for g in groups
+            if g.rate is None
+            for _ in range(g.clients)
         ]
-        (before, after), *_ = await asyncio.gather(measured(), *loops)
+        loops += [open_loop(url, g, results[g.name], t_measure, t_stop) for g in groups if g.rate is not None]
+        ((before, keys_before), (after, keys_after)), *_ = await asyncio.gather(measured(), *loops)
     finally:
         observer.close()
+    for g in groups:
+        if g.label is not None and g.label in keys_after:
+            results[g.name].computed = keys_after[g.label] - keys_before.get(g.label, 0.0)
     return PhaseResult(
         seconds=duration_s,
         groups=results,
         passes=after["batches"] - before["batches"],
         pass_images=after["batch_images"] - before["batch_images"],
     )
+
+
+def per_key_images(text: str) -> dict[str, float]:
+    """vae_client_images_total by key name, from a /metrics page (none on a server without it)."""
+    return {
+        s.labels["client"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "vae_client_images_total"
+    }
 
 
 async def default_model(observer: HttpConnection, head: str) -> str:
@@ -146,24 +188,49 @@ async def client_loop(url: str, group: Group, result: GroupResult, t_measure: fl
     head = head_lines(group.headers)
     try:
         while (t0 := time.monotonic()) < t_stop:
-            body = json.dumps({"n": group.n, "seed": rng.randrange(2**31)}).encode()
-            try:
-                code, _ = await connection.request("POST", "/sample", body, "application/json", headers=head)
-                status = str(code)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
-                status = type(e).__name__
-            t1 = time.monotonic()
+            status = await send(connection, group.n, head, rng)
+            result.record(status, t0, time.monotonic(), t_measure, t_stop)
             if status != "200":
-                if t0 >= t_measure:
-                    result.other[status] += 1
-                    await asyncio.sleep(0.05)  # a refusal comes back at once: no busy loop
-                continue
-            if t0 >= t_measure:
-                result.latencies_s.append(t1 - t0)
-            if t_measure <= t1 < t_stop:
-                result.completed += 1
+                await asyncio.sleep(0.05)  # a refusal comes back at once: no busy loop
     finally:
         connection.close()
+
+
+async def open_loop(url: str, group: Group, result: GroupResult, t_measure: float, t_stop: float) -> None:
+    """Requests at random (Poisson) times, `group.rate` a second until t_stop, whether or not the
+    earlier ones were answered; each on an idle connection of a pool, its latency from the time it
+    was due."""
+    assert group.rate is not None
+    rng = random.Random()
+    head = head_lines(group.headers)
+    idle: list[HttpConnection] = []
+    sent: set[asyncio.Task] = set()
+
+    async def one(due: float) -> None:
+        connection = idle.pop() if idle else HttpConnection(url)
+        status = await send(connection, group.n, head, rng)
+        idle.append(connection)
+        result.record(status, due, time.monotonic(), t_measure, t_stop)
+
+    due = time.monotonic()
+    try:
+        while (due := due + rng.expovariate(group.rate)) < t_stop:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            sent.add(asyncio.create_task(one(due)))
+        await asyncio.gather(*sent)
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+async def send(connection: HttpConnection, n: int, head: str, rng: random.Random) -> str:
+    """POST /sample for n images at a fresh seed; the status, or the error's name."""
+    body = json.dumps({"n": n, "seed": rng.randrange(2**31)}).encode()
+    try:
+        code, _ = await connection.request("POST", "/sample", body, "application/json", headers=head)
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+        return type(e).__name__
+    return str(code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,16 +248,15 @@ def phases(args: argparse.Namespace, keys: list[str]) -> dict[str, list[Group]]:
     small = dict(key_header(keys[0] if keys else None))
     if args.small_priority:
         small["X-Priority"] = args.small_priority
+    smalls = Group(SMALL, 1, args.small_clients, small, rate=args.small_rate)
     out = {
-        "alone": [Group(SMALL, 1, args.small_clients, small)],
-        "mixed": [
-            Group(SMALL, 1, args.small_clients, small),
-            Group(HEAVY, args.heavy_n, args.heavy_clients, first),
-        ],
+        "alone": [smalls],
+        "mixed": [smalls, Group(HEAVY, args.heavy_n, args.heavy_clients, first)],
     }
     if keys:
         out["keys"] = [
-            Group(f"key {i}", args.key_n, args.key_clients, key_header(k)) for i, k in enumerate(keys)
+            Group(f"key {i}", args.key_n, args.key_clients, key_header(k), label=key_label(k))
+            for i, k in enumerate(keys)
         ]
     return out
 
@@ -210,7 +276,7 @@ def row(label: str, phase: str, r: PhaseResult) -> str:
         rates = [g.ips(r.seconds) for _, g in keyed]
         shown = " ".join(f"{name} {v:6.1f} img/s" for (name, _), v in zip(keyed, rates))
         parts.append(f"{shown} | ratio {key_ratio(rates):5.2f}")
-    parts.append(f"| passes {r.mean_pass:5.1f} img")
+    parts.append(f"| all {r.pass_images / r.seconds:6.1f} img/s, passes {r.mean_pass:5.1f} img")
     other = sum((g.other for g in r.groups.values()), Counter())
     if other:
         parts.append(f"| not 200: {dict(other)}")
@@ -236,15 +302,21 @@ def summarize(results: dict[str, list[dict[str, PhaseResult]]], weights: list[fl
         )
         if label != base:
             ref = [r["mixed"].heavy_ips() for r in results[base]]
-            line += f" = x{_median([a / b if b else math.nan for a, b in zip(heavy, ref)])} of {base}'s"
+            line += f" = x{_median(ratios(heavy, ref))} of {base}'s"
+            every = [r["mixed"].pass_images for r in rounds]
+            line += f"; all images x{_median(ratios(every, [r['mixed'].pass_images for r in results[base]]))}"
         if "keys" in rounds[0]:
-            ratios = [
+            shares = [
                 key_ratio([g.ips(r["keys"].seconds) for g in r["keys"].groups.values()]) for r in rounds
             ]
-            line += f"; key 0 : key 1 = {_median(ratios)}"
+            line += f"; key 0 : key 1 = {_median(shares)}"
             if weights is not None and len(weights) > 1:
                 line += f" (weights {weights[0] / weights[1]:g})"
         print(line)
+
+
+def ratios(values: Sequence[float], bases: Sequence[float]) -> list[float]:
+    return [a / b if b else math.nan for a, b in zip(values, bases, strict=True)]
 
 
 def _median(values: Sequence[float], fmt: str = ".2f") -> str:
@@ -283,9 +355,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add("--keys", default="", help="comma-separated API keys: the keys phase gives each its own clients")
     add("--weights", default="", help="the keys' weights (for --spawn's keys file, and the target's ratio)")
     add("--small-clients", type=int, default=8)
+    add(
+        "--small-rate",
+        type=float,
+        help="one-image requests a second at random times, instead of --small-clients closed loops "
+        "(the same demand whatever the latency, to compare the heavy clients' images/s at equal load)",
+    )
     add("--heavy-clients", type=int, default=4)
     add("--heavy-n", type=int, default=64, help="images per heavy request")
-    add("--key-clients", type=int, default=4, help="clients per key in the keys phase")
+    add("--key-clients", type=int, default=6, help="clients per key in the keys phase")
     add("--key-n", type=int, default=16, help="images per request in the keys phase")
     add("--small-priority", choices=["low", "normal", "high"], help="sent as X-Priority by the small clients")
     add("--duration", type=float, default=20.0, help="measured seconds per phase")
@@ -316,7 +394,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             keys_file = folder / "keys"
             w = weights or [1.0] * len(keys)
-            keys_file.write_text("".join(f"{k} name=bench{i} weight={w[i]:g}\n" for i, k in enumerate(keys)))
+            keys_file.write_text("".join(f"{k} weight={w[i]:g}\n" for i, k in enumerate(keys)))
             flags = ["--api-keys-file", str(keys_file), "--metrics-access", "open"]
             flags += [f for f in args.server_flags if f != "--"]
             servers["spawned"] = stack.enter_context(spawned_server(flags))[0]

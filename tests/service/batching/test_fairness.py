@@ -48,7 +48,8 @@ def test_every_queued_request_gets_an_image_per_round() -> None:
     q.push("b", 1)
     q.push("c", 10)
     assert q.names(3) == "abc"
-    assert q.names(5) == "acaca"
+    # A round (a and c), then the rest to the request with the fewest left (a, the earlier on a tie)
+    assert q.names(5) == "acaaa"
     assert len(q.fair) == 13 and q.fair.requests == 2
 
 
@@ -56,12 +57,12 @@ def test_a_request_that_joins_is_served_within_the_round() -> None:
     q = Queue()
     for name in "abcd":
         q.push(name, 64)
-    assert q.names(6) == "abcdab"  # c and d have not had their second image yet
-    for name in "wxyz":  # four one-image requests arrive
+    assert q.names(6) == "abcdaa"
+    for name in "wxyz":  # four one-image requests arrive during that pass
         q.push(name, 1)
-    # The rest of the round (c, d), then the newcomers before a and b's third image: one image per
-    # queued request (8) holds every request, the new ones included.
-    assert q.names(8) == "cdwxyzab"
+    # The newcomers first, then the requests served in the latest pass: one image per queued
+    # request (8) holds every request, the new ones included.
+    assert q.names(8) == "wxyzabcd"
 
 
 def test_a_stream_of_new_requests_does_not_starve_an_old_one() -> None:
@@ -103,7 +104,7 @@ def test_requests_share_within_a_caller_and_callers_share_across() -> None:
         q.push(name, 30, ALICE)
     q.push("z", 30, BOB)  # bob's one request gets as much as alice's three together
     counts = Counter(name for name, _ in q.take(24))
-    assert counts == {"z": 12, "a": 4, "b": 4, "c": 4}
+    assert counts == {"z": 12, "a": 10, "b": 1, "c": 1}
 
 
 def test_an_idle_caller_earns_no_credit() -> None:
@@ -124,6 +125,20 @@ def test_a_caller_gains_nothing_from_emptying_between_requests() -> None:
     assert counts == {"a": 4, "b": 4}
 
 
+def test_a_caller_back_within_a_pass_keeps_its_place_and_later_starts_afresh() -> None:
+    heavy = Caller("key:heavy", "heavy", weight=3.0)
+    for away, first_images in ((1, "bbbbbbbb"), (2, "bbblbbbl")):
+        q = Queue()
+        q.push("a", 6, heavy)
+        q.push("l", 200, BOB)
+        assert sorted(q.names(8)) == sorted("aaaaaall")  # 3:1, and heavy's request is done
+        for _ in range(away):
+            q.take(8)  # passes while heavy's client fetches its answer
+        q.push("b", 100, heavy)
+        # Back after one pass: it catches up on the share it missed. After two: the current round.
+        assert q.names(8) == first_images
+
+
 def test_higher_priorities_go_first_and_low_waits() -> None:
     q = Queue()
     q.push("l", 4, ALICE, Priority.LOW)
@@ -141,8 +156,8 @@ def test_dropped_images_count_neither_towards_the_pass_nor_the_share() -> None:
     q.push("b", 3)
     q.push("c", 3)
     q.give_up("gone")
-    assert q.names(6) == "abcabc"
-    assert len(q.fair) == 3  # a, b and c's last images; gone's were dropped on the way
+    assert q.names(6) == "abcaab"
+    assert len(q.fair) == 3  # b's and c's last images; gone's were dropped on the way
 
 
 def test_purge_drops_given_up_requests_and_first_arrival_skips_them() -> None:

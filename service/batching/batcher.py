@@ -18,9 +18,9 @@ request that could still join is in the service (`InFlight`, which the scheduler
 request, plain or streamed), so a lone client pays no window. While a batch computes, the next one
 gathers, so under load batches fill without waiting for the window. A request's items are admitted
 all together or not at all: when they do not fit in max_queue_images, the request gets 503 with
-Retry-After at once (a small request may use one pass's worth of places beyond it: it waits one
-round of the fair order however many images are queued). Items whose request expired or
-disconnected are dropped when the batch forms.
+Retry-After at once (while a request larger than a pass is queued, a small one may use one pass's
+worth of places beyond it: it waits one round of the fair order however many images are queued).
+Items whose request expired or disconnected are dropped when the batch forms.
 """
 
 from __future__ import annotations
@@ -103,14 +103,11 @@ class Batcher(Generic[ItemT, ResultT]):
         """Enqueue all of a request's items (or none: QueueFull / ShuttingDown); one future each."""
         if self._closing:
             raise ShuttingDown("the service is shutting down and takes no new work")
-        small = len(items) <= self._cut_size()
-        # A small request waits about one round of the fair order however many images are queued,
-        # so it may take one pass's worth of places beyond the bound: large requests that fill
-        # the queue do not refuse it.
-        bound = self.max_queue_images + (self.max_batch_size if small else 0)
-        if len(self._queue) + len(items) > bound:
+        cut = self._cut_size()
+        small = len(items) <= cut
+        if len(self._queue) + len(items) > self.max_queue_images:
             self._purge_abandoned()
-        if len(self._queue) + len(items) > bound:
+        if len(self._queue) + len(items) > self._bound(small, cut):
             raise QueueFull(
                 f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at most "
                 f"{self.max_queue_images} images; this request needs {len(items)}. Retry after the "
@@ -126,6 +123,15 @@ class Batcher(Generic[ItemT, ResultT]):
         self._metrics.queue_depth.set(len(self._queue))
         self._arrived.set()
         return [p.future for p in pending]
+
+    def _bound(self, small: bool, cut: int) -> int:
+        """The most images the queue may hold with this request in: max_queue_images, and one pass
+        more for a small request while a request larger than a pass is queued. The small one waits
+        one round of the fair order however many images are queued, so the large ones that fill
+        the queue do not refuse it."""
+        if small and self._queue.largest() > cut:
+            return self.max_queue_images + self.max_batch_size
+        return self.max_queue_images
 
     def _purge_abandoned(self) -> None:
         """Drop items whose request already gave up, so they do not hold queue places."""

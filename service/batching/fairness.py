@@ -184,6 +184,10 @@ class FairQueue(Generic[ItemT, ResultT]):
                 level.idle[flow.caller] = (tag, self._passes)
         return taken
 
+    def largest(self) -> int:
+        """The most images a queued request has left (0: none is queued)."""
+        return max((len(r.pending) for r in self._requests.values()), default=0)
+
     def first_arrival(self) -> float | None:
         """When the earliest request still waiting for its images was queued (None: none is)."""
         for request in self._requests.values():

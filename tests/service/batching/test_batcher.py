@@ -150,16 +150,21 @@ def test_a_request_larger_than_a_batch_is_split_over_passes(served_mnist) -> Non
 def test_the_queue_is_bounded_in_images_with_one_pass_of_room_for_small_requests(served_mnist) -> None:
     async def go():
         h = Harness(served_mnist, max_batch_size=4, max_batch_delay_s=0.3, max_queue_images=6)
-        queued = h.batcher.submit(items(5), ctx())
+        queued = h.batcher.submit(items(3), ctx())
         with pytest.raises(QueueFull) as full:
-            h.batcher.submit(items(5), ctx())  # 5 + 5 > 6: all or nothing
-        # A request that one pass holds whole joins the next round, however full the queue: up to
-        # one pass (4 images) beyond the bound.
-        small = h.batcher.submit(items(3, start=10), ctx())  # 5 + 3 <= 6 + 4
+            h.batcher.submit(items(4), ctx())  # 3 + 4 > 6: all or nothing
+        small = h.batcher.submit(items(2, start=10), ctx())  # 3 + 2 fits
         with pytest.raises(QueueFull):
-            h.batcher.submit(items(3, start=20), ctx())  # 8 + 3 > 6 + 4
-        one_more = h.batcher.submit(items(2, start=30), ctx())  # 8 + 2 fits
-        await asyncio.gather(*queued, *small, *one_more)
+            h.batcher.submit(items(2, start=20), ctx())  # 5 + 2 > 6: no request larger than a pass
+        await asyncio.gather(*queued, *small)
+        # While a request larger than a pass is queued, one that a pass holds whole joins the next
+        # round however full the queue: up to one pass (4 images) beyond the bound.
+        large = h.batcher.submit(items(6, start=30), ctx())
+        more = h.batcher.submit(items(3, start=40), ctx())  # 6 + 3 <= 6 + 4
+        with pytest.raises(QueueFull):
+            h.batcher.submit(items(2, start=50), ctx())  # 9 + 2 > 6 + 4
+        last = h.batcher.submit(items(1, start=60), ctx())  # 9 + 1 fits
+        await asyncio.gather(*large, *more, *last)
         await h.close()
         return full.value
 

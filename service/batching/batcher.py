@@ -107,13 +107,13 @@ class Batcher(Generic[ItemT, ResultT]):
         small = len(items) <= cut
         if len(self._queue) + len(items) > self.max_queue_images:
             self._purge_abandoned()
-        if len(self._queue) + len(items) > self._bound(small, cut):
-            raise QueueFull(
-                f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at most "
-                f"{self.max_queue_images} images; this request needs {len(items)}. Retry after the "
-                "Retry-After header's seconds.",
-                headers={"Retry-After": str(self.retry_after_s())},
-            )
+            if len(self._queue) + len(items) > self._bound(small, cut):
+                raise QueueFull(
+                    f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at "
+                    f"most {self.max_queue_images} images; this request needs {len(items)}. Retry "
+                    "after the Retry-After header's seconds.",
+                    headers={"Retry-After": str(self.retry_after_s())},
+                )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         pending = [Pending(item, ctx, loop.create_future(), now) for item in items]

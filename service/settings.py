@@ -113,12 +113,12 @@ class Settings(BaseSettings):
     # --- fair share and per-key limits ------------------------------------------------------
     # Passes take the queued requests' images in a fair order (one image of each request in turn,
     # weighted keys in turn, higher priorities first), so a small request joins the next pass; it
-    # still waits for the pass running when it came, then its own. At 200 ms that is about half a
-    # second beside bulk work on a CPU, where a full pass can take longer; the bulk work pays with
-    # smaller passes while small requests are about (docs/fair-share.md has the trade). A full pass
-    # that takes less than this is never cut.
+    # still waits for the pass running when it came, then its own. Cut to 100 ms, those two passes
+    # stay near a small request's own quiet latency on a CPU, where a full pass can take several
+    # times that; the bulk work pays with smaller passes while small requests are about
+    # (docs/fair-share.md has the trade). A full pass that takes less than this is never cut.
     small_pass_ms: float = Field(
-        200.0,
+        100.0,
         ge=0.0,
         le=60_000,
         description="While small requests are served beside larger ones, cut each pass to about "

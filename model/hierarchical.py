@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from .classes import ClassNames
+from .config import ModelConfig
 from .interpolation import path_draws, path_temperature, steps_t
 from .likelihoods import LN2
 from .noise import Draws, GivenNoise, NoiseSource, Seeds, seed_list
@@ -45,50 +48,56 @@ from .outputs import Encoding, Reconstruction, Stage
 from .sampling import DEFAULT
 from .topdown import TopDown, resolution_stops
 
+if TYPE_CHECKING:
+    from .graphs import SampleGraphs
+
 # Explicit standard-normal draws, one (n, Z, r, r) tensor per latent layer, top-down.
 Noise = Sequence[torch.Tensor] | None
 
 
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(nn.Module, ABC):
     """A hierarchical VAE of either family: the calls every caller (the service, the tools, the
     tests) uses, whatever the architecture underneath."""
 
     family: ClassVar[str]  # "vdvae" or "visual-vae": config.json's "family", /v1/models
     source: ClassVar[str]  # the code whose weights and numbers this family reproduces
-    hp: Any  # the family's configuration (a model.config.ModelConfig)
+    hp: ModelConfig  # the family's configuration
     head: nn.Module  # output head: params NHWC, their likelihoods, and images
 
     def __init__(self) -> None:
         super().__init__()
         # Inference settings (model.inference): autocast dtype on CUDA, or None.
         self.amp_dtype: torch.dtype | None = None
+        # Prior sampling replayed from CUDA graphs by batch bucket (model.graphs), or None: eager.
+        self.graphs: SampleGraphs | None = None
         # Where the weights came from (config.json's provenance), set by load_model.
         self.provenance: dict = {}
         # The class names of a class-conditional model (config.json's "classes"), set by load_model.
-        self.classes: list[str] | None = None
+        self.classes: ClassNames | None = None
 
     # ---- family hooks ----------------------------------------------------------------------------
 
     @property
-    def device(self) -> torch.device:
-        raise NotImplementedError
+    @abstractmethod
+    def device(self) -> torch.device: ...
 
+    @abstractmethod
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (n, H, W, C) -> (encoder input, loss target), float32 NHWC."""
-        raise NotImplementedError
 
+    @abstractmethod
     def embed(self, labels: torch.Tensor | None) -> torch.Tensor | None:
         """Label rows (n,) (the null label already num_classes) -> what the blocks take as `cond`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def activations(self, x_in: torch.Tensor, cond: torch.Tensor | None) -> Any:
         """The encoder's activations of a preprocessed batch, as the family's top_down takes them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def top_down(self, n: int, **kwargs: Any) -> TopDown:
         """One top-down pass (model.topdown describes the arguments)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def low_res_features(
         self,
         low_res: LowRes,
@@ -99,11 +108,10 @@ class HierarchicalVAE(nn.Module):
     ) -> Any:
         """A super-resolution model's conditioning for n images, as its top_down takes it; None for a
         plain model, which refuses a low-resolution input."""
-        raise NotImplementedError
 
+    @abstractmethod
     def residual_blocks(self) -> Iterator[nn.Module]:
         """The modules worth compiling one by one (model.inference)."""
-        raise NotImplementedError
 
     # ---- shared checks ---------------------------------------------------------------------------
 
@@ -346,6 +354,10 @@ class HierarchicalVAE(nn.Module):
             temperature, labels, guidance = opts["temperature"], opts["labels"], opts["guidance"]
             noise = src.normal(self.latent_shapes(), self.device)
             features = self.low_res_features(low_res, low_res_noise, n, src)
+            if self.graphs is not None and len(latents) == 0 and latent_layers is None and features is None:
+                params = self.graphs.params(n, noise, temperature, labels, guidance)
+                if params is not None:
+                    return params
             args = self._decode_args(
                 latents, latent_layers, n, temperature, noise, labels, guidance, features
             )

@@ -11,9 +11,12 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
+from .graphs import SampleGraphs, power_of_two_buckets
 from .hierarchical import HierarchicalVAE
 
 # Autocast dtypes by name, for inference (here) and for training (model.training).
@@ -86,15 +89,20 @@ def optimize_for_inference(
     channels_last: bool = True,
     amp: str = "bf16",
     compile: bool = False,
+    cuda_graphs: bool = False,
+    buckets: Sequence[int] = (),
 ) -> HierarchicalVAE:
     """Prepare `vae` (in place) for fast sampling and return it.
 
     channels_last: NHWC activations for the convolutions (default on, on every device: oneDNN on
       CPU and cuDNN on CUDA both run NHWC convolutions without layout conversions).
     amp: autocast dtype on CUDA ("bf16", "fp16" or "none"); ignored on CPU. The latent
-      arithmetic (means, std, guidance, KL) stays in float32 either way.
+      arithmetic (means, std, guidance, KL), the output layer's likelihoods and its sampling stay
+      in float32 either way.
     compile: torch.compile every residual block (one graph per block shape, reused across
       blocks of the same shape); the first call of each batch size then pays a compile.
+    cuda_graphs: replay prior sampling from CUDA graphs, one per batch bucket (`buckets`, default
+      powers of two up to 64), each captured on its first use (model.graphs); ignored on CPU.
     """
     vae.eval().requires_grad_(False)
     on_cuda = vae.device.type == "cuda"
@@ -116,4 +124,21 @@ def optimize_for_inference(
         )
         for module in blocks:
             module.compile()
+    vae.graphs = None
+    if cuda_graphs and on_cuda:
+        vae.graphs = SampleGraphs(vae, buckets or power_of_two_buckets(64))
     return vae
+
+
+@dataclass(frozen=True)
+class InferenceForm:
+    """optimize_for_inference's settings, for callers that hand them on (the service's registry)."""
+
+    channels_last: bool = True
+    amp: str = "bf16"
+    compile: bool = False
+    cuda_graphs: bool = False
+    buckets: tuple[int, ...] = ()
+
+    def apply(self, vae: HierarchicalVAE) -> HierarchicalVAE:
+        return optimize_for_inference(vae, **asdict(self))

@@ -11,11 +11,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
 from .sampling import MAX_SEED
+
+# Host threads that fill the images' draws, one image's row each (torch releases the GIL while it
+# fills a row). The rows are the same whatever the count; 1 (the default) draws on the caller's
+# thread. A GPU pass can take less time than its draws on one core.
+_draw_pool: ThreadPoolExecutor | None = None
+_draw_threads = 1
+
+
+def set_draw_threads(threads: int) -> None:
+    """Fill the per-image draws on this many host threads (process-wide; 1: the calling thread)."""
+    global _draw_pool, _draw_threads
+    if threads < 1:
+        raise ValueError(f"draw threads must be >= 1, got {threads}")
+    if _draw_pool is not None:
+        _draw_pool.shutdown()
+    _draw_pool = ThreadPoolExecutor(threads, thread_name_prefix="vae-draws") if threads > 1 else None
+    _draw_threads = threads
+
+
+def draw_threads() -> int:
+    return _draw_threads
 
 
 def random_seeds(n: int) -> list[int]:
@@ -85,8 +107,18 @@ class NoiseSource:
         sizes = [math.prod(s) for s in shapes]
         total = sum(sizes)
         flat = torch.empty(len(generators), total)
-        for row, gen in zip(flat, generators):
-            fill(row, gen)  # one call per image covers every tensor of this draw
+        rows = zip(flat, generators)  # one call per image covers every tensor of this draw
+        if _draw_pool is None or len(generators) == 1:
+            for row, gen in rows:
+                fill(row, gen)
+        else:
+            inference = torch.is_inference_mode_enabled()  # thread-local: the workers take the caller's
+
+            def fill_row(pair: tuple[torch.Tensor, torch.Generator]) -> None:
+                with torch.inference_mode(inference):
+                    fill(*pair)
+
+            list(_draw_pool.map(fill_row, rows))
         device = torch.device(device)
         if device.type == "cuda":
             flat = flat.pin_memory().to(device, non_blocking=True)

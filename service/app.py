@@ -21,7 +21,9 @@ import torch
 from fastapi import FastAPI
 from starlette.routing import BaseRoute
 
-from model.inference import keep_freed_memory_in_heap, resolve_device
+from model.graphs import power_of_two_buckets
+from model.inference import InferenceForm, keep_freed_memory_in_heap, resolve_device
+from model.noise import set_draw_threads
 
 from . import __version__
 from .api.health import routes as health
@@ -32,6 +34,7 @@ from .api.latents.bodies import DecodeRequest, EncodeRequest
 from .api.models import routes as models
 from .api.openapi import install_openapi
 from .api.playground import routes as playground
+from .api.routing import DirectDispatch, direct_routes, leaf_routes
 from .batching.engine import Engine, cpu_threads
 from .devicecheck import device_problem
 from .errors import register_exception_handlers
@@ -91,8 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     playground.install(app)
     if settings.metrics_access != "closed":
         app.include_router(health.metrics_router)
-    # Added last = outermost. Inside out: body limits, then the key check (before any body is read),
-    # CORS (preflights carry no key), and the request id and metrics around every answer.
+    # Added last = outermost. Inside out: the model routes' direct dispatch, body limits, then the
+    # key check (before any body is read), CORS (preflights carry no key), and the request id and
+    # metrics around every answer.
+    if settings.direct_dispatch:
+        app.add_middleware(DirectDispatch, routes=direct_routes(app.routes), handlers=app.exception_handlers)
     app.add_middleware(
         BodyGuardMiddleware,
         settings=settings,
@@ -106,16 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestTrackingMiddleware, metrics=metrics, static_paths=static_paths)
     install_openapi(app, state, keys_required=bool(keys), request_bodies=REQUEST_BODIES)
     return app
-
-
-def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
-    """Every route, in included routers too (FastAPI keeps those wrapped; ours have no prefix)."""
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from leaf_routes(inner.routes)
-        else:
-            yield route
 
 
 def route_paths(routes: Iterable[BaseRoute]) -> Iterator[str]:
@@ -147,10 +143,17 @@ async def start_models(state: ServiceState) -> None:
             torch.set_num_threads(threads)
             log.info("CPU inference with %d torch thread(s)", threads)
             keep_freed_memory_in_heap()  # before the engine's thread starts: it keeps its arena
+        set_draw_threads(settings.draw_threads)
         state.engine = Engine(device, state.metrics)
         state.set_phase(Phase.LOADING, f"loading models from {settings.model_dir}")
+        form = InferenceForm(
+            amp=settings.amp,
+            compile=settings.compile,
+            cuda_graphs=settings.cuda_graphs,
+            buckets=tuple(power_of_two_buckets(settings.max_batch_size)),
+        )
         registry = await state.engine.call(
-            load_registry, settings.model_dir, device, settings.amp, settings.default_model, settings.compile
+            load_registry, settings.model_dir, device, form, settings.default_model
         )
         state.registry = registry
         if settings.endpoint_body_limits:

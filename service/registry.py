@@ -23,7 +23,7 @@ from model.cascade import CascadeStage, StageOptions, checked_cascade, is_cascad
 from model.checkpoint import CheckpointError, load_model, model_folders
 from model.config import ModelConfig
 from model.hierarchical import HierarchicalVAE
-from model.inference import optimize_for_inference
+from model.inference import InferenceForm
 
 from .errors import ModelNotFound, invalid_input
 
@@ -183,10 +183,11 @@ class ModelRegistry:
 
 
 def load_registry(
-    model_dir: Path, device: torch.device, amp: str, default_model: str, compile: bool = False
+    model_dir: Path, device: torch.device, form: InferenceForm, default_model: str
 ) -> ModelRegistry:
-    """Load every model folder under model_dir (blocking: call it off the event loop), each in its
-    fast inference form (model.inference: channels_last, amp on CUDA, optional torch.compile)."""
+    """Load every model folder under model_dir (blocking: call it off the event loop), each in the
+    inference form `form` (model.inference: channels_last, amp on CUDA, optional torch.compile and
+    CUDA graphs)."""
     registry = ModelRegistry()
     cascades, paths = [], {}  # cascade folders, loaded models by their folder's resolved path
     for folder in model_folders(model_dir):
@@ -204,7 +205,7 @@ def load_registry(
             registry.errors[name] = public_message(str(e), folder)
             log.error("cannot load model %r: %s", name, e)
             continue
-        optimize_for_inference(vae, amp=amp, compile=compile)
+        form.apply(vae)
         registry.models[name] = paths[folder.resolve()] = ServedModel(name=name, vae=vae)
         log.info(
             "loaded model %r from %s: %dx%dx%d, %d latent layers, %s classes, on %s",
@@ -213,9 +214,7 @@ def load_registry(
         )  # fmt: skip
     for folder in cascades:
         try:
-            registry.cascades[folder.name] = load_served_cascade(
-                folder, paths, registry, device, amp, compile
-            )
+            registry.cascades[folder.name] = load_served_cascade(folder, paths, registry, device, form)
         except CheckpointError as e:
             registry.errors[folder.name] = public_message(str(e), folder)
             log.error("cannot load cascade %r: %s", folder.name, e)
@@ -232,8 +231,7 @@ def load_served_cascade(
     paths: dict[Path, ServedModel],
     registry: ModelRegistry,
     device: torch.device,
-    amp: str,
-    compile: bool,
+    form: InferenceForm,
 ) -> ServedCascade:
     """A cascade folder's stages: the served model of each folder it names, or a stage model of its
     own (registry.stage_models); CheckpointError when a stage cannot be loaded or they do not chain."""
@@ -244,7 +242,7 @@ def load_served_cascade(
         listed.append(served is not None)
         if served is None:
             vae = load_model(entry.path, device=device)
-            optimize_for_inference(vae, amp=amp, compile=compile)
+            form.apply(vae)
             served = ServedModel(name=f"{folder.name}.stage{k}", vae=vae)
         stages.append(served)
     checked_cascade(folder, [CascadeStage(e.name, m.vae, e.options) for e, m in zip(entries, stages)])

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.bundled import bundled_weights
+
 ENV_PREFIX = "VDVAE_"
 
 
@@ -24,10 +26,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     # --- models -----------------------------------------------------------------------------
+    # The bundled models wherever the package is (a checkout's weights/, or an installed copy), so
+    # that `vdvae serve` serves something from any working directory.
     model_dir: Path = Field(
-        Path("weights"),
+        default_factory=bundled_weights,
         description="Folder of model folders (<model_dir>/<name>/model.safetensors + config.json); "
-        "every one of them is served, under its folder name.",
+        "every one of them is served, under its folder name. Default: the bundled models.",
     )
     default_model: str = Field(
         "mnist",
@@ -46,6 +50,21 @@ class Settings(BaseSettings):
     # Off by default: compiling costs minutes at start-up and per new batch size, and on CPU the
     # compiled blocks are slower than eager ones (vdvae bench model --compile).
     compile: bool = Field(False, description="torch.compile the model's residual blocks.")
+    # Off by default: each bucket's graph is captured at its first batch (two passes and a private
+    # pool of GPU memory), and what replay gains over launching kernels one by one is measured on
+    # the GPU that serves (vdvae bench gpu).
+    cuda_graphs: bool = Field(
+        False,
+        description="Replay sampling passes from CUDA graphs, one per batch size bucket (powers of two "
+        "up to max_batch_size, a batch padded to its bucket); CUDA only, ignored on CPU.",
+    )
+    # A GPU pass can take less time than the host takes to draw its images' noise on one core.
+    draw_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Host threads that draw a batch's per-image noise (the same images for any count).",
+    )
     # More torch threads than free cores make every pass stall while the threads wait for each other,
     # and the event loop needs a core of its own to parse and answer requests.
     cpu_threads: int = Field(
@@ -83,6 +102,15 @@ class Settings(BaseSettings):
         ge=0.0,
         le=10.0,
         description="Pause before answering 413 to a body whose Content-Length is over its limit.",
+    )
+
+    # The layers a direct dispatch skips do nothing these routes need, and their event-loop CPU per
+    # request is a large share of a small request's (docs/performance.md has the figure).
+    direct_dispatch: bool = Field(
+        True,
+        description="Hand the model endpoints' POSTs to their routes from the app's innermost "
+        "middleware, past Starlette's exception middleware and the router (the same answers); off: "
+        "through the router, as any route.",
     )
 
     # --- batching ---------------------------------------------------------------------------
@@ -314,7 +342,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve every Very Deep VAE model folder under --model-dir over HTTP.",
-        epilog=f"examples:\n  {prog}                                  # weights/*/ on http://127.0.0.1:8000\n"
+        epilog=f"examples:\n  {prog}                                  # the bundled models on http://127.0.0.1:8000\n"
         f"  {prog} --model-dir my_models --port 9000\n"
         f"  VDVAE_MAX_BATCH_SIZE=64 {prog} --host 0.0.0.0 --cpu-threads 4",
         argument_default=argparse.SUPPRESS,
@@ -322,7 +350,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     for name, field in Settings.model_fields.items():
         env = ENV_PREFIX + name.upper()
-        help_text = f"{field.description} [env {env}; default {field.default}]"
+        help_text = f"{field.description} [env {env}; default {field.get_default(call_default_factory=True)}]"
         if field.annotation is bool:
             parser.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, help=help_text)
         else:

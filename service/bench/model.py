@@ -27,7 +27,7 @@ import torch
 
 from model.checkpoint import load_model
 from model.hparams import HParams
-from model.inference import AMP_DTYPES, optimize_for_inference, resolve_device
+from model.inference import AMP_DTYPES, InferenceForm, optimize_for_inference, resolve_device
 from model.presets import PRESETS
 from model.vae import VDVAE
 
@@ -134,13 +134,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
 
 class ModelTimer:
-    """vae.sample called directly, in the form the service serves it (optimize_for_inference) and at
-    its torch thread count: the ceiling the service's images/s can reach at a given batch size."""
+    """vae.sample called directly, in the form the service serves it (optimize_for_inference, or the
+    given form) on its device and at its torch thread count: the ceiling the service's images/s can
+    reach at a given batch size."""
 
-    def __init__(self, folder: Path, threads: int) -> None:
+    def __init__(
+        self, folder: Path, threads: int, device: str = "cpu", form: InferenceForm | None = None
+    ) -> None:
         self.threads = threads
         torch.set_num_threads(threads)
-        self.vae = optimize_for_inference(load_model(folder, device="cpu"))
+        self.vae = (form or InferenceForm()).apply(load_model(folder, device=device))
         self.cpu_ms_per_image: dict[int, float] = {}
 
     def images_per_s(self, batch_sizes: Iterable[int], seconds: float) -> dict[int, float]:
@@ -150,10 +153,11 @@ class ModelTimer:
         out = {}
         self.cpu_ms_per_image = {}
         for b in sorted(batch_sizes):
-            self.vae.sample(b, seeds=list(range(b)))  # warm-up at this shape
+            self.vae.sample(b, seeds=list(range(b))).cpu()  # warm-up at this shape
             images, t0, cpu0 = 0, time.perf_counter(), time.process_time()
             while time.perf_counter() - t0 < seconds:
-                self.vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)])
+                # On the host, as the service's images: on a GPU that also waits for the pass.
+                self.vae.sample(b, seeds=[random.randrange(2**31) for _ in range(b)]).cpu()
                 images += b
             out[b] = images / (time.perf_counter() - t0)
             self.cpu_ms_per_image[b] = 1000 * (time.process_time() - cpu0) / images

@@ -1,6 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
-    vdvae serve | train | evaluate | convert | generate | encode-dataset | bench model|service|stress|fair
+    vdvae serve | train | evaluate | convert | generate | encode-dataset
+    vdvae bench model | service | stress | fair | visual-vae | gpu
     vdvae sample | reconstruct | upscale | encode | decode | interpolate | models  (the client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
@@ -53,6 +54,12 @@ BENCHES = {
     "service": Tool("service.bench.service", "closed-loop load test of a running (or spawned) service"),
     "stress": Tool("service.bench.stress", "the service's latency while clients loop the worst bodies"),
     "fair": Tool("service.bench.fair", "one-image requests beside large ones, and weighted API keys"),
+    "visual-vae": Tool(
+        "service.bench.visual_vae", "a visual-vae model's sampling against visual-vae's own code (a checkout)"
+    ),
+    "gpu": Tool(
+        "service.bench.gpu.command", "everything measured on a CUDA device in one command (--dry-run: CPU)"
+    ),
 }
 COMMANDS: dict[str, Tool | ClientTool] = {
     "serve": Tool("service.__main__", "serve every model folder under --model-dir over HTTP"),
@@ -86,7 +93,7 @@ running service (--url, default $VDVAE_URL or http://127.0.0.1:8000) or, with --
 the service in this process on a model folder: the same seeds give the same image bytes either way.
 
 examples:
-  vdvae serve                                             # weights/*/ on http://127.0.0.1:8000
+  vdvae serve                                             # the bundled models on http://127.0.0.1:8000
   vdvae sample -n 16 --label 3 --guidance 1,1 --temperature 0.8 --seed 1 -o threes.png
   vdvae sample -n 10000 -o samples/                       # bulk; run it again to resume
   vdvae encode digit.png --latents 4 -o z.npz && vdvae decode z.npz -o out.png

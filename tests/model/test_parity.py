@@ -12,7 +12,9 @@ import pytest
 import torch
 
 import model
-from tests.model.helpers import FIXTURES
+from tests.model.helpers import FIXTURES, TEST_DEVICE, on_test_device
+
+pytestmark = pytest.mark.parity
 
 CASES = sorted(p for p in FIXTURES.iterdir() if (p / "reference.pt").is_file())
 
@@ -23,7 +25,7 @@ def case(request):
     hp = model.HParams.from_official(json.loads((d / "hparams.json").read_text()))
     vae = model.VDVAE(hp)
     vae.load_state_dict(torch.load(d / "model-ema.th", weights_only=True), strict=True)
-    return vae.eval(), torch.load(d / "reference.pt", weights_only=True)
+    return vae.to(TEST_DEVICE).eval(), on_test_device(torch.load(d / "reference.pt", weights_only=True))
 
 
 def test_every_fixture_is_collected():

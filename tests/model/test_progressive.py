@@ -10,6 +10,7 @@ import torch
 from model.inference import optimize_for_inference
 from model.options import guidance_rows
 from model.topdown import resolution_stops
+from tests.marks import CUDA_MARKS
 
 
 def test_resolution_stops_end_each_run_of_layers_at_one_resolution() -> None:
@@ -85,7 +86,7 @@ def test_stopping_early_computes_no_more_layers(tiny) -> None:
         pytest.param(
             {"device": "cuda", "amp": "bf16"},
             id="cuda-bf16",
-            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+            marks=CUDA_MARKS,
         ),
     ],
 )

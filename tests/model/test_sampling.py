@@ -9,18 +9,9 @@ import pytest
 import torch
 
 from model.inference import optimize_for_inference
+from model.noise import draw_threads, set_draw_threads
 from tests.factories import random_images
-
-
-def pixels_off(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:
-    """(largest difference in levels, fraction of values that differ)."""
-    d = (a.int() - b.int()).abs()
-    return d.max().item(), (d > 0).float().mean().item()
-
-
-def assert_same_image(a, b):
-    worst, frac = pixels_off(a, b)
-    assert worst <= 1 and frac <= 1e-3, (worst, frac)
+from tests.model.helpers import assert_same_image, pixels_off
 
 
 def test_image_does_not_depend_on_its_batch(tiny):
@@ -194,3 +185,15 @@ def test_none_inside_a_label_list_is_unconditional(tiny_cond):
     assert torch.equal(
         tiny_cond.sample(2, labels=[3, None], seeds=0), tiny_cond.sample(2, labels=[3, -1], seeds=0)
     )
+
+
+def test_draws_on_several_host_threads_are_the_same_draws(tiny_cond):
+    alone = tiny_cond.sample(5, seeds=[3, 1, 4, 1, 5])
+    set_draw_threads(3)
+    try:
+        assert draw_threads() == 3
+        assert torch.equal(tiny_cond.sample(5, seeds=[3, 1, 4, 1, 5]), alone)
+    finally:
+        set_draw_threads(1)
+    with pytest.raises(ValueError, match="draw threads must be >= 1"):
+        set_draw_threads(0)

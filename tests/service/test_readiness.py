@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import service.app
+from model.noise import draw_threads, set_draw_threads
 from service.registry import load_registry
 
 from .conftest import running_server, write_test_models
@@ -85,3 +86,14 @@ def test_a_drain_that_began_during_startup_is_never_undone() -> None:
     state.set_phase(Phase.READY)
     assert state.phase is Phase.DRAINING
     assert "vae_ready 0.0" in state.metrics.render().decode()
+
+
+def test_the_gpu_settings_start_on_a_cpu_and_the_draw_threads_are_set(model_dir: Path) -> None:
+    try:
+        with running_server(model_dir, cuda_graphs=True, draw_threads=2) as server, server.client() as client:
+            assert draw_threads() == 2
+            assert client.post("/sample", json={"n": 3, "seed": 1}).status_code == 200
+            registry = server.app.state.service.registry
+            assert all(m.vae.graphs is None for m in registry.models.values())  # CUDA graphs: CUDA only
+    finally:
+        set_draw_threads(1)

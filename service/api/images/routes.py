@@ -33,12 +33,12 @@ from ...state import ServiceState
 from ..answers import b64_png, labels_header, png_response, prefers_png, sampled_response
 from ..bodies import MODEL_ERRORS, ImageResponse
 from ..openapi import image_request_body, json_request_body
-from ..routing import ModelRequest, ModelRoute
+from ..routing import DirectModelRoute, ModelRequest
 from .bodies import ReconstructedImage, ReconstructRequest, ReconstructResponse, SampleRequest, UpscaleRequest
 from .cascades import CascadePlan, cascade_plan, cascade_stages
 from .streams import EVENT_SCHEMA, EVENTS, CascadeStream, EventStream, SampleStream
 
-router = APIRouter(route_class=ModelRoute)
+router = APIRouter(route_class=DirectModelRoute)
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from ...wire import tensor_b64
 from ..answers import b64_png, labels_header, png_response, prefers_png, sampled_response
 from ..bodies import MODEL_ERRORS, ImageResponse
 from ..openapi import image_request_body, inlined_schema, json_request_body
-from ..routing import ModelRequest, ModelRoute
+from ..routing import DirectModelRoute, ModelRequest
 from .bodies import (
     DecodeRequest,
     EncodeRequest,
@@ -53,7 +53,7 @@ from .bodies import (
     InterpolationEnd,
 )
 
-router = APIRouter(route_class=ModelRoute)
+router = APIRouter(route_class=DirectModelRoute)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ import pytest
 import torch
 
 import model
-from tests.model.helpers import FIXTURES
+from tests.model.helpers import FIXTURES, TEST_DEVICE, on_test_device
+
+pytestmark = pytest.mark.parity
 
 ROOT = FIXTURES / "visual-vae"
 CASES = sorted(p for p in ROOT.iterdir() if (p / "reference.pt").is_file())
@@ -29,7 +31,7 @@ def load(d: Path) -> tuple[model.VisualVAE, dict, dict]:
     cfg = json.loads((d / "config.json").read_text())
     vae = model.VisualVAE.from_config(cfg)
     vae.load_state_dict(torch.load(d / "ema_weights.pt", weights_only=True), strict=True)
-    return vae.eval(), torch.load(d / "reference.pt", weights_only=True), cfg
+    return vae.to(TEST_DEVICE).eval(), on_test_device(torch.load(d / "reference.pt", weights_only=True)), cfg
 
 
 def assert_close(got: torch.Tensor, want: torch.Tensor, tol: float) -> None:

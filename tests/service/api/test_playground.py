@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,27 +20,19 @@ import pytest
 from service.api.playground.routes import STATIC
 
 from ..conftest import RunningServer, digit_like, png_bytes
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select, WebDriverWait
-except ImportError:  # the dev extra installs it
-    webdriver = None
-
-needs_browser = pytest.mark.skipif(
-    webdriver is None or not (CHROMIUM and CHROMEDRIVER),
-    reason="needs selenium, chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
+from .conftest import (
+    LAPTOP,
+    ActionChains,
+    By,
+    Keys,
+    Select,
+    by_id,
+    needs_browser,
+    wait,
+    webdriver,
 )
 
-LAPTOP = (1100, 900)
 PHONE = (390, 844)
-TIMEOUT_S = 60  # each wait; a 2-core CI box shared with the server
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,27 +78,6 @@ def test_the_page_is_served_with_a_policy_that_allows_only_this_service(client: 
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver or a browser
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={LAPTOP[0]},{LAPTOP[1]}",
-    ):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.fixture()
 def page(browser: webdriver.Chrome, server: RunningServer) -> webdriver.Chrome:
     """The playground freshly loaded on a laptop-sized window, its models listed."""
@@ -121,14 +89,6 @@ def page(browser: webdriver.Chrome, server: RunningServer) -> webdriver.Chrome:
     browser.get_log("browser")  # start each test with an empty console
     browser.get_log("performance")
     return browser
-
-
-def wait(browser: webdriver.Chrome, condition) -> None:
-    WebDriverWait(browser, TIMEOUT_S).until(condition)
-
-
-def by_id(browser: webdriver.Chrome, id_: str):
-    return browser.find_element(By.ID, id_)
 
 
 def model_info(browser: webdriver.Chrome) -> dict:

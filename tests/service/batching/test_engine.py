@@ -18,6 +18,7 @@ from service.batching.items import SampleItem
 from service.batching.operations import ENCODE, OPERATIONS, SAMPLE, Operation, run_sample
 from service.errors import Cancelled, DeadlineExceeded, InternalError, InvalidInput
 from service.metrics import Metrics
+from tests.marks import cuda_only
 
 from ..conftest import metric_value
 
@@ -140,7 +141,7 @@ def test_warmup_failure_names_the_operation(served_mnist, monkeypatch: pytest.Mo
         engine.shutdown()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@cuda_only
 def test_cuda_bf16_batches_match_their_solo_results(model_dir) -> None:
     from model.checkpoint import load_model
     from service.registry import ServedModel

@@ -14,7 +14,10 @@ from ..conftest import RunningServer, running_server
 
 KEY_A = "bench-key-a-0123456789abcdef"
 KEY_B = "bench-key-b-0123456789abcdef"
-BRIEF = ["--duration", "1", "--warmup", "0.2", "--small-clients", "2", "--heavy-clients", "1", "--heavy-n", "4"]
+BRIEF = [
+    *("--duration", "1", "--warmup", "0.2"),
+    *("--small-clients", "2", "--heavy-clients", "1", "--heavy-n", "4"),
+]
 
 
 @pytest.fixture(scope="module")

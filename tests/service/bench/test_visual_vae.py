@@ -1,5 +1,6 @@
-"""model.tools.bench_visual_vae: our sampling against visual-vae's own code, which it imports from a
-checkout named on the command line ($VISUAL_VAE_CHECKOUT here; the benchmark is skipped without one)."""
+"""`vdvae bench visual-vae` (service.bench.visual_vae): our sampling against visual-vae's own code,
+which it imports from a checkout named on the command line ($VISUAL_VAE_CHECKOUT here; the benchmark
+is skipped without one)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from model.tools.bench_visual_vae import main
 from model.tools.visual_vae_reference import ReferenceError, load_reference
+from service.bench.visual_vae import main
 from tests.model.helpers import FIXTURES
 
 CHECKOUT = os.environ.get("VISUAL_VAE_CHECKOUT")

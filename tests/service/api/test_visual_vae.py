@@ -22,7 +22,9 @@ from model.cascade import load_cascade
 from model.checkpoint import load_model
 from model.tools.convert import main as convert
 from tests.factories import visual_vae_config_file, visual_vae_file
-from tests.service.conftest import RunningServer, png_bytes, running_server
+
+from ..conftest import RunningServer, png_bytes, running_server
+from .conftest import By, Select, by_id, needs_browser, wait
 
 KINDS = {"vv-uncond": "uncond16", "vv-cond": "cond8", "vv-sr": "sr8to16"}
 MAX_GUIDANCE = 8.0
@@ -259,3 +261,25 @@ def test_the_client_and_the_command_take_class_names(vv_server, library, tmp_pat
         == 2
     )
     assert "no class named 'kat'; close: 'cat'" in capsys.readouterr().err
+
+
+@needs_browser
+def test_the_playground_names_the_family_and_each_class(browser, vv_server):
+    browser.get(vv_server.url + "/")
+    wait(browser, lambda b: by_id(b, "model").get_attribute("value") == "vv-cond")
+    assert by_id(browser, "model-info").text.startswith(
+        "visual-vae (Luhman & Luhman 2022): 8\u00d78\u00d73 images"
+    )
+    options = [o.text for o in Select(by_id(browser, "sample-label")).options]
+    assert "3: cat" in options and "9: truck" in options
+    Select(by_id(browser, "sample-label")).select_by_visible_text("3: cat")
+    by_id(browser, "sample-go").click()
+    wait(browser, lambda b: by_id(b, "sample-grid").get_attribute("data-stage") == "final")
+    browser.find_elements(By.CSS_SELECTOR, "#sample-grid .tile")[0].click()
+    shown = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#detail-params dd")]
+    assert "3: cat" in shown
+    Select(by_id(browser, "model")).select_by_value("vv-uncond")
+    assert (
+        by_id(browser, "model-info").text.startswith("visual-vae")
+        and "unconditional" in by_id(browser, "model-info").text
+    )

@@ -1,8 +1,8 @@
 """Sampling throughput of a visual-vae model here against visual-vae's own PyTorch code on the same
 weights, batch size and threads.
 
-    python -m model.tools.bench_visual_vae --checkout ../visual-vae --preset cifar10 --batch-sizes 1,8,32
-    python -m model.tools.bench_visual_vae --checkout ../visual-vae --preset imagenet32 --batch-sizes 8 \\
+    vdvae bench visual-vae --checkout ../visual-vae --preset cifar10 --batch-sizes 1,8,32
+    vdvae bench visual-vae --checkout ../visual-vae --preset imagenet32 --batch-sizes 8 \\
         --weights i32_ema_weights.pt
 
 Their model comes from a checkout of tcl9876/visual-vae (model.tools.visual_vae_reference); without
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import read_official_state_dict
-from ..inference import optimize_for_inference, resolve_device
-from ..visual_vae import VISUAL_VAE_PRESETS, VisualVAE, VisualVAEConfig
-from .visual_vae_reference import load_reference
+from model.checkpoint import read_official_state_dict
+from model.inference import optimize_for_inference, resolve_device
+from model.tools.visual_vae_reference import load_reference
+from model.visual_vae import VISUAL_VAE_PRESETS, VisualVAE, VisualVAEConfig
 
 
 def _sync(device: torch.device) -> None:
@@ -55,17 +55,15 @@ def their_model_fields(cfg: VisualVAEConfig) -> dict:
 
 
 def build_pair(
-    checkout: Path, cfg: VisualVAEConfig, weights: Path | None, device: torch.device, compile: bool = False
+    checkout: Path, cfg: VisualVAEConfig, weights: Path | None, device: torch.device
 ) -> tuple[torch.nn.Module, VisualVAE]:
-    """(their VAE, ours) with the same weights on `device`."""
+    """(their VAE, ours) with the same weights on `device`, both float32 as built."""
     theirs = load_reference(checkout).VAE(**their_model_fields(cfg))
     if weights is not None:
         theirs.load_state_dict(read_official_state_dict(weights), strict=True)
     ours = VisualVAE(cfg)
     ours.load_state_dict(theirs.state_dict(), strict=True)
-    theirs = theirs.to(device).eval().requires_grad_(False)
-    ours = optimize_for_inference(ours.to(device), amp="none", compile=compile)
-    return theirs, ours
+    return theirs.to(device).eval().requires_grad_(False), ours.to(device).eval().requires_grad_(False)
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -77,9 +75,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         else VisualVAEConfig.from_config(json.loads(Path(args.config).read_text()))
     )
     torch.manual_seed(0)
-    theirs, ours = build_pair(
-        Path(args.checkout), cfg, args.weights and Path(args.weights), device, args.compile
-    )
+    theirs, ours = build_pair(Path(args.checkout), cfg, args.weights and Path(args.weights), device)
+    optimize_for_inference(ours, amp="none", compile=args.compile)
     return [row for n in args.batch_sizes for row in run_batch(args, cfg, theirs, ours, device, n)]
 
 
@@ -93,27 +90,7 @@ def run_batch(
 ) -> list[dict]:
     """Both models at batch size n, timed alternately: one row each."""
     guidance = (args.mean_scale, args.var_scale) if cfg.conditional else (0.0, 0.0)
-    labels = torch.arange(n, device=device) % cfg.num_classes if cfg.conditional else None
-    low = torch.zeros(n, cfg.low_res, cfg.low_res, 3, device=device) if cfg.is_superres else None
-
-    def call_theirs() -> object:
-        img_lr = low.permute(0, 3, 1, 2).clone() if low is not None else None  # they add noise in place
-        with torch.no_grad():
-            return theirs.p_sample(
-                num=n, label=labels, img_lr=img_lr, mweight=guidance[0], vweight=guidance[1]
-            )
-
-    def call_ours() -> object:
-        return ours.sample(
-            n,
-            temperature=1.0,
-            labels=labels.tolist() if labels is not None else None,
-            guidance=guidance if cfg.conditional else None,
-            seeds=list(range(n)),
-            low_res=low,
-        )
-
-    calls = {"theirs": call_theirs, "ours": call_ours}
+    calls = sample_calls(cfg, theirs, ours, device, n, guidance)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in calls}
     for call in calls.values():
         call()  # warm-up: allocator, kernels
@@ -134,10 +111,43 @@ def run_batch(
     return rows
 
 
-def build_parser(prog: str = "python -m model.tools.bench_visual_vae") -> argparse.ArgumentParser:
+def sample_calls(
+    cfg: VisualVAEConfig,
+    theirs: torch.nn.Module,
+    ours: VisualVAE,
+    device: torch.device,
+    n: int,
+    guidance: tuple[float, float],
+) -> dict[str, Callable[[], object]]:
+    """{"theirs": ..., "ours": ...}: one call of each sampling n images (the guidance weights on a
+    class-conditional model; a super-resolution model upscales black images)."""
+    labels = torch.arange(n, device=device) % cfg.num_classes if cfg.conditional else None
+    low = torch.zeros(n, cfg.low_res, cfg.low_res, 3, device=device) if cfg.is_superres else None
+
+    def call_theirs() -> object:
+        img_lr = low.permute(0, 3, 1, 2).clone() if low is not None else None  # they add noise in place
+        with torch.no_grad():
+            return theirs.p_sample(
+                num=n, label=labels, img_lr=img_lr, mweight=guidance[0], vweight=guidance[1]
+            )
+
+    def call_ours() -> object:
+        return ours.sample(
+            n,
+            temperature=1.0,
+            labels=labels.tolist() if labels is not None else None,
+            guidance=guidance if cfg.conditional else None,
+            seeds=list(range(n)),
+            low_res=low,
+        )
+
+    return {"theirs": call_theirs, "ours": call_ours}
+
+
+def build_parser(prog: str = "vdvae bench visual-vae") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description=__doc__.replace("python -m model.tools.bench_visual_vae", prog),
+        description=__doc__.replace("vdvae bench visual-vae", prog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkout", required=True, help="a checkout of tcl9876/visual-vae")
@@ -156,7 +166,7 @@ def build_parser(prog: str = "python -m model.tools.bench_visual_vae") -> argpar
     return p
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m model.tools.bench_visual_vae") -> int:
+def main(argv: list[str] | None = None, prog: str = "vdvae bench visual-vae") -> int:
     args = build_parser(prog).parse_args(argv)
     rows = run(args)
     for row in rows:

@@ -123,6 +123,16 @@ def running_server(model_dir: Path, wait_ready: bool = True, **overrides) -> Ite
         server.stop()
 
 
+@contextlib.contextmanager
+def keyed_server(model_dir: Path, folder: Path, keys: str, **overrides) -> Iterator[RunningServer]:
+    """A server without warm-up whose API keys, a line each with its policy, are `keys`: a keys
+    file written in `folder`."""
+    keys_file = folder / "keys.txt"
+    keys_file.write_text(keys)
+    with running_server(model_dir, api_keys_file=keys_file, warmup=False, **overrides) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def server(model_dir: Path) -> Iterator[RunningServer]:
     """The shared server: default model 'mnist', batches of up to 16 images within 30 ms."""

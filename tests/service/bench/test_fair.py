@@ -10,7 +10,7 @@ import pytest
 
 from service.bench import fair
 
-from ..conftest import RunningServer, running_server
+from ..conftest import RunningServer, keyed_server
 
 KEY_A = "bench-key-a-0123456789abcdef"
 KEY_B = "bench-key-b-0123456789abcdef"
@@ -22,9 +22,8 @@ BRIEF = [
 
 @pytest.fixture(scope="module")
 def weighted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
-    keys.write_text(f"{KEY_A} weight=3\n{KEY_B} weight=1\n")
-    with running_server(model_dir, api_keys_file=keys, warmup=False, max_batch_size=8) as server:
+    keys = f"{KEY_A} weight=3\n{KEY_B} weight=1\n"
+    with keyed_server(model_dir, tmp_path_factory.mktemp("keys"), keys, max_batch_size=8) as server:
         yield server
 
 

@@ -12,7 +12,7 @@ import pytest
 from service.http.access import KeyRing, load_keys
 from service.settings import Settings
 
-from ..conftest import RunningServer, running_server
+from ..conftest import RunningServer, keyed_server, running_server
 
 KEY_A = "key-a-0123456789abcdef"
 KEY_B = "key-b-fedcba9876543210"
@@ -20,9 +20,8 @@ KEY_B = "key-b-fedcba9876543210"
 
 @pytest.fixture(scope="module")
 def keyed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
-    key_file.write_text(f"# one key a line\n\n{KEY_B}\n")
-    with running_server(model_dir, api_keys=KEY_A, api_keys_file=key_file, warmup=False) as server:
+    keys = f"# one key a line\n\n{KEY_B}\n"
+    with keyed_server(model_dir, tmp_path_factory.mktemp("keys"), keys, api_keys=KEY_A) as server:
         yield server
 
 

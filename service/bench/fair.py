@@ -382,8 +382,13 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     keys = [k.strip() for k in args.keys.split(",") if k.strip()]
     weights = [float(w) for w in args.weights.split(",") if w.strip()] or None
     wanted = {p.strip() for p in args.phases.split(",")}
+    small = (
+        f"1-image requests {args.small_rate:g} a second at random times"
+        if args.small_rate
+        else f"closed loop: {args.small_clients} clients of 1 image"
+    )
     print(
-        f"closed loop: {args.small_clients} clients of 1 image, {args.heavy_clients} of {args.heavy_n}; "
+        f"{small}, {args.heavy_clients} clients of {args.heavy_n}; "
         f"{args.duration:g} s measured after {args.warmup:g} s per phase"
     )
     print(load_line())

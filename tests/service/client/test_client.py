@@ -28,7 +28,7 @@ from service.client import (
     RetryPolicy,
 )
 
-from ..conftest import REPO, RunningServer, digit_like, metric_value, png_bytes, running_server
+from ..conftest import REPO, RunningServer, digit_like, keyed_server, metric_value, png_bytes, running_server
 
 SAMPLE = {"n": 4, "label": 3, "guidance": {"mean": 1.0, "variance": 0.5}, "temperature": 0.8, "seed": 11}
 
@@ -310,6 +310,26 @@ def test_a_429_left_after_the_retries_is_not_bad_input(scripted) -> None:
     ):
         client.sample(1)
     assert e.value.status == 429 and not e.value.bad_input and len(srv.seen) == 2
+
+
+def test_the_cli_sends_its_priority_and_exits_1_on_a_429_it_cannot_wait_for(model_dir, tmp_path) -> None:
+    from ..cli.test_cli import vdvae
+
+    key = "cli-key-0123456789abcdef"
+    keys = f"{key} rate=0.01 burst=2\n"  # two images, then one every 100 s
+    with keyed_server(model_dir, tmp_path, keys, max_images_per_request=2) as srv:
+
+        def sample(*flags: str) -> subprocess.CompletedProcess:
+            args = ("sample", "-n", "2", "--api-key", key, "--timeout", "3", "-o", "x.png", *flags)
+            return vdvae(*args, cwd=tmp_path, url=srv.url, check=False)
+
+        high = sample("--priority", "high")  # sent, and more than this key may ask for
+        low = sample("--priority", "low")
+        limited = sample("--priority", "low")  # its Retry-After outlasts the command's deadline
+    assert high.returncode == 2 and "X-Priority: high is not allowed" in high.stderr
+    assert low.returncode == 0, low.stderr
+    assert limited.returncode == 1 and "Traceback" not in limited.stderr  # try later, not bad input
+    assert limited.stderr.startswith("vdvae sample: error: ") and "a second" in limited.stderr
 
 
 def test_no_service_is_a_connection_failure() -> None:

@@ -153,16 +153,20 @@ def caller_of(scope: Scope, defaults: Caller) -> Caller:
 
 
 def request_priority(scope: Scope, caller: Caller) -> Priority:
-    """The priority the request asks for (X-Priority), within what its caller may ask for."""
+    """The priority the request asks for (X-Priority), within what its caller may ask for. The value
+    is one of the documented enum's, exactly: an empty or other value is refused, not taken as
+    normal, so a misspelt header never silently loses its priority."""
     value = None
     for name, raw in scope["headers"]:
         if name == b"x-priority":
-            value = raw.decode("latin-1").strip().lower()
+            value = raw.decode("latin-1").strip()
             break
-    if not value:
+    if value is None:
         return Priority.NORMAL
     try:
         priority = Priority[value.upper()]
+        if priority.label != value:
+            raise KeyError(value)
     except KeyError:
         raise InvalidInput(
             f"{PRIORITY_HEADER}: {value!r} is not a priority: low, normal or high",

@@ -116,6 +116,30 @@ class Unauthorized(ServiceError):
     )
 
 
+class PriorityNotAllowed(ServiceError):
+    status, slug, title, reason = 403, "priority-not-allowed", "Priority not allowed", "forbidden"
+    description = (
+        "The request asked for a higher X-Priority than its API key may: high is for the keys the "
+        "operator allows it (priority=high in the keys file)."
+    )
+
+
+class RateLimited(ServiceError):
+    status, slug, title, reason = 429, "rate-limited", "Rate limit", "rate_limited"
+    description = (
+        "This API key (or client address) asked for more images than its rate allows; retry after "
+        "Retry-After seconds, when its allowance has refilled enough for this request."
+    )
+
+
+class TooManyQueued(ServiceError):
+    status, slug, title, reason = 429, "too-many-queued", "Too many images queued", "rate_limited"
+    description = (
+        "This API key (or client address) already has as many images waiting or computing as it "
+        "may; retry after Retry-After seconds, once some of them are done."
+    )
+
+
 class BodyBudgetFull(ServiceError):
     status, slug, title, reason = 503, "body-budget-full", "Too many request bytes in flight", "budget"
     description = (
@@ -169,7 +193,8 @@ PROBLEM_TYPES: dict[str, type[ServiceError]] = {
     cls.slug: cls
     for cls in (
         InvalidInput, InvalidImage, MalformedBody, UnsupportedMediaType, ModelNotFound, BodyTooLarge,
-        BodyTooComplex, HeadersTooLarge, RequestTimeout, MalformedRequest, Unauthorized, BodyBudgetFull,
+        BodyTooComplex, HeadersTooLarge, RequestTimeout, MalformedRequest, Unauthorized,
+        PriorityNotAllowed, RateLimited, TooManyQueued, BodyBudgetFull,
         TooManyConnections, QueueFull, NotReady, ShuttingDown, DeadlineExceeded, OutOfMemory,
         InternalError, Cancelled,
     )

@@ -40,6 +40,19 @@ class BatchMetrics:
     batches: Any
 
 
+@dataclass(frozen=True)
+class ClientMetrics:
+    """The metrics of one caller (an API key's name or hash; "open" without keys), labelled."""
+
+    client: str
+    images: Any
+    queued: Any
+    refused_by_reason: Any  # vae_client_refused_images, its client and reason labels still to give
+
+    def refused(self, reason: str) -> Any:
+        return self.refused_by_reason.labels(client=self.client, reason=reason)
+
+
 class Metrics:
     """Every metric the service reports, created on a fresh registry."""
 
@@ -54,8 +67,8 @@ class Metrics:
         )
         self.failures = Counter(
             "vae_request_failures",
-            "Requests that failed, by reason (invalid, not_found, too_large, queue_full, deadline, "
-            "cancelled, not_ready, shutting_down, oom, backend).",
+            "Requests that failed, by reason (invalid, not_found, too_large, queue_full, rate_limited, "
+            "forbidden, deadline, cancelled, not_ready, shutting_down, oom, backend).",
             ["reason"],
             registry=r,
         )
@@ -108,8 +121,27 @@ class Metrics:
         self.ready = Gauge(
             "vae_ready", "1 when every model is loaded and warmed up and not draining.", registry=r
         )
+        # Per caller: an API key's name= (the keys file), else "sha256:" and a prefix of the key's
+        # hash, never the key; one "open" for every caller of a service without keys.
+        self.client_images = Counter(
+            "vae_client_images", "Images computed for each API key.", ["client"], registry=r
+        )
+        self.client_refused = Counter(
+            "vae_client_refused_images",
+            "Images of each API key's requests refused, by reason (rate_limited: over its rate; "
+            "too_many_queued: over its queued images; queue_full: the model's queue was full).",
+            ["client", "reason"],
+            registry=r,
+        )
+        self.client_queued = Gauge(
+            "vae_client_queued_images",
+            "Images of each API key waiting for a pass or being computed.",
+            ["client"],
+            registry=r,
+        )
         self._answers: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._batch: dict[tuple[str, str], BatchMetrics] = {}
+        self._clients: dict[str, ClientMetrics] = {}
 
     def answered(self, endpoint: str, code: str, seconds: float) -> None:
         """Count one answer of `endpoint` (a route template) and its duration."""
@@ -133,6 +165,19 @@ class Metrics:
                 *(m.labels(**labels) for m in (self.batch_size, self.images, self.batches)),
             )
             self._batch[(model, operation)] = found
+        return found
+
+    def client_metrics(self, client: str) -> ClientMetrics:
+        """The metrics of one caller (its label: a key's name or hash, or "open")."""
+        found = self._clients.get(client)
+        if found is None:
+            found = ClientMetrics(
+                client,
+                self.client_images.labels(client),
+                self.client_queued.labels(client),
+                self.client_refused,
+            )
+            self._clients[client] = found
         return found
 
     def render(self) -> bytes:

@@ -138,6 +138,43 @@ class Settings(BaseSettings):
         64, ge=1, le=4096, description="Largest n of one /sample request (422 above)."
     )
 
+    # --- fair share and per-key limits ------------------------------------------------------
+    # Passes take the queued requests' images in a fair order (one image of each request in turn,
+    # weighted keys in turn, higher priorities first), so a small request joins the next pass; it
+    # still waits for the pass running when it came, then its own. Cut to 100 ms, those two passes
+    # stay near a small request's own quiet latency on a CPU, where a full pass can take several
+    # times that; the bulk work pays with smaller passes while small requests are about
+    # (docs/fair-share.md has the trade). A full pass that takes less than this is never cut.
+    small_pass_ms: float = Field(
+        100.0,
+        ge=0.0,
+        le=60_000,
+        description="While small requests are served beside larger ones, cut each pass to about "
+        "this long (the model's measured time per image; never below one image of each queued "
+        "request); a small request is one that a cut pass holds whole. 0: passes always fill to "
+        "max_batch_size.",
+    )
+    rate_limit: float = Field(
+        0.0,
+        ge=0.0,
+        description="Images per second each API key (without keys: each client address) may have "
+        "computed, on average (429 with Retry-After above it); 0: no limit. A key's rate= in the "
+        "keys file overrides it.",
+    )
+    rate_limit_burst: int = Field(
+        0,
+        ge=0,
+        description="Images a key may ask for at once beyond its rate (its token bucket's size); 0: "
+        "max_images_per_request. A key's burst= overrides it.",
+    )
+    max_queued_images_per_key: int = Field(
+        0,
+        ge=0,
+        description="Images one API key (without keys: one client address) may have waiting or "
+        "computing at once, over all models (429 with Retry-After above it); 0: no cap but "
+        "max_queue_images. A key's queued= overrides it.",
+    )
+
     # --- limits -----------------------------------------------------------------------------
     request_timeout_s: float = Field(
         60.0,
@@ -232,7 +269,10 @@ class Settings(BaseSettings):
         "X-API-Key: KEY).",
     )
     api_keys_file: Path | None = Field(
-        None, description="File of API keys, one a line (blank lines and # comments ignored)."
+        None,
+        description="File of API keys, one a line (blank lines and # comments ignored), each "
+        "optionally followed by its policy: name=NAME weight=W rate=IMAGES_PER_S burst=IMAGES "
+        "queued=IMAGES priority=high.",
     )
     # Metrics tell who uses the service how much: behind the key once there are keys.
     metrics_access: Literal["open", "key", "closed"] = Field(
@@ -259,6 +299,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_images_per_request {self.max_images_per_request} is above max_queue_images "
                 f"{self.max_queue_images}: such a request could never be queued"
+            )
+        if 0 < self.rate_limit_burst < self.max_images_per_request:
+            raise ValueError(
+                f"rate_limit_burst {self.rate_limit_burst} is below max_images_per_request "
+                f"{self.max_images_per_request}: the largest requests could never be served"
+            )
+        if 0 < self.max_queued_images_per_key < self.max_images_per_request:
+            raise ValueError(
+                f"max_queued_images_per_key {self.max_queued_images_per_key} is below "
+                f"max_images_per_request {self.max_images_per_request}: the largest requests could never "
+                "be queued"
             )
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ValueError(

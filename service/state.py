@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .batching.engine import Engine
 from .batching.scheduler import Scheduler
 from .errors import NotReady, ServiceError, ShuttingDown
+from .http.callers import Caller, default_policy
 from .http.memory import ByteBudget, HeapTrimmer
 from .inputs.parsing import Parser
 from .metrics import Metrics
@@ -45,11 +46,14 @@ class ServiceState:
     drain_deadline: float = math.inf  # time.monotonic() by which draining ends, once it began
     # Admission, the in-flight counts and the batchers; admits while the phase is READY.
     scheduler: Scheduler = field(init=False)
+    # The policy of a caller its key's line does not change, and of every caller without keys.
+    caller_defaults: Caller = field(init=False)
     # Set once the start has ended, ready or failed.
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.caller_defaults = default_policy(s)
         self.scheduler = Scheduler(
             self.metrics,
             self.refusal,
@@ -57,6 +61,7 @@ class ServiceState:
             max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
             max_queue_images=s.max_queue_images,
             early_close=s.batch_early_close,
+            small_pass_s=s.small_pass_ms / 1000.0,
         )
 
     def set_phase(self, phase: Phase, problem: str = "") -> None:

@@ -2,12 +2,14 @@
 
 A router declared with `route_class=DirectModelRoute` (images/, latents/, openai/, and
 inference_protocol/'s infer) holds model endpoints. Each is `async def endpoint(request:
-ModelRequest) -> Answer`: the service admits the request before the endpoint starts (503 unless
-ready; counted in flight by the scheduler) and keeps it in flight until the answer's last byte is
-sent. The endpoint reads its own body into typed input (`ModelRequest.parse`: inline for small
-bodies, else on the parsing thread), hands its items to an operation (`ModelRequest.run(SAMPLE,
-model, items)`: SampleItems in, images out) and returns a Response or a pydantic answer, sent as
-JSON.
+ModelRequest) -> Answer`: the service finds the request's caller (its API key, or client address)
+and priority (X-Priority; 403 above what the key may ask for), admits it before the endpoint starts
+(503 unless ready; counted in flight by the scheduler) and keeps it in flight until the answer's
+last byte is sent. Every model endpoint documents the X-Priority header and the 403 and 429 answers
+this path may give. The endpoint reads its own body into typed input (`ModelRequest.parse`: inline
+for small bodies, else on the parsing thread), hands its items to an operation
+(`ModelRequest.run(SAMPLE, model, items)`: SampleItems in, images out) and returns a Response or a
+pydantic answer, sent as JSON.
 
 FastAPI documents a model endpoint like any route (its response_model, responses and openapi_extra
 make the OpenAPI schema) but does not solve dependencies for it, read its body, or validate and
@@ -38,10 +40,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..batching.context import RequestContext
 from ..batching.operations import ItemT, Operation, ResultT
 from ..batching.scheduler import Admission, Submission
+from ..http.callers import PRIORITY_HEADER, Caller, Priority, caller_of, request_priority
 from ..inputs.parsing import read_body
 from ..inputs.validation import timeout_s
 from ..registry import ServedModel
 from ..state import ServiceState
+from .bodies import problem_responses
 
 T = TypeVar("T")
 # A body's bytes and Content-Type -> the endpoint's typed input (request, model, items), built with
@@ -57,10 +61,20 @@ def service_state(request: Request) -> ServiceState:
 class ModelRequest(Request):
     """A request to a model endpoint, admitted: the endpoint's one argument."""
 
-    def __init__(self, scope: Scope, receive: Receive, service: ServiceState, admission: Admission) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        service: ServiceState,
+        admission: Admission,
+        caller: Caller,
+        priority: Priority,
+    ) -> None:
         super().__init__(scope, receive)
         self.service = service
         self.admission = admission
+        self.caller = caller
+        self.priority = priority
 
     async def parse(self, build: InputBuilder[T]) -> T:
         """Read the body and turn it into the endpoint's input with `build`, off the loop when large."""
@@ -72,7 +86,13 @@ class ModelRequest(Request):
         """The request's context, its deadline counted from its arrival; 504 if that has passed."""
         timeout = timeout_s(timeout_ms, self.service.settings)
         arrival = getattr(self.state, "arrival", time.monotonic())
-        ctx = RequestContext(request_id=self.state.request_id, deadline=arrival + timeout, timeout_s=timeout)
+        ctx = RequestContext(
+            request_id=self.state.request_id,
+            deadline=arrival + timeout,
+            timeout_s=timeout,
+            caller=self.caller,
+            priority=self.priority,
+        )
         if ctx.remaining() <= 0:  # e.g. a slow upload used it all: never queue expired work
             raise ctx.deadline_exceeded()
         return ctx
@@ -105,18 +125,44 @@ class ModelRequest(Request):
 ModelEndpoint = Callable[[ModelRequest], Awaitable[Response | BaseModel]]
 
 
+PRIORITY_PARAMETER = {
+    "name": PRIORITY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "The request's priority: passes take higher priorities' images first, fairly "
+    "within each. high only for API keys allowed it (403 otherwise; any caller of a service "
+    "without keys).",
+    "schema": {"type": "string", "enum": [p.label for p in Priority], "default": Priority.NORMAL.label},
+}
+# The answers of this request path beside each endpoint's own: the priority, and its caller's limits.
+ROUTE_ERRORS = problem_responses(403, 429)
+
+
 class DirectModelRoute(APIRoute):
     """The route class of the model endpoints' routers: each endpoint runs admitted, typed and lean,
     and its POST is dispatched directly (`DirectDispatch`)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        responses = {**(kwargs.get("responses") or {}), **ROUTE_ERRORS}
+        kwargs["responses"] = dict(sorted(responses.items(), key=lambda entry: str(entry[0])))
+        extra = dict(kwargs.get("openapi_extra") or {})
+        extra["parameters"] = [*extra.get("parameters", []), PRIORITY_PARAMETER]
+        kwargs["openapi_extra"] = extra
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: ModelEndpoint = self.endpoint
 
         async def handle(request: Request) -> Response:
             service = service_state(request)
+            caller = caller_of(request.scope, service.caller_defaults)
+            priority = request_priority(request.scope, caller)
             admission = service.scheduler.admit()
             try:
-                answer = await endpoint(ModelRequest(request.scope, request.receive, service, admission))
+                model_request = ModelRequest(
+                    request.scope, request.receive, service, admission, caller, priority
+                )
+                answer = await endpoint(model_request)
             except BaseException:
                 admission.release()
                 raise

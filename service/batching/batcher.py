@@ -2,19 +2,30 @@
 
 Batches count images: a /sample with n=8 enqueues 8 items (so a request with n above max_batch_size
 is served over several passes, images split at any point; each image still depends only on its own
-seed). A batch window opens at the first queued arrival and closes when max_batch_size images are
+seed). A pass takes the queued images in a fair order (fairness.py): one image of every queued
+request in turn, weighted callers in turn, higher priorities first; so a small request queued behind
+large ones is in the next pass, and a large one still progresses in every pass.
+
+How many images a pass takes: max_batch_size, unless small requests are about (one that a cut pass
+holds whole came in during the latest pass or the one before) and the queue holds more than a cut
+pass; then the pass is cut to small_pass_ms of the model's recent time per image, though never
+below one image of each queued request. A small request thus waits for about two short passes
+rather than two full ones, and when only large requests are queued the passes stay full.
+
+A batch window opens at the first queued arrival and closes when max_batch_size images are
 queued or max_batch_delay_ms has passed since that arrival, whichever comes first, or as soon as no
 request that could still join is in the service (`InFlight`, which the scheduler keeps for every
 request, plain or streamed), so a lone client pays no window. While a batch computes, the next one
 gathers, so under load batches fill without waiting for the window. A request's items are admitted
 all together or not at all: when they do not fit in max_queue_images, the request gets 503 with
-Retry-After at once. Items whose request expired or disconnected are dropped when the batch forms.
+Retry-After at once (while a request larger than a pass is queued, a small one may use one pass's
+worth of places beyond it: it waits one round of the fair order however many images are queued).
+Items whose request expired or disconnected are dropped when the batch forms.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import math
@@ -28,6 +39,7 @@ from ..metrics import Metrics
 from ..registry import ServedModel
 from .context import RequestContext
 from .engine import Engine, Outcome
+from .fairness import FairQueue, Pending
 from .operations import ItemT, Operation, ResultT
 
 log = logging.getLogger("service.batcher")
@@ -50,14 +62,6 @@ class InFlight:
         return self.requests > self.queued
 
 
-@dataclass
-class Pending(Generic[ItemT, ResultT]):
-    item: ItemT
-    ctx: RequestContext
-    future: asyncio.Future[ResultT]
-    enqueued_at: float
-
-
 class Batcher(Generic[ItemT, ResultT]):
     """The queue and batching loop of one model and operation."""
 
@@ -72,19 +76,24 @@ class Batcher(Generic[ItemT, ResultT]):
         max_batch_delay_s: float,
         max_queue_images: int,
         inflight: InFlight | None = None,
+        small_pass_s: float = 0.0,
     ) -> None:
         """inflight: the service's request counts; a window closes early when no request could
-        still join it. Without it, every window runs its full max_batch_delay_s."""
+        still join it. Without it, every window runs its full max_batch_delay_s. small_pass_s:
+        how long a pass is cut to while small requests are about (0: never cut)."""
         self.model, self.op, self.engine, self.metrics = model, op, engine, metrics
         self.inflight = inflight
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_images = max_queue_images
-        self._queue: collections.deque[Pending[ItemT, ResultT]] = collections.deque()
+        self.small_pass_s = small_pass_s
+        self._queue: FairQueue[ItemT, ResultT] = FairQueue()
         self._arrived = asyncio.Event()
         self._closing = False
         self._running: list[Pending[ItemT, ResultT]] = []  # the batch in the pass now running
-        self._mean_batch_s = 0.0  # moving average of a pass, for Retry-After
+        self._image_s = 0.0  # moving average of a pass's seconds per image (0: no pass yet)
+        self._passes = 0  # passes started
+        self._small_seen = -2  # the passes started when the latest small request came in
         self._task: asyncio.Task | None = None
         self._metrics = metrics.batch_metrics(model.name, op.name)
 
@@ -94,35 +103,64 @@ class Batcher(Generic[ItemT, ResultT]):
         """Enqueue all of a request's items (or none: QueueFull / ShuttingDown); one future each."""
         if self._closing:
             raise ShuttingDown("the service is shutting down and takes no new work")
+        cut = self._cut_size()
+        small = len(items) <= cut
         if len(self._queue) + len(items) > self.max_queue_images:
             self._purge_abandoned()
-        if len(self._queue) + len(items) > self.max_queue_images:
-            raise QueueFull(
-                f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at most "
-                f"{self.max_queue_images} images; this request needs {len(items)}. Retry after the "
-                "Retry-After header's seconds.",
-                headers={"Retry-After": str(self.retry_after_s())},
-            )
+            if len(self._queue) + len(items) > self._bound(small, cut):
+                raise QueueFull(
+                    f"the queue of {self.model.name}/{self.op.name} holds {len(self._queue)} of at "
+                    f"most {self.max_queue_images} images; this request needs {len(items)}. Retry "
+                    "after the Retry-After header's seconds.",
+                    headers={"Retry-After": str(self.retry_after_s())},
+                )
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        futures = []
-        for item in items:
-            future = loop.create_future()
-            self._queue.append(Pending(item, ctx, future, now))
-            futures.append(future)
+        pending = [Pending(item, ctx, loop.create_future(), now) for item in items]
+        self._queue.push(pending)
+        if small:
+            self._small_seen = self._passes
         self._metrics.queue_depth.set(len(self._queue))
         self._arrived.set()
-        return futures
+        return [p.future for p in pending]
+
+    def _bound(self, small: bool, cut: int) -> int:
+        """The most images the queue may hold with this request in: max_queue_images, and one pass
+        more for a small request while a request larger than a pass is queued. The small one waits
+        one round of the fair order however many images are queued, so the large ones that fill
+        the queue do not refuse it."""
+        if small and self._queue.largest() > cut:
+            return self.max_queue_images + self.max_batch_size
+        return self.max_queue_images
 
     def _purge_abandoned(self) -> None:
         """Drop items whose request already gave up, so they do not hold queue places."""
-        self._queue = collections.deque(p for p in self._queue if not p.future.done())
+        self._queue.purge()
         self._metrics.queue_depth.set(len(self._queue))
 
     def retry_after_s(self) -> int:
-        """Seconds until the queue has likely drained: batches ahead times the mean pass time."""
-        batches = math.ceil(len(self._queue) / self.max_batch_size)
-        return max(1, math.ceil(batches * (self._mean_batch_s + self.max_batch_delay_s)))
+        """Seconds until the queue has likely drained: its images at the recent time per image."""
+        return max(1, math.ceil(self.seconds_for(len(self._queue))))
+
+    def seconds_for(self, images: int) -> float:
+        """About how long the model takes for `images` more images, at the recent time per image."""
+        passes = math.ceil(images / self.max_batch_size)
+        return images * self._image_s + passes * self.max_batch_delay_s
+
+    def _cut_size(self) -> int:
+        """The images of a cut pass: what the model computes in small_pass_s (max_batch_size when
+        passes are never cut, or before the first pass has been timed)."""
+        if self.small_pass_s <= 0 or self._image_s <= 0:
+            return self.max_batch_size
+        return max(1, min(self.max_batch_size, int(self.small_pass_s / self._image_s)))
+
+    def _pass_limit(self) -> int:
+        """The most images the next pass takes: a cut pass while small requests are about and more
+        than one is queued, yet one image of each queued request; else max_batch_size."""
+        cut = self._cut_size()
+        if self._small_seen < self._passes - 1 or len(self._queue) <= cut:
+            return self.max_batch_size
+        return min(self.max_batch_size, max(cut, self._queue.requests))
 
     @property
     def busy(self) -> bool:
@@ -146,21 +184,15 @@ class Batcher(Generic[ItemT, ResultT]):
             if batch:
                 await self._run(batch)
 
-    def _drop_abandoned_head(self) -> None:
-        """Pop items at the head whose request already gave up: the window opens at a live arrival."""
-        while self._queue and self._queue[0].future.done():
-            self._queue.popleft()
-        self._metrics.queue_depth.set(len(self._queue))
-
     async def _wait_for_window(self) -> None:
         """Until max_batch_size images are queued or the window from the first live arrival closes."""
         while not self._closing:
-            self._drop_abandoned_head()  # re-anchors the window when its first request gave up
-            if not self._queue or len(self._queue) >= self.max_batch_size:
+            first = self._queue.first_arrival()  # a live one: the window re-anchors when one gave up
+            if first is None or len(self._queue) >= self.max_batch_size:
                 return
             if self.inflight is not None and not self.inflight.could_join:
                 return
-            remaining = self._queue[0].enqueued_at + self.max_batch_delay_s - time.monotonic()
+            remaining = first + self.max_batch_delay_s - time.monotonic()
             if remaining <= 0:
                 return
             self._arrived.clear()
@@ -168,24 +200,26 @@ class Batcher(Generic[ItemT, ResultT]):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
     def _take_batch(self) -> list[Pending[ItemT, ResultT]]:
-        """Pop up to max_batch_size live items; expired or abandoned ones are failed or skipped."""
-        batch: list[Pending[ItemT, ResultT]] = []
+        """The next pass's live items in the fair order; expired or abandoned ones are failed or skipped."""
         now = time.monotonic()
-        while self._queue and len(batch) < self.max_batch_size:
-            p = self._queue.popleft()
+
+        def live(p: Pending[ItemT, ResultT]) -> bool:
             if p.future.done():  # its request already answered (deadline, disconnect, another item failed)
-                continue
+                return False
             problem = p.ctx.problem(now)
             if problem is not None:
                 p.future.set_exception(problem)
-                continue
+                return False
             self._metrics.queue_duration.observe(now - p.enqueued_at)
-            batch.append(p)
+            return True
+
+        batch = self._queue.take(self._pass_limit(), live)
         self._metrics.queue_depth.set(len(self._queue))
         return batch
 
     async def _run(self, batch: list[Pending[ItemT, ResultT]]) -> None:
         self._running = batch
+        self._passes += 1
         t0 = time.monotonic()
         try:
             outcomes = await self.engine.run_batch(
@@ -200,7 +234,8 @@ class Batcher(Generic[ItemT, ResultT]):
             ] * len(batch)
         finally:
             self._running = []
-        self._mean_batch_s = 0.8 * self._mean_batch_s + 0.2 * (time.monotonic() - t0)
+        image_s = (time.monotonic() - t0) / len(batch)
+        self._image_s = image_s if self._image_s == 0 else 0.8 * self._image_s + 0.2 * image_s
         for p, outcome in zip(batch, outcomes):
             if p.future.done():
                 continue
@@ -225,7 +260,6 @@ class Batcher(Generic[ItemT, ResultT]):
                 self.model.name, self.op.name, len(self._queue),
             )  # fmt: skip
             self._task.cancel()
-            while self._queue:
-                p = self._queue.popleft()
+            for p in self._queue.pop_all():
                 if not p.future.done():
                     p.future.set_exception(ShuttingDown("the service stopped before this request was served"))

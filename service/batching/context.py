@@ -1,5 +1,5 @@
-"""What the batcher and the engine know about the request an item belongs to: its deadline, and
-whether its client is still there.
+"""What the batcher and the engine know about the request an item belongs to: its deadline, whether
+its client is still there, who it is from and at which priority (the fair share's order).
 
 The deadline is end to end (from arrival) and checked three times: when the batch forms, in the
 worker thread just before the model pass, and by the waiting request (scheduler.Submission.wait),
@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import Cancelled, DeadlineExceeded, ServiceError
+from ..http.callers import UNKNOWN, Caller, Priority
 
 
 @dataclass
@@ -21,6 +22,8 @@ class RequestContext:
     deadline: float  # time.monotonic() after which the request is abandoned
     timeout_s: float  # the deadline as a duration, for messages
     cancelled: bool = field(default=False)
+    caller: Caller = UNKNOWN  # its API key (or client address), with the key's weight and limits
+    priority: Priority = Priority.NORMAL
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -4,7 +4,8 @@ how a request's items reach the batcher of their model and operation.
 `Scheduler.admit()` admits a request, or raises the 503 the service's phase gives (loading, warming
 up, draining); the `Admission` it returns counts the request in flight until it is released, and
 hands its items to their batcher (`submit`, typed by the operation: SAMPLE takes SampleItems and
-gives images). A submitted request counts as waiting in a batcher until its results are in or it
+gives images), within its caller's limits (quotas.py: 429 over them, checked at its first
+submission). A submitted request counts as waiting in a batcher until its results are in or it
 stops waiting (`Submission`). Both counts (`InFlight`) are kept here and nowhere else, for plain and
 streamed requests alike: a batch window closes early when no request in flight could still join it.
 """
@@ -12,16 +13,18 @@ streamed requests alike: a batch window closes early when no request in flight c
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic
 
-from ..errors import Cancelled, ServiceError
+from ..errors import Cancelled, QueueFull, ServiceError
 from ..metrics import Metrics
 from ..registry import ServedModel
 from .batcher import Batcher, InFlight
 from .context import RequestContext
 from .engine import Engine
 from .operations import OPERATIONS, ItemT, Operation, ResultT
+from .quotas import Quotas
 
 # Returns when the request's client has gone (the HTTP layer listens for the disconnect).
 Disconnected = Callable[[], Awaitable[None]]
@@ -39,16 +42,20 @@ class Scheduler:
         max_batch_delay_s: float,
         max_queue_images: int,
         early_close: bool = True,
+        small_pass_s: float = 0.0,
     ) -> None:
         """refusal: the error a new request gets now, or None while the service takes work (the
-        app's phase decides). early_close: close a window once no request could still join it."""
+        app's phase decides). early_close: close a window once no request could still join it.
+        small_pass_s: how long passes are cut to while small requests are about (0: never)."""
         self.metrics = metrics
         self.refusal = refusal
         self.inflight = InFlight()
+        self.quotas = Quotas(metrics)
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_images = max_queue_images
         self.early_close = early_close
+        self.small_pass_s = small_pass_s
         self._batchers: dict[tuple[str, Operation[Any, Any]], Batcher[Any, Any]] = {}
 
     def start(self, engine: Engine, models: Iterable[ServedModel]) -> None:
@@ -64,6 +71,7 @@ class Scheduler:
                     max_batch_delay_s=self.max_batch_delay_s,
                     max_queue_images=self.max_queue_images,
                     inflight=self.inflight if self.early_close else None,
+                    small_pass_s=self.small_pass_s,
                 )
                 batcher.start()
                 self._batchers[(model.name, op)] = batcher
@@ -100,15 +108,28 @@ class Admission:
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
         self._released = False
+        self._submitted = False  # whether its caller's limits have been checked
         scheduler.inflight.requests += 1
         scheduler.metrics.inflight.inc()
 
     def submit(
         self, op: Operation[ItemT, ResultT], model: ServedModel, items: Sequence[ItemT], ctx: RequestContext
     ) -> Submission[ResultT]:
-        """Queue all of the items on the model's batcher for `op`, or none (503 queue full or shutting
-        down, 422 for a model the operation does not serve)."""
-        futures = self._scheduler.batcher(model, op).submit(items, ctx)
+        """Queue all of the items on the model's batcher for `op`, or none (429 over its caller's
+        limits on its first submission, 503 queue full or shutting down, 422 for a model the
+        operation does not serve)."""
+        batcher = self._scheduler.batcher(model, op)
+        quotas = self._scheduler.quotas
+        now = time.monotonic()
+        if not self._submitted:
+            quotas.check(ctx.caller, len(items), now, batcher.seconds_for)
+        try:
+            futures = batcher.submit(items, ctx)
+        except QueueFull:
+            quotas.refused(ctx.caller, len(items), "queue_full")
+            raise
+        self._submitted = True
+        quotas.charge(ctx.caller, futures, now)
         return Submission(futures, ctx, self._scheduler.inflight)
 
     async def run(

@@ -58,23 +58,23 @@ class HttpConnection:
         headers: str = "",
     ) -> tuple[int, bytes]:
         """(status, body) of one request; asyncio.TimeoutError after timeout_s (the connection closes).
-        headers: more header lines, each ending in CRLF."""
+        headers: extra header lines, each ending in CRLF (`head_lines` formats them)."""
         if sys.version_info >= (3, 11):
             async with asyncio.timeout(timeout_s):  # a timer, no task
                 return await self._request(method, path, body, content_type, headers)
         return await asyncio.wait_for(self._request(method, path, body, content_type, headers), timeout_s)
 
     async def _request(
-        self, method: str, path: str, body: bytes, content_type: str, headers: str = ""
+        self, method: str, path: str, body: bytes, content_type: str, headers: str
     ) -> tuple[int, bytes]:
         if self._reader is not None and self._reader.at_eof():  # the server closed it while idle
             self.close()
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{headers}"
         if body or method == "POST":
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        self._writer.write((head + headers).encode("latin-1") + b"\r\n" + body)
+        self._writer.write(head.encode("latin-1") + b"\r\n" + body)
         try:
             return await self._read_response()
         except BaseException:
@@ -114,6 +114,11 @@ class HttpConnection:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+
+
+def head_lines(headers: dict[str, str]) -> str:
+    """Header lines for HttpConnection.request, formatted once per client rather than per request."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
 
 
 @dataclass(frozen=True)

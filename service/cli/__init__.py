@@ -1,7 +1,7 @@
 """`vdvae`: one command for the project, with subcommands.
 
     vdvae serve | train | evaluate | convert | generate | encode-dataset
-    vdvae bench model | service | stress | visual-vae | gpu
+    vdvae bench model | service | stress | fair | visual-vae | gpu
     vdvae sample | reconstruct | upscale | encode | decode | interpolate | models  (the client)
 
 The existing tools keep their own parsers (training flags generated from TrainConfig and HParams,
@@ -9,7 +9,8 @@ serve flags from Settings); `vdvae NAME ARGS` hands ARGS to them unchanged and i
 so `vdvae sample` against a running service never loads torch. Client commands talk to `--url`
 (VDVAE_URL, else http://127.0.0.1:8000), or with `--local FOLDER` run the service in this process:
 the same code answers, so the same seeds give the same bytes. Exit codes: 0 done, 2 bad input
-(flags, files, or the service's 4xx), 1 the service or the network failed.
+(flags, files, or the service's 4xx), 1 the service or the network failed, or the API key's limits
+still refused the request (429) after the retries.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ BENCHES = {
     ),
     "service": Tool("service.bench.service", "closed-loop load test of a running (or spawned) service"),
     "stress": Tool("service.bench.stress", "the service's latency while clients loop the worst bodies"),
+    "fair": Tool("service.bench.fair", "one-image requests beside large ones, and weighted API keys"),
     "visual-vae": Tool(
         "service.bench.visual_vae", "a visual-vae model's sampling against visual-vae's own code (a checkout)"
     ),

@@ -13,7 +13,7 @@ from typing import Any
 from ..client import API_KEY_ENV, DEFAULT_URL, URL_ENV, APIError, AsyncClient, ConnectionFailed
 
 EXIT_BAD_INPUT = 2  # flags, files, or the service's 4xx: the user can fix it
-EXIT_FAILED = 1  # the service (5xx) or the network failed
+EXIT_FAILED = 1  # the service (5xx) or the network failed, or 429 after the retries: try later
 
 
 class UsageError(Exception):
@@ -60,6 +60,12 @@ def connection_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
         help=f"sent as 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})",
+    )
+    g.add_argument(
+        "--priority",
+        choices=["low", "normal", "high"],
+        help="the requests' priority (X-Priority): low for bulk work, high only with a key allowed it "
+        "(default: normal)",
     )
     g.add_argument("--model", help="model name (default: the service's default model)")
     g.add_argument(
@@ -126,11 +132,11 @@ def call_options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 async def with_client(args: argparse.Namespace, run: Callable[[AsyncClient], Awaitable[None]]) -> None:
     """run(client) against --url, or against the service started in this process for --local."""
     if args.local is None:
-        context = AsyncClient(args.url, api_key=args.api_key)
+        context = AsyncClient(args.url, api_key=args.api_key, priority=args.priority)
     else:
         from .local import local_client  # imports torch: only for --local
 
-        context = local_client(args.local, api_key=args.api_key)
+        context = local_client(args.local, api_key=args.api_key, priority=args.priority)
     async with context as client:
         await run(client)
 

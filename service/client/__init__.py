@@ -11,12 +11,14 @@
 
 Options a call leaves out are not sent, so the service's own defaults apply (a model's sampling
 defaults: for a class-conditional model, each image's label from its seed); `label=None` asks for
-the unconditional prior and `guidance=None` for no guidance. A 503 (queue full, not
-ready, draining) or a connection that fails before any answer is retried with exponential backoff
-and jitter, never sooner than the answer's Retry-After. `timeout=` (seconds) bounds a whole call,
-retries included, and each try sends what is left of it as the request's deadline (`timeout_ms`),
-so the service never computes an answer nobody waits for. Any other error raises `APIError` with
-the problem's status, title and detail; a failed connection raises `ConnectionFailed`.
+the unconditional prior and `guidance=None` for no guidance. A 503 (queue full, not ready,
+draining), a 429 (the API key over its rate or its queued images) or a connection that fails before
+any answer is retried with exponential backoff and jitter, never sooner than the answer's
+Retry-After. `timeout=` (seconds) bounds a whole call, retries included, and each try sends what is
+left of it as the request's deadline (`timeout_ms`), so the service never computes an answer nobody
+waits for. `priority=` ("low" for bulk work, "high" for the keys allowed it) is sent with every
+call as X-Priority. Any other error raises `APIError` with the problem's status, title and detail;
+a failed connection raises `ConnectionFailed`.
 Imports numpy, Pillow and httpx, never torch.
 """
 
@@ -24,6 +26,7 @@ from .calls import (
     EncodeOptions,
     ImageInput,
     InterpolateOptions,
+    Priority,
     ReconstructOptions,
     RetryPolicy,
     SampleOptions,
@@ -49,6 +52,7 @@ __all__ = [
     "InterpolateOptions",
     "Interpolation",
     "ModelInfo",
+    "Priority",
     "ReconstructOptions",
     "Reconstruction",
     "RetryPolicy",

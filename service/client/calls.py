@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 import httpx
 import numpy as np
@@ -46,6 +46,8 @@ GRACE_S = 2.0  # past the deadline sent, time for the service's 504 to arrive
 T = TypeVar("T")
 # An image to upload: a file path, PNG or JPEG bytes, a uint8 array (H, W) or (H, W, C), or a PIL image.
 ImageInput = str | Path | bytes | np.ndarray | Image.Image
+# A request's priority (the X-Priority header): high only for API keys the service allows it.
+Priority = Literal["low", "normal", "high"]
 
 
 class CallOptions(TypedDict, total=False):
@@ -213,19 +215,23 @@ def model_call(name: str) -> Call[ModelInfo]:
 RETRIED_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
+# Answers that say "not now": the service is busy (503) or this key is over its limits (429).
+RETRIED_STATUSES = frozenset({429, 503})
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries of 503 answers and failed connections: exponential backoff with jitter, at least
-    Retry-After, never past the call's deadline."""
+    """Retries of 503 and 429 answers and failed connections: exponential backoff with jitter, at
+    least Retry-After, never past the call's deadline."""
 
-    retries: int = 5  # of 503 answers: the service is there, and says when to come back
+    retries: int = 5  # of 503 and 429 answers: the service is there, and says when to come back
     connect_retries: int = 2  # of failed connections: a restart, or a wrong URL that should fail fast
     backoff_s: float = 0.25
-    max_wait_s: float = 30.0  # a longer Retry-After ends the call with the 503
+    max_wait_s: float = 30.0  # a longer Retry-After ends the call with the 503 or 429
 
     def wait(self, attempt: int, response: httpx.Response | None, deadline: float | None) -> float | None:
         """Seconds before the next try, or None to stop (response None: the connection failed)."""
-        if response is not None and response.status_code != 503:
+        if response is not None and response.status_code not in RETRIED_STATUSES:
             return None
         if attempt >= (self.retries if response is not None else self.connect_retries):
             return None

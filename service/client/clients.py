@@ -19,6 +19,7 @@ from .calls import (
     EncodeOptions,
     ImageInput,
     InterpolateOptions,
+    Priority,
     ReconstructOptions,
     RetryPolicy,
     SampleOptions,
@@ -56,10 +57,13 @@ class _ClientBase:
         api_key: str | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        priority: Priority | None = None,
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """url: VDVAE_URL, else http://127.0.0.1:8000. api_key: VDVAE_API_KEY, sent as a bearer
-        token. timeout: the default of every call's `timeout=` (None: the service's deadline)."""
+        token. timeout: the default of every call's `timeout=` (None: the service's deadline).
+        priority: sent with every call as X-Priority (low for bulk work; high for keys allowed it);
+        None: the service's normal."""
         self.url = (url or os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self.timeout = timeout
@@ -67,6 +71,8 @@ class _ClientBase:
         headers = {"user-agent": f"vdvae-client/{__version__}", "accept": "application/json"}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
+        if priority is not None:
+            headers["x-priority"] = priority
         extra = {} if transport is None else {"transport": transport}
         self._http = self._http_class(base_url=self.url, headers=headers, **extra)
 

@@ -43,8 +43,9 @@ class APIError(ClientError):
 
     @property
     def bad_input(self) -> bool:
-        """The request was at fault (4xx), not the service (5xx)."""
-        return self.status < 500
+        """The request was at fault (4xx), not the service (5xx) nor its limits (429: the same
+        request would do later)."""
+        return self.status < 500 and self.status != 429
 
 
 class ConnectionFailed(ClientError):

@@ -1,14 +1,15 @@
 """Who may call the service: optional API keys, and CORS for browsers.
 
-Keys come from VDVAE_API_KEYS (comma-separated) and/or the file named by api_keys_file (one a line).
-With none configured the service is open, as bound to 127.0.0.1 by default: the bind address is the
-first line of defence. With keys, every request needs one, as `Authorization: Bearer KEY` or
-`X-API-Key: KEY`, except the paths anyone may read: health checks (for probes), the problem pages,
-and the playground's static page (its own API calls carry the key the user types). /metrics and the
-docs follow metrics_access and docs_access.
+Keys come from VDVAE_API_KEYS (comma-separated) and/or the file named by api_keys_file (one a line,
+optionally followed by the key's policy: callers.py). With none configured the service is open, as
+bound to 127.0.0.1 by default: the bind address is the first line of defence. With keys, every
+request needs one, as `Authorization: Bearer KEY` or `X-API-Key: KEY`, except the paths anyone may
+read: health checks (for probes), the problem pages, and the playground's static page (its own API
+calls carry the key the user types). /metrics and the docs follow metrics_access and docs_access.
 
 A key is compared in constant time against every configured key (SHA-256 digests, so neither a
-key's length nor which key matched shows in the timing).
+key's length nor which key matched shows in the timing). The caller of a valid key (its policy) is
+left in the request's state for the scheduler.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import Unauthorized
 from ..metrics import Metrics
 from ..settings import Settings
+from .callers import CALLER_STATE, Caller, KeyLineError, default_policy, key_caller, parse_key_line
 from .middleware import send_problem
 
 log = logging.getLogger("service")
@@ -51,17 +53,33 @@ class KeyFileError(ValueError):
     """The api_keys_file cannot be read."""
 
 
-def load_keys(settings: Settings) -> list[str]:
-    """The configured API keys: api_keys, then the lines of api_keys_file (blank and # lines skipped)."""
-    keys = [k.strip() for k in settings.api_keys.get_secret_value().split(",") if k.strip()]
+def load_keys(settings: Settings) -> dict[str, Caller]:
+    """The configured API keys and their callers: api_keys (the settings' policy), then the lines of
+    api_keys_file (blank and # lines skipped), each with its own options over that policy."""
+    defaults = default_policy(settings)
+    keys = {
+        k.strip(): key_caller(k.strip(), {}, defaults, settings)
+        for k in settings.api_keys.get_secret_value().split(",")
+        if k.strip()
+    }
     if settings.api_keys_file is not None:
         try:
             text = settings.api_keys_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise KeyFileError(f"cannot read api_keys_file {settings.api_keys_file}: {e}") from None
-        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            try:
+                key, options = parse_key_line(line)
+                keys[key] = key_caller(key, options, defaults, settings)
+            except KeyLineError as e:  # the message never shows the key
+                raise KeyFileError(f"api_keys_file {settings.api_keys_file}, line {number}: {e}") from None
         if not keys:
             raise KeyFileError(f"api_keys_file {settings.api_keys_file} holds no key")
+    names = [c.label for c in keys.values()]
+    if len(set(names)) < len(names):
+        raise KeyFileError("two API keys have the same name= (each key's metrics need their own)")
     short = sum(len(k) < MIN_KEY_LENGTH for k in keys)
     if short:
         log.warning("%d API key(s) shorter than %d characters: easy to guess", short, MIN_KEY_LENGTH)
@@ -69,20 +87,22 @@ def load_keys(settings: Settings) -> list[str]:
 
 
 class KeyRing:
-    """SHA-256 digests of the accepted keys."""
+    """SHA-256 digests of the accepted keys, each with its caller."""
 
-    def __init__(self, keys: list[str]) -> None:
-        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+    def __init__(self, keys: dict[str, Caller]) -> None:
+        self._digests = [(hashlib.sha256(k.encode()).digest(), caller) for k, caller in keys.items()]
 
     def __len__(self) -> int:
         return len(self._digests)
 
-    def accepts(self, key: bytes) -> bool:
+    def caller(self, key: bytes) -> Caller | None:
+        """The caller of `key`, None when it is not a configured key."""
         digest = hashlib.sha256(key).digest()
-        match = False
-        for known in self._digests:  # no early exit: every request takes the same time
-            match |= hmac.compare_digest(digest, known)
-        return match
+        found = None
+        for known, caller in self._digests:  # no early exit: every request takes the same time
+            if hmac.compare_digest(digest, known):
+                found = caller
+        return found
 
 
 def presented_key(scope: Scope) -> bytes | None:
@@ -123,7 +143,9 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
-        if key and self.keys.accepts(key):
+        caller = self.keys.caller(key) if key else None
+        if caller is not None:
+            scope.setdefault("state", {})[CALLER_STATE] = caller
             await self.app(scope, receive, send)
             return
         detail = (
@@ -152,7 +174,14 @@ def add_access_control(app: FastAPI, settings: Settings, metrics: Metrics) -> Ke
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "Accept",
+                "X-Request-ID",
+                "X-Priority",
+            ],
             expose_headers=[
                 "X-Request-ID",
                 "X-Seed",

@@ -123,6 +123,16 @@ def running_server(model_dir: Path, wait_ready: bool = True, **overrides) -> Ite
         server.stop()
 
 
+@contextlib.contextmanager
+def keyed_server(model_dir: Path, folder: Path, keys: str, **overrides) -> Iterator[RunningServer]:
+    """A server without warm-up whose API keys, a line each with its policy, are `keys`: a keys
+    file written in `folder`."""
+    keys_file = folder / "keys.txt"
+    keys_file.write_text(keys)
+    with running_server(model_dir, api_keys_file=keys_file, warmup=False, **overrides) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def server(model_dir: Path) -> Iterator[RunningServer]:
     """The shared server: default model 'mnist', batches of up to 16 images within 30 ms."""
@@ -143,9 +153,8 @@ KEY_B = "key-b-fedcba9876543210"
 @pytest.fixture(scope="session")
 def keyed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server that needs an API key: KEY_A (api_keys) or KEY_B (from api_keys_file)."""
-    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
-    key_file.write_text(f"# one key a line\n\n{KEY_B}\n")
-    with running_server(model_dir, api_keys=KEY_A, api_keys_file=key_file, warmup=False) as server:
+    keys = f"# one key a line\n\n{KEY_B}\n"
+    with keyed_server(model_dir, tmp_path_factory.mktemp("keys"), keys, api_keys=KEY_A) as server:
         yield server
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from service.api.playground.routes import STATIC
 
-from ..conftest import RunningServer, digit_like, png_bytes
+from ..conftest import RunningServer, digit_like, keyed_server, png_bytes
 from .conftest import (
     LAPTOP,
     ActionChains,
@@ -337,6 +338,52 @@ def test_the_api_key_goes_with_every_call(page: webdriver.Chrome) -> None:
     assert sent == {"/v1/models": "Bearer k-123", "/sample/stream": "Bearer k-123"}
     page.find_element(By.CSS_SELECTOR, "#sample-grid .tile").click()
     assert "Authorization: Bearer $VDVAE_API_KEY" in by_id(page, "detail-curl").text  # never the key itself
+
+
+PLAIN_KEY = "playground-plain-0123456789abcdef"
+HIGH_KEY = "playground-high-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server with two keys: one that may ask for high priority, one that may not."""
+    keys = f"{PLAIN_KEY}\n{HIGH_KEY} priority=high\n"
+    with keyed_server(model_dir, tmp_path_factory.mktemp("keys"), keys) as server:
+        yield server
+
+
+def sample_priorities(browser: webdriver.Chrome, samples: int) -> list[str | None]:
+    """Draw `samples` one-image grids; the X-Priority of each /sample/stream request sent, in order."""
+    browser.get_log("performance")
+    for _ in range(samples):
+        set_value(browser, "sample-n", "1")
+        by_id(browser, "sample-go").click()
+        wait(browser, lambda b: by_id(b, "sample-grid").get_attribute("data-stage") == "final")
+    sent = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            request = message["params"]["request"]
+            if request["url"].endswith("/sample/stream"):
+                headers = {k.lower(): v for k, v in request["headers"].items()}
+                sent.append(headers.get("x-priority"))
+    return sent
+
+
+@needs_browser
+def test_the_page_asks_for_high_priority_and_without_it_where_its_key_may_not(
+    browser: webdriver.Chrome, keyed: RunningServer
+) -> None:
+    browser.set_window_size(*LAPTOP)
+    browser.get(keyed.url + "/")
+    for key, expected in ((HIGH_KEY, ["high", "high"]), (PLAIN_KEY, ["high", None, None])):
+        browser.execute_script("sessionStorage.setItem('vdvae-api-key', arguments[0])", key)
+        browser.refresh()
+        wait(browser, lambda b: by_id(b, "model").get_attribute("value") == "mnist")
+        # The plain key's first request is refused (403) and sent again without; the next one
+        # goes without at once. Both grids are drawn.
+        assert sample_priorities(browser, 2) == expected, key
+        assert not by_id(browser, "sample-error").is_displayed()
 
 
 @needs_browser

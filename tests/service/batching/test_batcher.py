@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,13 +16,22 @@ from service.batching.engine import Engine
 from service.batching.items import SampleItem
 from service.batching.operations import SAMPLE
 from service.errors import Cancelled, DeadlineExceeded, QueueFull, ShuttingDown
+from service.http.callers import UNKNOWN, Caller, Priority
 from service.metrics import Metrics
 
 from ..conftest import metric_value
 
 
-def ctx(seconds: float = 60.0) -> RequestContext:
-    return RequestContext(request_id="t", deadline=time.monotonic() + seconds, timeout_s=seconds)
+def ctx(
+    seconds: float = 60.0, caller: Caller = UNKNOWN, priority: Priority = Priority.NORMAL
+) -> RequestContext:
+    return RequestContext(
+        request_id="t",
+        deadline=time.monotonic() + seconds,
+        timeout_s=seconds,
+        caller=caller,
+        priority=priority,
+    )
 
 
 def items(n: int, start: int = 0) -> list[SampleItem]:
@@ -30,17 +40,19 @@ def items(n: int, start: int = 0) -> list[SampleItem]:
 
 class GatedEngine(Engine):
     """The real engine, whose first pass waits for `gate` and which logs how many images each pass
-    holds."""
+    holds, and their seeds."""
 
     def __init__(self, *args) -> None:
         super().__init__(*args)
         self.gate = threading.Event()
         self.passes: list[int] = []
+        self.seeds: list[list[int]] = []
 
     def _run_live(self, model, op, items, contexts):
         if not self.passes:
             self.gate.wait(30)
         self.passes.append(len(items))
+        self.seeds.append([it.seed for it in items])
         return super()._run_live(model, op, items, contexts)
 
 
@@ -135,14 +147,24 @@ def test_a_request_larger_than_a_batch_is_split_over_passes(served_mnist) -> Non
     assert len(results) == 5 and (passes, images) == (3, 5)
 
 
-def test_the_queue_is_bounded_in_images(served_mnist) -> None:
+def test_the_queue_is_bounded_in_images_with_one_pass_of_room_for_small_requests(served_mnist) -> None:
     async def go():
-        h = Harness(served_mnist, max_batch_size=8, max_batch_delay_s=0.3, max_queue_images=3)
-        queued = h.batcher.submit(items(2), ctx())
+        h = Harness(served_mnist, max_batch_size=4, max_batch_delay_s=0.3, max_queue_images=6)
+        queued = h.batcher.submit(items(3), ctx())
         with pytest.raises(QueueFull) as full:
-            h.batcher.submit(items(2), ctx())  # 2 + 2 > 3: all or nothing
-        one_more = h.batcher.submit(items(1), ctx())  # 2 + 1 fits
-        await asyncio.gather(*queued, *one_more)
+            h.batcher.submit(items(4), ctx())  # 3 + 4 > 6: all or nothing
+        small = h.batcher.submit(items(2, start=10), ctx())  # 3 + 2 fits
+        with pytest.raises(QueueFull):
+            h.batcher.submit(items(2, start=20), ctx())  # 5 + 2 > 6: no request larger than a pass
+        await asyncio.gather(*queued, *small)
+        # While a request larger than a pass is queued, one that a pass holds whole joins the next
+        # round however full the queue: up to one pass (4 images) beyond the bound.
+        large = h.batcher.submit(items(6, start=30), ctx())
+        more = h.batcher.submit(items(3, start=40), ctx())  # 6 + 3 <= 6 + 4
+        with pytest.raises(QueueFull):
+            h.batcher.submit(items(2, start=50), ctx())  # 9 + 2 > 6 + 4
+        last = h.batcher.submit(items(1, start=60), ctx())  # 9 + 1 fits
+        await asyncio.gather(*large, *more, *last)
         await h.close()
         return full.value
 
@@ -206,3 +228,113 @@ def test_a_batch_that_is_not_full_gathers_until_the_engine_is_free(served_mnist)
 
     passes = asyncio.run(go())
     assert passes == [8, 4]  # the two later requests shared a pass
+
+
+# ---- the fair share ---------------------------------------------------------------------------
+
+
+def test_a_one_image_request_behind_large_ones_joins_the_next_pass(served_mnist) -> None:
+    async def go():
+        h = Harness(
+            served_mnist, engine=GatedEngine, max_batch_size=8, max_batch_delay_s=0.0, max_queue_images=128
+        )
+        first = h.batcher.submit(items(40), ctx())  # its first pass waits at the gate
+        await asyncio.sleep(0.05)
+        second = h.batcher.submit(items(40, start=100), ctx())
+        small = h.batcher.submit(items(1, start=1000), ctx())  # 72 images queued ahead of it
+        h.engine.gate.set()
+        results = await asyncio.gather(*first, *second, *small)
+        await h.close()
+        return results, h.engine.seeds
+
+    results, seeds = asyncio.run(go())
+    assert len(results) == 81
+    assert seeds[0] == list(range(8))
+    assert 1000 in seeds[1]  # first come, first served, it would have waited for 9 more passes
+    for p in seeds[1:5]:  # while both large requests are queued, both progress in every pass
+        assert any(s < 100 for s in p) and any(100 <= s < 1000 for s in p)
+
+
+def test_a_request_that_spans_passes_gets_its_images_in_order(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, engine=GatedEngine, max_batch_size=3, max_batch_delay_s=0.0)
+        blocker = h.batcher.submit(items(3, start=500), ctx())
+        await asyncio.sleep(0.05)
+        spanning = h.batcher.submit(items(7, start=10), ctx())
+        others = [h.batcher.submit(items(2, start=100 + 10 * i), ctx()) for i in range(3)]
+        h.engine.gate.set()
+        results = await asyncio.gather(*spanning)
+        await asyncio.gather(*blocker, *(f for o in others for f in o))
+        reference = await h.engine.run_batch(
+            served_mnist, SAMPLE, items(7, start=10), [ctx()] * 7
+        )  # the same images in one pass of their own
+        await h.close()
+        return results, reference, h.engine.seeds
+
+    results, reference, seeds = asyncio.run(go())
+    spread = [i for i, p in enumerate(seeds) if any(10 <= s < 17 for s in p)]
+    assert len(spread) >= 4  # interleaved with the other requests, over several passes
+    assert all(np.array_equal(a, b) for a, b in zip(results, reference, strict=True))
+
+
+def test_weights_share_the_passes_between_callers(served_mnist) -> None:
+    heavy = Caller("key:heavy", "heavy", weight=3.0)
+    light = Caller("key:light", "light", weight=1.0)
+
+    async def go():
+        h = Harness(
+            served_mnist, engine=GatedEngine, max_batch_size=8, max_batch_delay_s=0.0, max_queue_images=128
+        )
+        blocker = h.batcher.submit(items(8, start=900), ctx())
+        await asyncio.sleep(0.05)
+        queued = []
+        for i in range(2):  # each caller keeps two requests queued
+            queued += h.batcher.submit(items(24, start=100 * i), ctx(caller=heavy))
+            queued += h.batcher.submit(items(24, start=1000 + 100 * i), ctx(caller=light))
+        h.engine.gate.set()
+        await asyncio.gather(*blocker, *queued)
+        await h.close()
+        return h.engine.seeds
+
+    seeds = asyncio.run(go())
+    for p in seeds[1:5]:  # both callers have plenty queued: 6 of heavy's images to 2 of light's
+        assert sum(s < 900 for s in p) == 6 and sum(s >= 1000 for s in p) == 2
+
+
+def test_priorities_order_the_passes(served_mnist) -> None:
+    async def go():
+        h = Harness(served_mnist, engine=GatedEngine, max_batch_size=4, max_batch_delay_s=0.0)
+        blocker = h.batcher.submit(items(4, start=900), ctx())
+        await asyncio.sleep(0.05)
+        low = h.batcher.submit(items(4, start=0), ctx(priority=Priority.LOW))
+        normal = h.batcher.submit(items(6, start=100), ctx())
+        high = h.batcher.submit(items(2, start=200), ctx(priority=Priority.HIGH))
+        h.engine.gate.set()
+        await asyncio.gather(*blocker, *low, *normal, *high)
+        await h.close()
+        return h.engine.seeds
+
+    seeds = asyncio.run(go())
+    assert seeds[1:] == [[200, 201, 100, 101], [102, 103, 104, 105], [0, 1, 2, 3]]
+
+
+def test_small_requests_about_cut_the_passes_yet_hold_every_queued_request(served_mnist) -> None:
+    async def go():
+        # small_pass_s so short that a cut pass is one image of each queued request
+        h = Harness(
+            served_mnist, engine=GatedEngine, max_batch_size=8, max_batch_delay_s=0.0, small_pass_s=1e-9
+        )
+        first = h.batcher.submit(items(24), ctx())
+        await asyncio.sleep(0.05)
+        second = h.batcher.submit(items(24, start=100), ctx())
+        small = h.batcher.submit(items(1, start=1000), ctx())  # came in during the first pass
+        h.engine.gate.set()
+        await asyncio.gather(*first, *second, *small)
+        await h.close()
+        return h.engine.seeds
+
+    seeds = asyncio.run(go())
+    # Pass 2: one image of each of the three requests; pass 3 (the small request came in during
+    # the pass before): one of each of the two left; then, with no small request about, full passes.
+    assert [len(p) for p in seeds[:4]] == [8, 3, 2, 8] and 1000 in seeds[1]
+    assert sum(len(p) for p in seeds) == 49

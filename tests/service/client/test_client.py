@@ -28,7 +28,7 @@ from service.client import (
     RetryPolicy,
 )
 
-from ..conftest import REPO, RunningServer, digit_like, metric_value, png_bytes, running_server
+from ..conftest import REPO, RunningServer, digit_like, keyed_server, metric_value, png_bytes, running_server
 
 SAMPLE = {"n": 4, "label": 3, "guidance": {"mean": 1.0, "variance": 0.5}, "temperature": 0.8, "seed": 11}
 
@@ -284,6 +284,52 @@ def test_a_503_that_would_outlast_the_deadline_is_raised_at_once(scripted) -> No
         client.sample(1, timeout=3)
     assert time.monotonic() - t0 < 2 and busy.value.status == 503 and not busy.value.bad_input
     assert busy.value.detail == "the queue is full"
+
+
+LIMITED = (
+    429,
+    {"retry-after": "1"},
+    {"status": 429, "title": "Rate limit", "detail": "this caller may have 2 images a second computed"},
+)
+
+
+def test_a_429_is_retried_after_its_retry_after_like_a_503_and_priority_is_sent(scripted) -> None:
+    srv = scripted([LIMITED, DONE])
+    with Client(srv.url, priority="low") as client:
+        out = client.sample(1, seed=7)
+    (t0, headers, _), (t1, again, _) = srv.seen
+    assert out.seeds == [7] and t1 - t0 >= 1.0  # waited the bucket's Retry-After
+    assert headers["x-priority"] == "low" and again["x-priority"] == "low"
+
+
+def test_a_429_left_after_the_retries_is_not_bad_input(scripted) -> None:
+    srv = scripted([LIMITED, LIMITED])
+    with (
+        Client(srv.url, retry=RetryPolicy(retries=1, backoff_s=0.01)) as client,
+        pytest.raises(APIError) as e,
+    ):
+        client.sample(1)
+    assert e.value.status == 429 and not e.value.bad_input and len(srv.seen) == 2
+
+
+def test_the_cli_sends_its_priority_and_exits_1_on_a_429_it_cannot_wait_for(model_dir, tmp_path) -> None:
+    from ..cli.test_cli import vdvae
+
+    key = "cli-key-0123456789abcdef"
+    keys = f"{key} rate=0.01 burst=2\n"  # two images, then one every 100 s
+    with keyed_server(model_dir, tmp_path, keys, max_images_per_request=2) as srv:
+
+        def sample(*flags: str) -> subprocess.CompletedProcess:
+            args = ("sample", "-n", "2", "--api-key", key, "--timeout", "3", "-o", "x.png", *flags)
+            return vdvae(*args, cwd=tmp_path, url=srv.url, check=False)
+
+        high = sample("--priority", "high")  # sent, and more than this key may ask for
+        low = sample("--priority", "low")
+        limited = sample("--priority", "low")  # its Retry-After outlasts the command's deadline
+    assert high.returncode == 2 and "X-Priority: high is not allowed" in high.stderr
+    assert low.returncode == 0, low.stderr
+    assert limited.returncode == 1 and "Traceback" not in limited.stderr  # try later, not bad input
+    assert limited.stderr.startswith("vdvae sample: error: ") and "a second" in limited.stderr
 
 
 def test_no_service_is_a_connection_failure() -> None:

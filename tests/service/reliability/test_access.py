@@ -121,12 +121,10 @@ def test_configured_origins_get_cors_and_preflights_need_no_key(model_dir: Path)
 def test_keys_are_compared_as_whole_keys(tmp_path: Path) -> None:
     keys = KeyRing(load_keys(Settings(api_keys=f" {KEY_A} ,,{KEY_B}")))
     assert len(keys) == 2
-    assert keys.accepts(KEY_A.encode()) and keys.accepts(KEY_B.encode())
-    assert (
-        not keys.accepts(KEY_A[:-1].encode())
-        and not keys.accepts(b"")
-        and not keys.accepts(KEY_A.encode() + b"\0")
-    )
+    a, b = keys.caller(KEY_A.encode()), keys.caller(KEY_B.encode())
+    assert a is not None and b is not None and a.id != b.id
+    assert keys.caller(KEY_A[:-1].encode()) is None
+    assert keys.caller(b"") is None and keys.caller(KEY_A.encode() + b"\0") is None
 
 
 def test_an_unreadable_key_file_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:

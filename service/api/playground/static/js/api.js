@@ -2,6 +2,9 @@
 // Every call carries the API key (if one was typed) as Authorization: Bearer; every error
 // answer (application/problem+json; OpenAI's {"error": {"message"}} under /v1/) becomes an ApiError
 // whose message is the problem's detail.
+// Someone waits on every call the page makes, so each asks for X-Priority: high, ahead of bulk
+// work; a key not allowed it is answered 403 priority-not-allowed, and the page then asks at the
+// default priority for as long as that key is in use.
 
 const KEY = "vdvae-api-key";
 
@@ -22,18 +25,35 @@ export function setApiKey(key) {
   else sessionStorage.removeItem(KEY);
 }
 
+const highRefused = new Set(); // the keys ("" for none) whose high priority was refused
+
 function headers(extra = {}) {
   const key = apiKey();
-  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+  const all = highRefused.has(key) ? { ...extra } : { ...extra, "X-Priority": "high" };
+  if (key) all.Authorization = `Bearer ${key}`;
+  return all;
 }
 
-async function send(path, init) {
-  let response;
+async function fetchOnce(path, init) {
   try {
-    response = await fetch(path, { ...init, headers: headers(init.headers) });
+    return await fetch(path, { ...init, headers: headers(init.headers) });
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new ApiError({ detail: `could not reach the service (${e.message})` }, 0);
+  }
+}
+
+async function priorityRefused(response) {
+  if (response.status !== 403) return false;
+  const problem = await response.clone().json().catch(() => ({}));
+  return String(problem.type || "").endsWith("/priority-not-allowed");
+}
+
+async function send(path, init) {
+  let response = await fetchOnce(path, init);
+  if (await priorityRefused(response)) {
+    highRefused.add(apiKey());
+    response = await fetchOnce(path, init); // the same body again: the page sends no streams
   }
   if (!response.ok) {
     let problem;

@@ -32,6 +32,7 @@ from .api.images import routes as images
 from .api.images.bodies import ReconstructRequest, SampleRequest, UpscaleRequest
 from .api.inference_protocol import routes as inference_protocol
 from .api.inference_protocol.bodies import InferenceRequest
+from .api.inference_protocol.inference import inference_body_limits
 from .api.latents import routes as latents
 from .api.latents.bodies import DecodeRequest, EncodeRequest
 from .api.models import routes as models
@@ -181,7 +182,7 @@ async def start_models(state: ServiceState) -> None:
         state.registry = registry
         if settings.endpoint_body_limits:
             state.endpoint_limits.update(endpoint_body_limits(registry.served(), settings))
-            state.endpoint_limits.update(inference_protocol.inference_body_limits(registry, settings))
+            state.endpoint_limits.update(inference_body_limits(registry, settings))
         if not registry.models and not registry.cascades:
             errors = "; ".join(f"{k}: {v}" for k, v in registry.errors.items()) or "no model folders found"
             raise RuntimeError(f"no model could be loaded from the model folder ({errors})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
@@ -385,13 +386,17 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return await _service_error(request, validation_problem(exc))
 
 
+def _status_phrase(status: int) -> str:
+    """The standard reason phrase of an HTTP status ("Not Found"), or "Error" for one outside it."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Framework errors (unknown path, wrong method...) as problems of type about:blank."""
-    from http import HTTPStatus
-
-    title = (
-        HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
-    )
+    title = _status_phrase(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404:
         detail = f"no route {request.method} {request.url.path}; see /docs for the endpoints"

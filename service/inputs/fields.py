@@ -129,10 +129,6 @@ ImageB64Field = Annotated[
 ShownLabelField = _label_field(
     "The class the image shows (class-conditional models), an index or a class name; omitted: the null label."
 )
-SamplingGuidanceDescription = (
-    "Guidance weights, for images with a label. Omitted: the model's recommended guidance "
-    "(sampling.guidance); null: none."
-)
 TimeoutField = Annotated[
     integer(ge=1, le=3_600_000) | None,
     Field(
@@ -158,6 +154,15 @@ class Guidance(StrictModel):
 
     mean: NonNegativeFloat = Field(0.0, description="Guidance weight on the prior mean.")
     variance: NonNegativeFloat = Field(0.0, description="Guidance weight on the prior variance.")
+
+
+GuidanceField = Annotated[
+    Guidance | None,
+    Field(
+        description="Guidance weights, for images with a label. Omitted: the model's recommended "
+        "guidance (sampling.guidance); null: none."
+    ),
+]
 
 
 class Tensor(StrictModel):

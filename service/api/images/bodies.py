@@ -14,10 +14,10 @@ from model.sampling import MAX_SEED
 from ...inputs.fields import (
     EXAMPLE_PNG_B64,
     Guidance,
+    GuidanceField,
     ImageB64Field,
     LabelField,
     ModelField,
-    SamplingGuidanceDescription,
     SeedField,
     ShownLabelField,
     StrictModel,
@@ -71,7 +71,7 @@ class SampleRequest(StrictModel):
     temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    guidance: GuidanceField = None
     stages: list[StageRequest] | None = Field(
         None,
         max_length=16,
@@ -104,7 +104,7 @@ class UpscaleRequest(StrictModel):
         Field(description="The image's seed; random when omitted, always returned."),
     ] = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    guidance: GuidanceField = None
     low_res_noise: LowResNoiseField = None
     timeout_ms: TimeoutField = None
 

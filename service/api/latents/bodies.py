@@ -13,12 +13,11 @@ from model.sampling import MAX_SEED
 
 from ...inputs.fields import (
     EXAMPLE_PNG_B64,
-    Guidance,
+    GuidanceField,
     ImageB64Field,
     LabelField,
     LatentTensor,
     ModelField,
-    SamplingGuidanceDescription,
     SeedField,
     ShownLabelField,
     StrictModel,
@@ -96,7 +95,7 @@ class DecodeRequest(StrictModel):
     temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    guidance: GuidanceField = None
     timeout_ms: TimeoutField = None
 
 
@@ -183,7 +182,7 @@ class InterpolateRequest(StrictModel):
     temperature: TemperatureField = None
     seed: SeedField = None
     label: LabelField = None
-    guidance: Guidance | None = Field(None, description=SamplingGuidanceDescription)
+    guidance: GuidanceField = None
     timeout_ms: TimeoutField = None
 
 

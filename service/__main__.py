@@ -36,7 +36,7 @@ def serve(settings: Settings) -> int:
         log.error("%s", e)
         return 2
     state = app.state.service
-    server = GracefulServer(uvicorn_config(app, settings, state.metrics), state)
+    server = GracefulServer(uvicorn_config(app, settings, state), state)
     server.run()
     if server.startup_failed:
         log.error("exiting: %s", state.problem)

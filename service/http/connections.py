@@ -12,7 +12,11 @@ open for ever. This subclass adds, per connection:
   of each response (bytes of an unread body do not count as activity);
 - the flag OVER_CONNECTION_LIMIT on the requests of a connection beyond max_connections, which the
   request tracking middleware answers with 503 and a close;
-- a problem+json 400 instead of uvicorn's plain-text one for bytes that are not HTTP.
+- a problem+json 400 instead of uvicorn's plain-text one for bytes that are not HTTP;
+- while the service drains (`drain`, `owed_answer`, `shutdown`): each answer closes its connection,
+  and a connection that has not sent its request yet is answered (503 shutting-down) rather than
+  closed, even at the server's end; a client has often sent that request already, and closing would
+  reset it instead of refusing it.
 
 After such an answer the connection stops sending and reads (and drops) what the client still sends
 for LINGER_S before it closes: closing with unread bytes resets the connection, and the client,
@@ -32,6 +36,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import ClassVar
@@ -46,6 +51,10 @@ log = logging.getLogger("service.connections")
 
 HEAD_END = b"\r\n\r\n"
 LINGER_S = 1.0
+# How long a new connection is expected to take to begin its request: while draining, such a
+# connection is owed an answer this long; at the server's end, it may still send its request for
+# this long.
+FIRST_REQUEST_S = 1.0
 # Set in scope["state"] on the requests of a connection beyond max_connections (the request tracking
 # middleware answers them).
 OVER_CONNECTION_LIMIT = "over_connection_limit"
@@ -58,6 +67,10 @@ def new_request_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
+def never() -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class ConnectionLimits:
     max_header_bytes: int
@@ -65,15 +78,19 @@ class ConnectionLimits:
     idle_timeout_s: float
     max_connections: int
     metrics: Metrics | None = None
+    draining: Callable[[], bool] = never  # whether the service is draining: answers then close
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: Metrics | None = None) -> ConnectionLimits:
+    def from_settings(
+        cls, settings: Settings, metrics: Metrics | None = None, draining: Callable[[], bool] = never
+    ) -> ConnectionLimits:
         return cls(
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,
             idle_timeout_s=settings.keepalive_timeout_s,
             max_connections=settings.max_connections,
             metrics=metrics,
+            draining=draining,
         )
 
 
@@ -93,6 +110,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # of the head being received, in earlier data
         self._in_message = False  # between a request's first byte and its last
         self._refused_at: float | None = None  # when an answer below the app was sent
+        self._connected_at = time.monotonic()
+        self._requests = 0  # begun on this connection
+        self._last_request = False  # draining: the request under way, or the next, is the last
 
     def data_received(self, data: bytes) -> None:
         if self._refused_at is not None:  # lingering: drop it
@@ -110,6 +130,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._requests += 1
         self._in_message = True
         self._idle_since = None
         self._head_since = time.monotonic()
@@ -120,6 +141,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._over_limit:
             self.scope["state"][OVER_CONNECTION_LIMIT] = True
         super().on_headers_complete()
+        if (self._last_request or self.limits.draining()) and self.cycle is not None:
+            self.cycle.keep_alive = False  # the answer says Connection: close
 
     def on_message_complete(self) -> None:
         self._in_message = False
@@ -145,6 +168,37 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             timeout = self.limits.header_timeout_s
             self._refuse(RequestTimeout(f"the request headers were not received within {timeout:g} s"))
         elif self._idle_since is not None and now - self._idle_since > self.limits.idle_timeout_s:
+            self.transport.close()
+
+    def drain(self) -> None:
+        """The service is draining: the request this connection carries now, or its next one, is its
+        last (the answer says Connection: close), so that no client reuses it as the server ends."""
+        self._last_request = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+
+    def owed_answer(self, now: float) -> bool:
+        """A request is under way (its head, its computation or its answer), or the connection is
+        new and its first request is likely on the way: the server does not end while one is."""
+        if self._refused_at is not None or self.transport.is_closing():
+            return False
+        if self._in_message or (self.cycle is not None and not self.cycle.response_complete):
+            return True
+        return self._requests == 0 and now - self._connected_at < FIRST_REQUEST_S
+
+    def shutdown(self) -> None:
+        """The server's end (uvicorn closes the listening socket, then calls this). A connection
+        without a request, or with its head under way, gets FIRST_REQUEST_S to send it and is
+        answered (503 shutting-down, then a close); uvicorn's own shutdown would close it at once,
+        and a request already on the wire would meet a reset."""
+        if self._refused_at is None and self.cycle is None and not self.transport.is_closing():
+            self.drain()
+            self.loop.call_later(FIRST_REQUEST_S, self._close_without_request)
+            return
+        super().shutdown()
+
+    def _close_without_request(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
             self.transport.close()
 
     def _refuse(self, error: ServiceError) -> None:

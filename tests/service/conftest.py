@@ -84,7 +84,7 @@ class RunningServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         state = self.app.state.service
-        self.server = GracefulServer(uvicorn_config(self.app, settings, state.metrics), state)
+        self.server = GracefulServer(uvicorn_config(self.app, settings, state), state)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def start(self, wait_ready: bool = True, timeout_s: float = 120.0) -> RunningServer:

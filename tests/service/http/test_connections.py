@@ -1,16 +1,25 @@
 """The connection protocol's writes: uvicorn's HTTP protocol with our transport sends each answer in
 one write (head and body together), sends what is pending before a close, and nothing after the
-client has gone. The protocol runs on a real event loop with a transport that records its writes."""
+client has gone; while the service drains, each answer closes its connection, and a connection is
+owed an answer while its request is under way or is likely on its way. The protocol runs on a real
+event loop with a transport that records its writes."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from service.http.connections import CoalescingTransport, ConnectionLimits, protocol_class
+from service.http.connections import (
+    FIRST_REQUEST_S,
+    CoalescingTransport,
+    ConnectionLimits,
+    LimitedHttpToolsProtocol,
+    protocol_class,
+)
 from service.settings import Settings
 
 
@@ -56,18 +65,28 @@ async def hello(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"hello"})
 
 
-async def answer_one(request: bytes) -> RecordingTransport:
+def new_connection(draining: bool = False) -> tuple[LimitedHttpToolsProtocol, RecordingTransport]:
     config = uvicorn.Config(hello, log_level="warning")
     config.load()
-    protocol = protocol_class(ConnectionLimits.from_settings(Settings()))(config, ServerState(), app_state={})
+    limits = ConnectionLimits.from_settings(Settings(), draining=lambda: draining)
+    protocol = protocol_class(limits)(config, ServerState(), app_state={})
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(request)
+    return protocol, transport
+
+
+async def answer(protocol: LimitedHttpToolsProtocol, transport: RecordingTransport) -> None:
     for _ in range(100):  # the app's task, then the send scheduled at the end of its turn
         await asyncio.sleep(0)
         if transport.writes:
             break
     await asyncio.sleep(0)
+
+
+async def answer_one(request: bytes, draining: bool = False) -> RecordingTransport:
+    protocol, transport = new_connection(draining)
+    protocol.data_received(request)
+    await answer(protocol, transport)
     protocol.connection_lost(None)
     return transport
 
@@ -123,3 +142,28 @@ def test_nothing_is_sent_after_the_client_has_gone() -> None:
 
     inner = asyncio.run(run())
     assert inner.writes == []
+
+
+def test_while_draining_an_answer_closes_its_connection() -> None:
+    transport = asyncio.run(answer_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", draining=True))
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower() and body == b"hello"
+    assert transport.closed
+
+
+def test_a_connection_is_owed_an_answer_while_its_request_is_under_way_or_likely_on_its_way() -> None:
+    async def run() -> None:
+        protocol, transport = new_connection()
+        start = time.monotonic()
+        assert protocol.owed_answer(start)  # new: its first request is likely on its way
+        assert not protocol.owed_answer(start + FIRST_REQUEST_S + 0.1)  # no request came
+        protocol.data_received(b"GET / HTTP/1.1\r\nHo")
+        assert protocol.owed_answer(start + FIRST_REQUEST_S + 0.1)  # its head is under way
+        protocol.data_received(b"st: x\r\n\r\n")
+        assert protocol.owed_answer(start + FIRST_REQUEST_S + 0.1)  # computing
+        await answer(protocol, transport)
+        assert transport.writes and not transport.closed
+        assert not protocol.owed_answer(time.monotonic())  # answered, kept alive, idle
+        protocol.connection_lost(None)
+
+    asyncio.run(run())

@@ -188,9 +188,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """The server's end (uvicorn closes the listening socket, then calls this). A connection
-        without a request, or with its head under way, gets FIRST_REQUEST_S to send it and is
-        answered (503 shutting-down, then a close); uvicorn's own shutdown would close it at once,
-        and a request already on the wire would meet a reset."""
+        whose first request has not come in full (none yet, or its head under way) gets
+        FIRST_REQUEST_S to send it and is answered (503 shutting-down, then a close); uvicorn's own
+        shutdown would close it at once, and a request already on the wire would meet a reset."""
         if self._refused_at is None and self.cycle is None and not self.transport.is_closing():
             self.drain()
             self.loop.call_later(FIRST_REQUEST_S, self._close_without_request)

@@ -94,18 +94,17 @@ class GracefulServer(uvicorn.Server):
         """Every 0.1 s: connection timeouts, a requested drain, and stopping when startup failed."""
         now = time.monotonic()
         draining = self.drain_requested and not self.should_exit
+        connections = [c for c in self.server_state.connections if isinstance(c, LimitedHttpToolsProtocol)]
         if draining and not self.state.draining:
             log.info("signal received: draining (readiness 503, new requests 503)")
-            self.state.start_draining()
+            self.state.start_draining()  # from now on each new request's answer closes its connection
+            for connection in connections:
+                connection.drain()  # and so do the answers already under way
             self.owed_since = now
-        for connection in list(self.server_state.connections):
-            if not isinstance(connection, LimitedHttpToolsProtocol):
-                continue
+        for connection in connections:
             connection.check_timeouts(now)
-            if draining:
-                connection.drain()
-                if connection.owed_answer(now):
-                    self.owed_since = now
+            if draining and connection.owed_answer(now):
+                self.owed_since = now
         if draining:
             timed_out = now >= self.state.drain_deadline
             if (self.state.idle and now - self.owed_since >= QUIET_S) or timed_out:

@@ -75,7 +75,7 @@ def new_connection(draining: bool = False) -> tuple[LimitedHttpToolsProtocol, Re
     return protocol, transport
 
 
-async def answer(protocol: LimitedHttpToolsProtocol, transport: RecordingTransport) -> None:
+async def answer(transport: RecordingTransport) -> None:
     for _ in range(100):  # the app's task, then the send scheduled at the end of its turn
         await asyncio.sleep(0)
         if transport.writes:
@@ -86,7 +86,7 @@ async def answer(protocol: LimitedHttpToolsProtocol, transport: RecordingTranspo
 async def answer_one(request: bytes, draining: bool = False) -> RecordingTransport:
     protocol, transport = new_connection(draining)
     protocol.data_received(request)
-    await answer(protocol, transport)
+    await answer(transport)
     protocol.connection_lost(None)
     return transport
 
@@ -161,7 +161,7 @@ def test_a_connection_is_owed_an_answer_while_its_request_is_under_way_or_likely
         assert protocol.owed_answer(start + FIRST_REQUEST_S + 0.1)  # its head is under way
         protocol.data_received(b"st: x\r\n\r\n")
         assert protocol.owed_answer(start + FIRST_REQUEST_S + 0.1)  # computing
-        await answer(protocol, transport)
+        await answer(transport)
         assert transport.writes and not transport.closed
         assert not protocol.owed_answer(time.monotonic())  # answered, kept alive, idle
         protocol.connection_lost(None)
